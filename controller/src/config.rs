@@ -1,0 +1,385 @@
+//! Controller configuration: defaults, then the TOML file, then `AIWAN_*`
+//! environment variables, then command-line flags, each overriding the one
+//! before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::Role;
+
+/// Default gRPC listen address: loopback, so a fresh install exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default Prometheus listen address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9185";
+
+/// Why a configuration cannot be used. Each variant names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+fn invalid(setting: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The controller's settings, as written in `aiwan.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; the endpoint is off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the SQLite database and other state live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; SQLite under `data_dir` when unset.
+    pub database_url: Option<String>,
+    /// A token created (or updated) at start, `ROLE:TOKEN`, so that a fresh
+    /// install can be administered.
+    pub bootstrap_token: Option<String>,
+    pub tls: TlsConfig,
+    pub log: LogConfig,
+}
+
+/// TLS for the gRPC server; plain HTTP/2 when neither file is set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `aiwan_controller=debug,info`;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Plain,
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable_addr()),
+            metrics_listen: DEFAULT_METRICS_LISTEN.parse().ok(),
+            data_dir: PathBuf::from(".aiwan"),
+            database_url: None,
+            bootstrap_token: None,
+            tls: TlsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+// The default addresses are constants that parse; this only satisfies the
+// type checker without a panic path.
+fn unreachable_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+/// Settings given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    pub listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub bootstrap_token: Option<String>,
+}
+
+/// A parsed `ROLE:TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub role: Role,
+    pub secret: String,
+}
+
+/// Shortest secret accepted for a bootstrap token.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl BootstrapToken {
+    /// Parses `ROLE:TOKEN`; the secret must be at least 16 characters.
+    pub fn parse(text: &str) -> Result<BootstrapToken, ConfigError> {
+        let setting = "bootstrap_token";
+        let (role, secret) = text
+            .split_once(':')
+            .ok_or_else(|| invalid(setting, "expected ROLE:TOKEN, for example admin:<secret>"))?;
+        let role = Role::parse(role).ok_or_else(|| {
+            invalid(
+                setting,
+                format!("unknown role {role:?}; use viewer, operator or admin"),
+            )
+        })?;
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                setting,
+                format!("the token must be at least {MIN_SECRET_LEN} characters"),
+            ));
+        }
+        if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(setting, "the token must not contain whitespace"));
+        }
+        Ok(BootstrapToken {
+            role,
+            secret: secret.to_string(),
+        })
+    }
+}
+
+impl ControllerConfig {
+    /// Reads a TOML file on top of the defaults.
+    pub fn from_file(path: &Path) -> Result<ControllerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text on top of the defaults.
+    pub fn from_toml(text: &str) -> Result<ControllerConfig, String> {
+        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_string())
+    }
+
+    /// Applies `AIWAN_*` variables read through `lookup`.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(value) = lookup("AIWAN_LISTEN") {
+            self.listen = parse_addr("AIWAN_LISTEN", &value)?;
+        }
+        if let Some(value) = lookup("AIWAN_METRICS_LISTEN") {
+            self.metrics_listen = if value.is_empty() {
+                None
+            } else {
+                Some(parse_addr("AIWAN_METRICS_LISTEN", &value)?)
+            };
+        }
+        if let Some(value) = lookup("AIWAN_DATA_DIR") {
+            self.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = lookup("AIWAN_DATABASE_URL") {
+            self.database_url = Some(value);
+        }
+        if let Some(value) = lookup("AIWAN_BOOTSTRAP_TOKEN") {
+            self.bootstrap_token = Some(value);
+        }
+        if let Some(value) = lookup("AIWAN_TLS_CERT_FILE") {
+            self.tls.cert_file = Some(PathBuf::from(value));
+        }
+        if let Some(value) = lookup("AIWAN_TLS_KEY_FILE") {
+            self.tls.key_file = Some(PathBuf::from(value));
+        }
+        if let Some(value) = lookup("AIWAN_LOG_FORMAT") {
+            self.log.format = match value.as_str() {
+                "plain" => LogFormat::Plain,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(invalid(
+                        "AIWAN_LOG_FORMAT",
+                        format!("{value:?} is not plain or json"),
+                    ));
+                }
+            };
+        }
+        if let Some(value) = lookup("AIWAN_LOG_LEVEL") {
+            self.log.level = value;
+        }
+        Ok(())
+    }
+
+    /// Applies command-line flags.
+    pub fn apply_overrides(&mut self, overrides: &ConfigOverrides) {
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+        if let Some(listen) = overrides.metrics_listen {
+            self.metrics_listen = Some(listen);
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            self.database_url = Some(url.clone());
+        }
+        if let Some(token) = &overrides.bootstrap_token {
+            self.bootstrap_token = Some(token.clone());
+        }
+    }
+
+    /// The full chain: defaults, file, environment, flags; then checks.
+    pub fn load(
+        file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+        overrides: &ConfigOverrides,
+    ) -> Result<ControllerConfig, ConfigError> {
+        let mut config = match file {
+            Some(path) => ControllerConfig::from_file(path)?,
+            None => ControllerConfig::default(),
+        };
+        config.apply_env(lookup)?;
+        config.apply_overrides(overrides);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks settings that parse but cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.bootstrap_token {
+            BootstrapToken::parse(token)?;
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => Err(invalid(
+                "tls.key_file",
+                "required when tls.cert_file is set",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "tls.cert_file",
+                "required when tls.key_file is set",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The database to open: the configured URL, or SQLite in the data
+    /// directory (created if missing).
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("aiwan.db").display()
+            ),
+        }
+    }
+}
+
+fn parse_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            setting,
+            format!("{value:?} is not an address like 127.0.0.1:50051"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../aiwan.example.toml");
+        let config = ControllerConfig::from_toml(text).expect("example config");
+        config.check().expect("example config checks");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.log.format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = ControllerConfig::from_toml(
+            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/var/lib/aiwan\"\n",
+        )
+        .expect("toml");
+        let mut config = file;
+        config
+            .apply_env(|name| match name {
+                "AIWAN_LISTEN" => Some("127.0.0.1:7001".into()),
+                "AIWAN_DATABASE_URL" => Some("postgres://db/aiwan".into()),
+                _ => None,
+            })
+            .expect("env");
+        config.apply_overrides(&ConfigOverrides {
+            database_url: Some("sqlite://x.db".into()),
+            ..ConfigOverrides::default()
+        });
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/aiwan"));
+        assert_eq!(config.database_url.as_deref(), Some("sqlite://x.db"));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let cases = [
+            ("listen = 5", "invalid type"),
+            ("lisen = \"127.0.0.1:1\"", "unknown field `lisen`"),
+            ("[tls]\ncert_file = \"c.pem\"", "tls.key_file: required"),
+            (
+                "bootstrap_token = \"root:abcdefabcdefabcdef\"",
+                "unknown role \"root\"",
+            ),
+            (
+                "bootstrap_token = \"admin:short\"",
+                "at least 16 characters",
+            ),
+            (
+                "database_url = \"mysql://x\"",
+                "database_url: must start with",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = match ControllerConfig::from_toml(text) {
+                Err(message) => message,
+                Ok(config) => config.check().expect_err(text).to_string(),
+            };
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let mut config = ControllerConfig::default();
+        let error = config
+            .apply_env(|name| (name == "AIWAN_LISTEN").then(|| "nowhere".to_string()))
+            .expect_err("bad env");
+        assert!(error.to_string().starts_with("AIWAN_LISTEN: "), "{error}");
+    }
+}

@@ -1,0 +1,12 @@
+//! The aiwan controller: configuration, persistence, intents and plans, and
+//! the northbound gRPC server.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod services;
+pub mod store;

@@ -1,0 +1,244 @@
+//! The `aiwan` binary: one command with a subcommand per job.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use aiwan_controller::client;
+
+use aiwan_controller::config::{ConfigOverrides, ControllerConfig, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "aiwan", version, about = "AI-WAN network controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job on the built-in default (not available yet).
+    Demo(NotYet),
+    /// Run the controller daemon.
+    Controller(ControllerArgs),
+    /// Run the flow collectors alone (not available yet).
+    Collect(NotYet),
+    /// Program one Linux router for the controller (not available yet).
+    Agent(NotYet),
+    /// Operator dashboard in the terminal (not available yet).
+    Tui(NotYet),
+    /// Import and show the topology stored in the controller.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Deploy lab topologies into network namespaces (not available yet).
+    Lab(NotYet),
+    /// Compute a TE plan for a topology and traffic matrix (not available yet).
+    Plan(NotYet),
+    /// Score planning methods over a traffic-matrix series (not available yet).
+    Eval(NotYet),
+    /// Generate traffic matrices for a topology (not available yet).
+    GenTraffic(NotYet),
+    /// Benchmarks that print JSON (not available yet).
+    Bench(NotYet),
+}
+
+/// Arguments of a subcommand whose issue has not landed: accepted so that
+/// `--help` works and scripts get a clear message instead of a usage error.
+#[derive(Args)]
+struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// TOML configuration file (see aiwan.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:9185].
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// State directory; holds aiwan.db unless --database-url says otherwise.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://FILE or postgres://USER@HOST/DB.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// ROLE:TOKEN created at start so a fresh install can be administered.
+    #[arg(long)]
+    bootstrap_token: Option<String>,
+    /// NetFlow/IPFIX listen address (arrives with the collectors).
+    #[arg(long)]
+    netflow_listen: Option<std::net::SocketAddr>,
+    /// sFlow listen address (arrives with the collectors).
+    #[arg(long)]
+    sflow_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Import a topology file into the controller, replacing the stored one.
+    Import {
+        /// A containerlab *.clab.yml file (labels described in lab/README.md).
+        file: PathBuf,
+        #[command(flatten)]
+        connection: client::Connection,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the topology stored in the controller.
+    Show {
+        #[command(flatten)]
+        connection: client::Connection,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token (needs an admin token); prints the secret once.
+    Create {
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Who or what the token is for.
+        #[arg(long, default_value = "created with aiwan token create")]
+        description: String,
+        #[command(flatten)]
+        connection: client::Connection,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn not_yet(command: &str, issue: &str) -> ExitCode {
+    eprintln!(
+        "aiwan {command}: not available in this build; it lands with the {issue} issue. \
+         See README.md for what works today."
+    );
+    ExitCode::from(2)
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    if args.netflow_listen.is_some() || args.sflow_listen.is_some() {
+        anyhow::bail!(
+            "--netflow-listen and --sflow-listen are not available in this build; \
+             the collectors land with the collectors issue"
+        );
+    }
+    let overrides = ConfigOverrides {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        bootstrap_token: args.bootstrap_token,
+    };
+    let config = ControllerConfig::load(
+        args.config.as_deref(),
+        |name| std::env::var(name).ok(),
+        &overrides,
+    )?;
+    init_logging(config.log.format, &config.log.level);
+    let running = aiwan_controller::server::start(&config)
+        .await
+        .context("controller failed to start")?;
+    running
+        .run_until(async {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match terminate.as_mut() {
+                        Some(signal) => { signal.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+            tracing::info!("shutting down");
+        })
+        .await
+        .context("controller stopped with an error")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(_) => return Ok(not_yet("demo", "collectors, planner and southbound")),
+            Command::Collect(_) => return Ok(not_yet("collect", "collectors")),
+            Command::Agent(_) => return Ok(not_yet("agent", "southbound")),
+            Command::Tui(_) => return Ok(not_yet("tui", "operator TUI")),
+            Command::Lab(_) => return Ok(not_yet("lab", "southbound (netns lab)")),
+            Command::Plan(_) => return Ok(not_yet("plan", "planner")),
+            Command::Eval(_) => return Ok(not_yet("eval", "planner")),
+            Command::GenTraffic(_) => return Ok(not_yet("gen-traffic", "planner")),
+            Command::Bench(_) => return Ok(not_yet("bench", "collectors, planner or southbound")),
+            Command::Controller(args) => run_controller(args).await?,
+            Command::Topology(TopologyCommand::Import {
+                file,
+                connection,
+                json,
+            }) => {
+                init_logging(LogFormat::Plain, "warn");
+                client::topology_import(&file, &connection, json).await?
+            }
+            Command::Topology(TopologyCommand::Show { connection, json }) => {
+                init_logging(LogFormat::Plain, "warn");
+                client::topology_show(&connection, json).await?
+            }
+            Command::Token(TokenCommand::Create {
+                role,
+                description,
+                connection,
+                json,
+            }) => {
+                init_logging(LogFormat::Plain, "warn");
+                client::token_create(&role, &description, &connection, json).await?
+            }
+        }
+        Ok::<ExitCode, anyhow::Error>(ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

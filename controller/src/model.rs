@@ -1,0 +1,184 @@
+//! The controller's domain records: what the store keeps and the services
+//! convert to and from protobuf.
+
+use ipnet::IpNet;
+
+/// How the planner treats a job's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrafficClass {
+    AiSync,
+    AiBulk,
+    BestEffort,
+}
+
+impl TrafficClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficClass::AiSync => "ai-sync",
+            TrafficClass::AiBulk => "ai-bulk",
+            TrafficClass::BestEffort => "best-effort",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TrafficClass> {
+        match text {
+            "ai-sync" => Some(TrafficClass::AiSync),
+            "ai-bulk" => Some(TrafficClass::AiBulk),
+            "best-effort" => Some(TrafficClass::BestEffort),
+            _ => None,
+        }
+    }
+}
+
+/// One end of a job's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A site ID (not the resource name).
+    Site(String),
+    Prefix(IpNet),
+}
+
+/// A job as accepted by validation, before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub job_id: String,
+    pub tenant: String,
+    pub class: TrafficClass,
+    pub sources: Vec<Endpoint>,
+    pub destinations: Vec<Endpoint>,
+    /// Bits per second; 0 when the job gives only a volume and deadline.
+    pub rate_bps: i64,
+    /// Bytes; 0 when not given.
+    pub volume_bytes: i64,
+    pub deadline_ms: Option<i64>,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub priority: i64,
+    /// One per source-destination pair, in source-major order.
+    pub demands: Vec<DemandRecord>,
+}
+
+/// A source-destination pair of a job and the rate reserved for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemandRecord {
+    /// Index into the job's sources.
+    pub src_position: i64,
+    /// Index into the job's destinations.
+    pub dst_position: i64,
+    pub rate_bps: i64,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job: NewJob,
+    pub cancelled_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub creator: String,
+}
+
+/// Where a job stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Scheduled,
+    Active,
+    Finished,
+    Cancelled,
+}
+
+impl JobRecord {
+    /// The state at `now_ms`: cancelled wins, then the time window (the end
+    /// is the end time, else the deadline).
+    pub fn state_at(&self, now_ms: i64) -> JobState {
+        if self.cancelled_ms.is_some() {
+            return JobState::Cancelled;
+        }
+        if now_ms < self.job.start_ms {
+            return JobState::Scheduled;
+        }
+        match self.job.end_ms.or(self.job.deadline_ms) {
+            Some(end) if now_ms >= end => JobState::Finished,
+            _ => JobState::Active,
+        }
+    }
+}
+
+/// Where a plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanStatus {
+    Computed,
+    Applying,
+    Applied,
+    Partial,
+    Failed,
+    Superseded,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Computed => "computed",
+            PlanStatus::Applying => "applying",
+            PlanStatus::Applied => "applied",
+            PlanStatus::Partial => "partial",
+            PlanStatus::Failed => "failed",
+            PlanStatus::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PlanStatus> {
+        [
+            PlanStatus::Computed,
+            PlanStatus::Applying,
+            PlanStatus::Applied,
+            PlanStatus::Partial,
+            PlanStatus::Failed,
+            PlanStatus::Superseded,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// A stored plan's header and metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRecord {
+    pub version: i64,
+    pub status: PlanStatus,
+    pub reason: String,
+    pub created_ms: i64,
+    pub applied_ms: Option<i64>,
+    pub mlu: Option<f64>,
+    pub metrics_json: String,
+    pub creator: String,
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub role: crate::auth::Role,
+    pub description: String,
+    pub created_ms: i64,
+    pub creator: String,
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub detail_json: String,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

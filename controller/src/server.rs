@@ -1,0 +1,221 @@
+//! Starting and stopping the controller: database, bootstrap token, the gRPC
+//! server with its layers, health, reflection and the metrics endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aiwan_api::v1::admin_service_server::AdminServiceServer;
+use aiwan_api::v1::intent_service_server::IntentServiceServer;
+use aiwan_api::v1::plan_service_server::PlanServiceServer;
+use aiwan_api::v1::telemetry_service_server::TelemetryServiceServer;
+use aiwan_api::v1::topology_service_server::TopologyServiceServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::{AuthLayer, Authenticator};
+use crate::config::{BootstrapToken, ControllerConfig};
+use crate::metrics::{Metrics, MetricsLayer, bind_metrics, serve_metrics};
+use crate::model::now_ms;
+use crate::services::AppState;
+use crate::services::admin::AdminApi;
+use crate::services::intent::IntentApi;
+use crate::services::plan::PlanApi;
+use crate::services::telemetry::TelemetryApi;
+use crate::services::topology::TopologyApi;
+use crate::store::{Store, StoreError};
+
+/// Why the controller could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(tonic::transport::Error),
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// How long shutdown waits for open requests to finish.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A controller that is serving.
+pub struct RunningController {
+    /// The gRPC address actually bound (useful with port 0).
+    pub grpc_addr: SocketAddr,
+    /// The metrics address actually bound, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    pub store: Store,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningController {
+    /// Stops accepting, ends watch streams, drains open requests (for at
+    /// most [`DRAIN_TIMEOUT`]), closes the database.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        self.stop.send_replace(true);
+        let result = match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing them");
+                self.task.abort();
+                Ok(())
+            }
+        };
+        self.store.close().await;
+        result
+    }
+
+    /// Serves until `signal` resolves, then shuts down.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Opens the database, prepares the services and starts serving.
+pub async fn start(config: &ControllerConfig) -> Result<RunningController, ServeError> {
+    config.check()?;
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
+    let store = Store::open(&config.effective_database_url()).await?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    if let Some(token) = &config.bootstrap_token {
+        let token = BootstrapToken::parse(token)?;
+        store
+            .ensure_bootstrap_token(token.role, &token.secret, now_ms())
+            .await?;
+    }
+    let topology_revision = store.load_topology().await?.revision;
+    let authenticator = Authenticator::new(store.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let state = AppState {
+        store: store.clone(),
+        authenticator: authenticator.clone(),
+        topology_revision: watch::Sender::new(topology_revision),
+        plan_version: watch::Sender::new(0),
+        shutdown: stop_rx.clone(),
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in aiwan_api::SERVICE_NAMES {
+        health
+            .set_service_status(*service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(aiwan_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(aiwan_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|source| ServeError::TlsFile {
+                path: path.clone(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(ServeError::Tls)?;
+    }
+    let router = builder
+        .layer(MetricsLayer::new(metrics.clone()))
+        .layer(AuthLayer::new(authenticator))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(TopologyServiceServer::new(TopologyApi::new(state.clone())))
+        .add_service(IntentServiceServer::new(IntentApi::new(state.clone())))
+        .add_service(PlanServiceServer::new(PlanApi::new(state.clone())))
+        .add_service(TelemetryServiceServer::new(TelemetryApi))
+        .add_service(AdminServiceServer::new(AdminApi::new(state)));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let metrics_addr = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let metrics_listener = bind_metrics(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = metrics_listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let shutdown = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                if let Err(error) = serve_metrics(metrics_listener, metrics, shutdown).await {
+                    tracing::error!(%error, "metrics endpoint stopped");
+                }
+            });
+            Some(bound)
+        }
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx))
+            .await
+            .map_err(ServeError::Transport)
+    });
+    tracing::info!(%grpc_addr, ?metrics_addr, tls = config.tls.cert_file.is_some(), "controller serving");
+    Ok(RunningController {
+        grpc_addr,
+        metrics_addr,
+        store,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,487 @@
+//! IntentService: AI jobs. Validation turns a request into a [`NewJob`] or
+//! names the first wrong field; demands are derived here, once, and stored
+//! with the job.
+
+use std::collections::HashSet;
+
+use aiwan_api::v1 as pb;
+use aiwan_api::v1::intent_service_server::IntentService;
+use tonic::{Request, Response, Status};
+
+use super::{AppState, decode_page_token, encode_page_token, page_size, store_status};
+use crate::auth::caller;
+use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
+use crate::model::{DemandRecord, Endpoint, JobRecord, JobState, NewJob, TrafficClass, now_ms};
+
+/// Longest job ID and tenant.
+pub const MAX_NAME_LEN: usize = 63;
+/// Most endpoints on one side of a job.
+pub const MAX_ENDPOINTS: usize = 64;
+/// Highest priority.
+pub const MAX_PRIORITY: i32 = 1000;
+
+pub struct IntentApi {
+    state: AppState,
+}
+
+impl IntentApi {
+    pub fn new(state: AppState) -> IntentApi {
+        IntentApi { state }
+    }
+}
+
+fn check_job_id(job_id: &str) -> Result<(), FieldViolation> {
+    let bad = |reason: &str| Err(FieldViolation::new("job_id", reason));
+    if job_id.is_empty() {
+        return bad("required");
+    }
+    if job_id.len() > MAX_NAME_LEN {
+        return bad("longer than 63 characters");
+    }
+    if !job_id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return bad("must start with a lower-case letter");
+    }
+    if job_id.ends_with('-') {
+        return bad("must not end with a hyphen");
+    }
+    if !job_id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return bad("only lower-case letters, digits and hyphens are allowed");
+    }
+    Ok(())
+}
+
+fn check_tenant(tenant: &str) -> Result<(), FieldViolation> {
+    let bad = |reason: &str| Err(FieldViolation::new("job.tenant", reason));
+    if tenant.is_empty() {
+        return bad("required");
+    }
+    if tenant.len() > MAX_NAME_LEN {
+        return bad("longer than 63 characters");
+    }
+    if !tenant
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    Ok(())
+}
+
+fn endpoints(
+    field: &str,
+    given: &[pb::Endpoint],
+    sites: &HashSet<String>,
+) -> Result<Vec<Endpoint>, FieldViolation> {
+    if given.is_empty() {
+        return Err(FieldViolation::new(
+            field,
+            "at least one endpoint is required",
+        ));
+    }
+    if given.len() > MAX_ENDPOINTS {
+        return Err(FieldViolation::new(field, "more than 64 endpoints"));
+    }
+    let mut out: Vec<Endpoint> = Vec::with_capacity(given.len());
+    for (i, endpoint) in given.iter().enumerate() {
+        let parsed = match &endpoint.kind {
+            None => {
+                return Err(FieldViolation::new(
+                    format!("{field}[{i}]"),
+                    "set either site or prefix",
+                ));
+            }
+            Some(pb::endpoint::Kind::Site(name)) => {
+                let site_field = format!("{field}[{i}].site");
+                let id = resource_id(&site_field, name, "sites")?;
+                if !sites.contains(id) {
+                    return Err(FieldViolation::new(
+                        site_field,
+                        format!("site {name} does not exist in the topology"),
+                    ));
+                }
+                Endpoint::Site(id.to_string())
+            }
+            Some(pb::endpoint::Kind::Prefix(text)) => {
+                Endpoint::Prefix(parse_prefix(&format!("{field}[{i}].prefix"), text)?)
+            }
+        };
+        if out.contains(&parsed) {
+            return Err(FieldViolation::new(format!("{field}[{i}]"), "listed twice"));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// Checks a job as given to CreateJob or PreviewPlan and derives its demands.
+pub fn validate_job(
+    job_id: &str,
+    job: Option<&pb::Job>,
+    sites: &HashSet<String>,
+    now_ms: i64,
+) -> Result<NewJob, FieldViolation> {
+    check_job_id(job_id)?;
+    let job = job.ok_or_else(|| FieldViolation::new("job", "required"))?;
+    check_tenant(&job.tenant)?;
+    let class = match pb::TrafficClass::try_from(job.traffic_class) {
+        Ok(pb::TrafficClass::AiSync) => TrafficClass::AiSync,
+        Ok(pb::TrafficClass::AiBulk) => TrafficClass::AiBulk,
+        Ok(pb::TrafficClass::BestEffort) => TrafficClass::BestEffort,
+        Ok(pb::TrafficClass::Unspecified) | Err(_) => {
+            return Err(FieldViolation::new(
+                "job.traffic_class",
+                "must be AI_SYNC, AI_BULK or BEST_EFFORT",
+            ));
+        }
+    };
+    let sources = endpoints("job.sources", &job.sources, sites)?;
+    let destinations = endpoints("job.destinations", &job.destinations, sites)?;
+    if let Some(i) = destinations.iter().position(|d| sources.contains(d)) {
+        return Err(FieldViolation::new(
+            format!("job.destinations[{i}]"),
+            "is also a source",
+        ));
+    }
+    if job.rate_bps < 0 {
+        return Err(FieldViolation::new("job.rate_bps", "must be positive"));
+    }
+    if job.volume_bytes < 0 {
+        return Err(FieldViolation::new("job.volume_bytes", "must be positive"));
+    }
+    let start_ms = match &job.start_time {
+        Some(ts) => timestamp_ms("job.start_time", ts)?,
+        None => now_ms,
+    };
+    let end_ms = job
+        .end_time
+        .as_ref()
+        .map(|ts| timestamp_ms("job.end_time", ts))
+        .transpose()?;
+    let deadline_ms = job
+        .deadline
+        .as_ref()
+        .map(|ts| timestamp_ms("job.deadline", ts))
+        .transpose()?;
+    if let Some(end) = end_ms {
+        if end <= start_ms {
+            return Err(FieldViolation::new(
+                "job.end_time",
+                "must be after job.start_time",
+            ));
+        }
+        if end <= now_ms {
+            return Err(FieldViolation::new("job.end_time", "is in the past"));
+        }
+    }
+    if let Some(deadline) = deadline_ms {
+        if deadline <= now_ms {
+            return Err(FieldViolation::new("job.deadline", "is in the past"));
+        }
+        if deadline <= start_ms {
+            return Err(FieldViolation::new(
+                "job.deadline",
+                "must be after job.start_time",
+            ));
+        }
+    }
+    // The rate the planner must reserve: the given rate, or for a volume the
+    // rate that moves it between start (or now, if later) and the deadline.
+    let rate_bps = match class {
+        TrafficClass::AiSync | TrafficClass::BestEffort => {
+            if job.rate_bps == 0 {
+                return Err(FieldViolation::new(
+                    "job.rate_bps",
+                    format!("must be positive for {} jobs", class.as_str()),
+                ));
+            }
+            job.rate_bps
+        }
+        TrafficClass::AiBulk => {
+            let for_volume = match (job.volume_bytes, deadline_ms) {
+                (0, _) => 0,
+                (_, None) => {
+                    return Err(FieldViolation::new(
+                        "job.deadline",
+                        "required when job.volume_bytes is set",
+                    ));
+                }
+                (volume, Some(deadline)) => {
+                    let window_ms = i128::from(deadline - start_ms.max(now_ms));
+                    let bits_ms = i128::from(volume) * 8 * 1000;
+                    i64::try_from((bits_ms + window_ms - 1) / window_ms).map_err(|_| {
+                        FieldViolation::new("job.volume_bytes", "too large to move by the deadline")
+                    })?
+                }
+            };
+            if job.rate_bps == 0 && for_volume == 0 {
+                return Err(FieldViolation::new(
+                    "job.rate_bps",
+                    "ai-bulk jobs need a positive rate_bps, or volume_bytes and a deadline",
+                ));
+            }
+            job.rate_bps.max(for_volume)
+        }
+    };
+    if !(0..=MAX_PRIORITY).contains(&job.priority) {
+        return Err(FieldViolation::new(
+            "job.priority",
+            "must be between 0 and 1000",
+        ));
+    }
+    // The rate is shared evenly by the pairs, rounded up so that no pair
+    // gets zero.
+    let pairs = (sources.len() * destinations.len()) as i64;
+    let per_pair = (rate_bps + pairs - 1) / pairs;
+    let demands = (0..sources.len() as i64)
+        .flat_map(|src| {
+            (0..destinations.len() as i64).map(move |dst| DemandRecord {
+                src_position: src,
+                dst_position: dst,
+                rate_bps: per_pair,
+            })
+        })
+        .collect();
+    Ok(NewJob {
+        job_id: job_id.to_string(),
+        tenant: job.tenant.clone(),
+        class,
+        sources,
+        destinations,
+        rate_bps: job.rate_bps,
+        volume_bytes: job.volume_bytes,
+        deadline_ms,
+        start_ms,
+        end_ms,
+        priority: i64::from(job.priority),
+        demands,
+    })
+}
+
+fn endpoint_to_pb(endpoint: &Endpoint) -> pb::Endpoint {
+    pb::Endpoint {
+        kind: Some(match endpoint {
+            Endpoint::Site(site) => pb::endpoint::Kind::Site(format!("sites/{site}")),
+            Endpoint::Prefix(prefix) => pb::endpoint::Kind::Prefix(prefix.to_string()),
+        }),
+    }
+}
+
+fn class_to_pb(class: TrafficClass) -> pb::TrafficClass {
+    match class {
+        TrafficClass::AiSync => pb::TrafficClass::AiSync,
+        TrafficClass::AiBulk => pb::TrafficClass::AiBulk,
+        TrafficClass::BestEffort => pb::TrafficClass::BestEffort,
+    }
+}
+
+/// The protobuf form of a stored job, with its state at `now_ms`.
+pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
+    let job = &record.job;
+    let state = match record.state_at(now_ms) {
+        JobState::Scheduled => pb::JobState::Scheduled,
+        JobState::Active => pb::JobState::Active,
+        JobState::Finished => pb::JobState::Finished,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    };
+    let endpoint_at = |list: &[Endpoint], position: i64| {
+        usize::try_from(position)
+            .ok()
+            .and_then(|i| list.get(i))
+            .map(endpoint_to_pb)
+    };
+    pb::Job {
+        name: format!("jobs/{}", job.job_id),
+        tenant: job.tenant.clone(),
+        traffic_class: class_to_pb(job.class) as i32,
+        sources: job.sources.iter().map(endpoint_to_pb).collect(),
+        destinations: job.destinations.iter().map(endpoint_to_pb).collect(),
+        rate_bps: job.rate_bps,
+        volume_bytes: job.volume_bytes,
+        deadline: job.deadline_ms.map(timestamp),
+        start_time: Some(timestamp(job.start_ms)),
+        end_time: job.end_ms.map(timestamp),
+        priority: i32::try_from(job.priority).unwrap_or(MAX_PRIORITY),
+        state: state as i32,
+        demands: job
+            .demands
+            .iter()
+            .map(|demand| pb::Demand {
+                source: endpoint_at(&job.sources, demand.src_position),
+                destination: endpoint_at(&job.destinations, demand.dst_position),
+                rate_bps: demand.rate_bps,
+            })
+            .collect(),
+        create_time: Some(timestamp(record.created_ms)),
+        update_time: Some(timestamp(record.updated_ms)),
+        creator: record.creator.clone(),
+    }
+}
+
+/// The sites of the stored topology, for endpoint checks.
+pub async fn known_sites(state: &AppState) -> Result<HashSet<String>, Status> {
+    Ok(state
+        .store
+        .site_ids()
+        .await
+        .map_err(store_status)?
+        .into_iter()
+        .collect())
+}
+
+#[tonic::async_trait]
+impl IntentService for IntentApi {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::CreateJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let sites = known_sites(&self.state).await?;
+        let now = now_ms();
+        let job = validate_job(&request.job_id, request.job.as_ref(), &sites, now)?;
+        let record = self
+            .state
+            .store
+            .create_job(&job, &caller.actor(), now)
+            .await
+            .map_err(|error| match error {
+                crate::store::StoreError::AlreadyExists(what) => {
+                    Status::already_exists(format!("job_id: {what} already exists"))
+                }
+                other => store_status(other),
+            })?;
+        tracing::info!(job = %job.job_id, tenant = %job.tenant, actor = %caller.actor(), "job created");
+        Ok(Response::new(pb::CreateJobResponse {
+            job: Some(job_to_pb(&record, now)),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let name = request.into_inner().name;
+        let job_id = resource_id("name", &name, "jobs")?;
+        let record = self
+            .state
+            .store
+            .get_job(job_id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_to_pb(&record, now_ms())),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = page_size("page_size", request.page_size, 50)?;
+        let after = decode_page_token("page_token", &request.page_token)?;
+        let tenant = (!request.tenant.is_empty()).then_some(request.tenant.as_str());
+        // One extra row tells whether another page exists.
+        let mut records = self
+            .state
+            .store
+            .list_jobs(tenant, &after, limit + 1)
+            .await
+            .map_err(store_status)?;
+        let more = records.len() as i64 > limit;
+        records.truncate(limit as usize);
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => encode_page_token(&last.job.job_id),
+            _ => String::new(),
+        };
+        let now = now_ms();
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: records.iter().map(|r| job_to_pb(r, now)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let name = request.into_inner().name;
+        let job_id = resource_id("name", &name, "jobs")?;
+        let now = now_ms();
+        let record = self
+            .state
+            .store
+            .cancel_job(job_id, &caller.actor(), now)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(job = %job_id, actor = %caller.actor(), "job cancelled");
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_to_pb(&record, now)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn sites() -> HashSet<String> {
+        ["dc1", "dc2"].into_iter().map(String::from).collect()
+    }
+
+    fn site(name: &str) -> pb::Endpoint {
+        pb::Endpoint {
+            kind: Some(pb::endpoint::Kind::Site(name.to_string())),
+        }
+    }
+
+    fn bulk_job() -> pb::Job {
+        pb::Job {
+            tenant: "team-a".into(),
+            traffic_class: pb::TrafficClass::AiBulk as i32,
+            sources: vec![site("sites/dc1")],
+            destinations: vec![site("sites/dc2")],
+            volume_bytes: 1_000_000_000,
+            deadline: Some(timestamp(NOW + 100_000)),
+            ..pb::Job::default()
+        }
+    }
+
+    #[test]
+    fn bulk_rate_comes_from_volume_and_deadline() {
+        let job = validate_job("ckpt-1", Some(&bulk_job()), &sites(), NOW).expect("valid");
+        // 8e9 bits over 100 s.
+        assert_eq!(job.demands.len(), 1);
+        assert_eq!(job.demands[0].rate_bps, 80_000_000);
+        assert_eq!(job.start_ms, NOW);
+    }
+
+    #[test]
+    fn rate_is_shared_by_pairs_rounding_up() {
+        let job = pb::Job {
+            traffic_class: pb::TrafficClass::AiSync as i32,
+            rate_bps: 10,
+            sources: vec![site("sites/dc1")],
+            destinations: vec![
+                site("sites/dc2"),
+                pb::Endpoint {
+                    kind: Some(pb::endpoint::Kind::Prefix("10.9.0.0/16".into())),
+                },
+                pb::Endpoint {
+                    kind: Some(pb::endpoint::Kind::Prefix("10.8.0.0/16".into())),
+                },
+            ],
+            ..bulk_job()
+        };
+        let job = validate_job("sync", Some(&job), &sites(), NOW).expect("valid");
+        let rates: Vec<i64> = job.demands.iter().map(|d| d.rate_bps).collect();
+        assert_eq!(rates, [4, 4, 4]);
+    }
+}

@@ -1,0 +1,89 @@
+//! The `aiwan.v1` northbound services. Each handler converts and checks the
+//! request (naming the offending field), calls the store, and converts back.
+
+pub mod admin;
+pub mod intent;
+pub mod plan;
+pub mod telemetry;
+pub mod topology;
+
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::auth::Authenticator;
+use crate::store::{Store, StoreError};
+
+/// What every service shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub authenticator: Authenticator,
+    /// The topology revision; bumped after every committed import.
+    pub topology_revision: watch::Sender<i64>,
+    /// The newest plan version; bumped after every committed plan change.
+    pub plan_version: watch::Sender<i64>,
+    /// Becomes true when the controller shuts down; streams end then, so
+    /// that the graceful shutdown does not wait for watchers forever.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Resolves when the controller starts shutting down.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            // An error means the sender is gone: also a shutdown.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// The gRPC status for a store error. Database trouble is UNAVAILABLE (the
+/// client may retry); the message never leaks SQL.
+pub fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        StoreError::FailedPrecondition(why) => Status::failed_precondition(why),
+        StoreError::Corrupt(_) => {
+            tracing::error!(%error, "stored data not readable");
+            Status::internal("stored data is not readable; see the controller log")
+        }
+        StoreError::Database(_) | StoreError::Migrate(_) => {
+            tracing::error!(%error, "database error");
+            Status::unavailable("database unavailable; see the controller log")
+        }
+    }
+}
+
+/// Default and maximum page sizes, as AIP-158 suggests: 0 means the
+/// default, larger values are lowered to the maximum.
+pub fn page_size(field: &str, requested: i32, default: i64) -> Result<i64, Status> {
+    match requested {
+        n if n < 0 => Err(Status::invalid_argument(format!(
+            "{field}: must not be negative"
+        ))),
+        0 => Ok(default),
+        n => Ok(i64::from(n).min(1000)),
+    }
+}
+
+/// An opaque page token for a key.
+pub fn encode_page_token(key: &str) -> String {
+    hex::encode(key.as_bytes())
+}
+
+/// The key inside a page token; empty for the first page.
+pub fn decode_page_token(field: &str, token: &str) -> Result<String, Status> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{field}: not a token returned by a previous call of this method"
+            ))
+        })
+}

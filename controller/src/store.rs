@@ -1,0 +1,956 @@
+//! Persistence: one sqlx `Any` pool over SQLite (default) or PostgreSQL, the
+//! embedded migrations, and every query the controller runs.
+//!
+//! Invariants:
+//! - Every change that belongs together (a job, its endpoints, its demands
+//!   and its audit row) is one transaction; a crash leaves all or nothing.
+//! - Writes are serialised through one async mutex. SQLite allows a single
+//!   writer anyway, and the audit sequence is `max + 1` inside the writing
+//!   transaction, which needs one writer per database. Several controllers
+//!   sharing one PostgreSQL would need a database sequence instead.
+//! - A write is acknowledged only after its commit returned; SQLite runs in
+//!   WAL mode with `synchronous = FULL`, so a committed write survives a
+//!   killed process and a power cut.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiwan_planner::{Link, Node, NodeRole, Site, Topology};
+use ipnet::IpNet;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, Row, SqlSafeStr, Transaction};
+use tokio::sync::Mutex;
+
+use crate::auth::{Caller, Role};
+use crate::model::{
+    AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, PlanRecord, PlanStatus, TokenRecord,
+    TrafficClass,
+};
+
+/// The migrations in `migrations/`, embedded in the binary.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A stored value that the current code cannot read back.
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+}
+
+/// Which engine the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The topology as stored, with its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTopology {
+    pub topology: Topology,
+    /// 0 when nothing was ever imported.
+    pub revision: i64,
+    pub updated_ms: i64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// What one audit row says, before it gets its sequence number.
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// A `SELECT` of every plan column followed by the given clauses, as a
+/// static string (sqlx refuses SQL built at run time).
+macro_rules! select_plans {
+    ($clauses:literal) => {
+        concat!(
+            "SELECT version, status, reason, created_ms, applied_ms, mlu, metrics_json, ",
+            "creator FROM plans ",
+            $clauses
+        )
+    };
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+impl Store {
+    /// Connects, applies the SQLite pragmas, and runs the migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend,
+            write_lock: Arc::default(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // Audit --------------------------------------------------------------
+
+    async fn append_audit(
+        tx: &mut Transaction<'static, Any>,
+        now_ms: i64,
+        entry: AuditEntry<'_>,
+    ) -> Result<i64, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_log")
+            .fetch_one(&mut **tx)
+            .await?;
+        let seq = last.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, resource, detail_json) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(seq)
+        .bind(now_ms)
+        .bind(entry.actor)
+        .bind(entry.action)
+        .bind(entry.resource)
+        .bind(entry.detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(seq)
+    }
+
+    /// Audit rows with a sequence above `after`, oldest first.
+    pub async fn list_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, action, resource, detail_json FROM audit_log \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    seq: row.try_get("seq")?,
+                    at_ms: row.try_get("at_ms")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    resource: row.try_get("resource")?,
+                    detail_json: row.try_get("detail_json")?,
+                })
+            })
+            .collect()
+    }
+
+    // Topology -------------------------------------------------------------
+
+    /// Replaces the whole topology and bumps the revision, in one transaction.
+    pub async fn replace_topology(
+        &self,
+        topology: &Topology,
+        actor: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for table in ["link_srlgs", "links", "prefixes", "nodes", "sites"] {
+            let sql = match table {
+                "link_srlgs" => "DELETE FROM link_srlgs",
+                "links" => "DELETE FROM links",
+                "prefixes" => "DELETE FROM prefixes",
+                "nodes" => "DELETE FROM nodes",
+                _ => "DELETE FROM sites",
+            };
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        for site in &topology.sites {
+            sqlx::query("INSERT INTO sites (site_id) VALUES ($1)")
+                .bind(&site.id)
+                .execute(&mut *tx)
+                .await?;
+            for prefix in &site.prefixes {
+                sqlx::query(
+                    "INSERT INTO prefixes (prefix, site_id, node_id) VALUES ($1, $2, NULL)",
+                )
+                .bind(prefix.to_string())
+                .bind(&site.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for node in &topology.nodes {
+            sqlx::query("INSERT INTO nodes (node_id, site_id, role) VALUES ($1, $2, $3)")
+                .bind(&node.id)
+                .bind(node.site.as_deref())
+                .bind(node.role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for prefix in &node.prefixes {
+                sqlx::query("INSERT INTO prefixes (prefix, site_id, node_id) VALUES ($1, $2, $3)")
+                    .bind(prefix.to_string())
+                    .bind(node.site.as_deref())
+                    .bind(&node.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for link in &topology.links {
+            let capacity = i64::try_from(link.capacity_bps)
+                .map_err(|_| corrupt(format!("capacity of {}:{}", link.src, link.src_interface)))?;
+            let latency = i64::try_from(link.latency_us)
+                .map_err(|_| corrupt(format!("latency of {}:{}", link.src, link.src_interface)))?;
+            sqlx::query(
+                "INSERT INTO links (src_node, src_interface, dst_node, dst_interface, \
+                 capacity_bps, latency_us, admin_up) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&link.src)
+            .bind(&link.src_interface)
+            .bind(&link.dst)
+            .bind(&link.dst_interface)
+            .bind(capacity)
+            .bind(latency)
+            .bind(i64::from(link.admin_up))
+            .execute(&mut *tx)
+            .await?;
+            for srlg in &link.srlgs {
+                sqlx::query(
+                    "INSERT INTO link_srlgs (src_node, src_interface, srlg) VALUES ($1, $2, $3)",
+                )
+                .bind(&link.src)
+                .bind(&link.src_interface)
+                .bind(srlg)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM topology_meta WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let revision = previous.unwrap_or(0) + 1;
+        sqlx::query(
+            "INSERT INTO topology_meta (id, display_name, revision, updated_ms) \
+             VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET \
+             display_name = excluded.display_name, revision = excluded.revision, \
+             updated_ms = excluded.updated_ms",
+        )
+        .bind(&topology.name)
+        .bind(revision)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({
+            "name": topology.name,
+            "revision": revision,
+            "sites": topology.sites.len(),
+            "nodes": topology.nodes.len(),
+            "links": topology.links.len(),
+        });
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor,
+                action,
+                resource: "topology",
+                detail,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    /// The stored topology, in a deterministic order.
+    pub async fn load_topology(&self) -> Result<StoredTopology, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let meta = sqlx::query(
+            "SELECT display_name, revision, updated_ms FROM topology_meta WHERE id = 1",
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (name, revision, updated_ms) = match meta {
+            Some(row) => (
+                row.try_get::<String, _>("display_name")?,
+                row.try_get::<i64, _>("revision")?,
+                row.try_get::<i64, _>("updated_ms")?,
+            ),
+            None => (String::new(), 0, 0),
+        };
+        let prefix_rows =
+            sqlx::query("SELECT prefix, site_id, node_id FROM prefixes ORDER BY prefix")
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut prefixes: Vec<(IpNet, Option<String>, Option<String>)> = Vec::new();
+        for row in &prefix_rows {
+            let text: String = row.try_get("prefix")?;
+            let prefix = text
+                .parse()
+                .map_err(|_| corrupt(format!("prefix {text:?}")))?;
+            prefixes.push((prefix, row.try_get("site_id")?, row.try_get("node_id")?));
+        }
+        let sites = sqlx::query("SELECT site_id FROM sites ORDER BY site_id")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("site_id")?;
+                let own = prefixes
+                    .iter()
+                    .filter(|(_, site, node)| node.is_none() && site.as_deref() == Some(&id))
+                    .map(|(prefix, _, _)| *prefix)
+                    .collect();
+                Ok(Site { id, prefixes: own })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let nodes = sqlx::query("SELECT node_id, site_id, role FROM nodes ORDER BY node_id")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("node_id")?;
+                let role: String = row.try_get("role")?;
+                let role = NodeRole::parse(&role)
+                    .ok_or_else(|| corrupt(format!("role {role:?} of node {id}")))?;
+                let own = prefixes
+                    .iter()
+                    .filter(|(_, _, node)| node.as_deref() == Some(&id))
+                    .map(|(prefix, _, _)| *prefix)
+                    .collect();
+                Ok(Node {
+                    site: row.try_get("site_id")?,
+                    id,
+                    role,
+                    prefixes: own,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let srlg_rows = sqlx::query(
+            "SELECT src_node, src_interface, srlg FROM link_srlgs \
+             ORDER BY src_node, src_interface, srlg",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut srlgs: Vec<(String, String, String)> = Vec::new();
+        for row in &srlg_rows {
+            srlgs.push((
+                row.try_get("src_node")?,
+                row.try_get("src_interface")?,
+                row.try_get("srlg")?,
+            ));
+        }
+        let links = sqlx::query(
+            "SELECT src_node, src_interface, dst_node, dst_interface, capacity_bps, \
+             latency_us, admin_up FROM links ORDER BY src_node, src_interface",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let src: String = row.try_get("src_node")?;
+            let src_interface: String = row.try_get("src_interface")?;
+            let capacity: i64 = row.try_get("capacity_bps")?;
+            let latency: i64 = row.try_get("latency_us")?;
+            let link_srlgs = srlgs
+                .iter()
+                .filter(|(node, interface, _)| *node == src && *interface == src_interface)
+                .map(|(_, _, srlg)| srlg.clone())
+                .collect();
+            Ok(Link {
+                dst: row.try_get("dst_node")?,
+                dst_interface: row.try_get("dst_interface")?,
+                capacity_bps: u64::try_from(capacity)
+                    .map_err(|_| corrupt(format!("capacity of {src}:{src_interface}")))?,
+                latency_us: u64::try_from(latency)
+                    .map_err(|_| corrupt(format!("latency of {src}:{src_interface}")))?,
+                admin_up: row.try_get::<i64, _>("admin_up")? != 0,
+                srlgs: link_srlgs,
+                src,
+                src_interface,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(StoredTopology {
+            topology: Topology {
+                name,
+                sites,
+                nodes,
+                links,
+            },
+            revision,
+            updated_ms,
+        })
+    }
+
+    /// The IDs of the sites in the topology.
+    pub async fn site_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT site_id FROM sites ORDER BY site_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("site_id")?)).collect()
+    }
+
+    // Jobs -----------------------------------------------------------------
+
+    /// Stores a validated job with its endpoints, demands and audit row.
+    pub async fn create_job(
+        &self,
+        job: &NewJob,
+        creator: &str,
+        now_ms: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT job_id FROM jobs WHERE job_id = $1")
+                .bind(&job.job_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists(format!("jobs/{}", job.job_id)));
+        }
+        sqlx::query(
+            "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
+             deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
+             creator) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11)",
+        )
+        .bind(&job.job_id)
+        .bind(&job.tenant)
+        .bind(job.class.as_str())
+        .bind(job.rate_bps)
+        .bind(job.volume_bytes)
+        .bind(job.deadline_ms)
+        .bind(job.start_ms)
+        .bind(job.end_ms)
+        .bind(job.priority)
+        .bind(now_ms)
+        .bind(creator)
+        .execute(&mut *tx)
+        .await?;
+        let sides = [("src", &job.sources), ("dst", &job.destinations)];
+        for (side, endpoints) in sides {
+            for (position, endpoint) in endpoints.iter().enumerate() {
+                let (site, prefix) = match endpoint {
+                    Endpoint::Site(site) => (Some(site.clone()), None),
+                    Endpoint::Prefix(prefix) => (None, Some(prefix.to_string())),
+                };
+                sqlx::query(
+                    "INSERT INTO job_endpoints (job_id, side, position, site_id, prefix) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&job.job_id)
+                .bind(side)
+                .bind(position as i64)
+                .bind(site)
+                .bind(prefix)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for demand in &job.demands {
+            sqlx::query(
+                "INSERT INTO demands (job_id, src_position, dst_position, rate_bps) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&job.job_id)
+            .bind(demand.src_position)
+            .bind(demand.dst_position)
+            .bind(demand.rate_bps)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let resource = format!("jobs/{}", job.job_id);
+        let detail = serde_json::json!({
+            "tenant": job.tenant,
+            "traffic_class": job.class.as_str(),
+            "rate_bps": job.rate_bps,
+            "volume_bytes": job.volume_bytes,
+            "demands": job.demands.len(),
+        });
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor: creator,
+                action: "aiwan.v1.IntentService/CreateJob",
+                resource: &resource,
+                detail,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(JobRecord {
+            job: job.clone(),
+            cancelled_ms: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            creator: creator.to_string(),
+        })
+    }
+
+    /// Marks a job cancelled; a job cancelled before cannot be cancelled again.
+    pub async fn cancel_job(
+        &self,
+        job_id: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let cancelled: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT cancelled_ms FROM jobs WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match cancelled {
+            None => return Err(StoreError::NotFound(format!("jobs/{job_id}"))),
+            Some(Some(_)) => {
+                return Err(StoreError::FailedPrecondition(format!(
+                    "jobs/{job_id} is already cancelled"
+                )));
+            }
+            Some(None) => {}
+        }
+        sqlx::query("UPDATE jobs SET cancelled_ms = $1, updated_ms = $1 WHERE job_id = $2")
+            .bind(now_ms)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        let resource = format!("jobs/{job_id}");
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor,
+                action: "aiwan.v1.IntentService/CancelJob",
+                resource: &resource,
+                detail: serde_json::json!({}),
+            },
+        )
+        .await?;
+        let record = Self::read_job(&mut tx, job_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(resource))?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// One job with its endpoints and demands.
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::read_job(&mut conn, job_id).await
+    }
+
+    /// Jobs with an ID above `after`, in ID order, optionally of one tenant.
+    pub async fn list_jobs(
+        &self,
+        tenant: Option<&str>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT job_id FROM jobs WHERE job_id > $1 AND ($2 = '' OR tenant = $2) \
+             ORDER BY job_id LIMIT $3",
+        )
+        .bind(after)
+        .bind(tenant.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A job deleted between the two reads is simply not listed.
+            if let Some(job) = Self::read_job(&mut conn, &id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn read_job(
+        conn: &mut sqlx::AnyConnection,
+        job_id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
+             start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator \
+             FROM jobs WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let endpoint_rows = sqlx::query(
+            "SELECT side, site_id, prefix FROM job_endpoints WHERE job_id = $1 \
+             ORDER BY side, position",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut sources = Vec::new();
+        let mut destinations = Vec::new();
+        for endpoint_row in &endpoint_rows {
+            let side: String = endpoint_row.try_get("side")?;
+            let site: Option<String> = endpoint_row.try_get("site_id")?;
+            let prefix: Option<String> = endpoint_row.try_get("prefix")?;
+            let endpoint = match (site, prefix) {
+                (Some(site), None) => Endpoint::Site(site),
+                (None, Some(prefix)) => Endpoint::Prefix(
+                    prefix
+                        .parse()
+                        .map_err(|_| corrupt(format!("prefix {prefix:?} of job {job_id}")))?,
+                ),
+                _ => return Err(corrupt(format!("endpoint of job {job_id}"))),
+            };
+            match side.as_str() {
+                "src" => sources.push(endpoint),
+                _ => destinations.push(endpoint),
+            }
+        }
+        let demands = sqlx::query(
+            "SELECT src_position, dst_position, rate_bps FROM demands WHERE job_id = $1 \
+             ORDER BY src_position, dst_position",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|demand| {
+            Ok(DemandRecord {
+                src_position: demand.try_get("src_position")?,
+                dst_position: demand.try_get("dst_position")?,
+                rate_bps: demand.try_get("rate_bps")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        job_from_row(&row, sources, destinations, demands).map(Some)
+    }
+
+    // Plans ----------------------------------------------------------------
+
+    /// The plan that is the desired state: the newest one being applied,
+    /// applied or partially applied.
+    pub async fn current_plan(&self) -> Result<Option<PlanRecord>, StoreError> {
+        let row = sqlx::query(select_plans!(
+            "WHERE status IN ('applying', 'applied', 'partial') ORDER BY version DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(plan_from_row).transpose()
+    }
+
+    pub async fn get_plan(&self, version: i64) -> Result<Option<PlanRecord>, StoreError> {
+        let row = sqlx::query(select_plans!("WHERE version = $1"))
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(plan_from_row).transpose()
+    }
+
+    /// Plans with a version below `before`, newest first.
+    pub async fn list_plans(&self, before: i64, limit: i64) -> Result<Vec<PlanRecord>, StoreError> {
+        let rows = sqlx::query(select_plans!(
+            "WHERE version < $1 ORDER BY version DESC LIMIT $2"
+        ))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(plan_from_row).collect()
+    }
+
+    // Tokens ---------------------------------------------------------------
+
+    /// Creates or updates the bootstrap token from the configuration.
+    pub async fn ensure_bootstrap_token(
+        &self,
+        role: Role,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let hash = crate::auth::hash_secret(secret);
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT secret_sha256 || ':' || role FROM api_tokens \
+             WHERE token_id = 'bootstrap' AND revoked_ms IS NULL",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current.as_deref() == Some(&format!("{hash}:{}", role.as_str())) {
+            return Ok(());
+        }
+        // A changed bootstrap secret replaces the old one.
+        sqlx::query("DELETE FROM api_tokens WHERE token_id = 'bootstrap'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (token_id, secret_sha256, role, description, created_ms, \
+             creator, revoked_ms) VALUES ('bootstrap', $1, $2, 'bootstrap token', $3, 'config', NULL)",
+        )
+        .bind(&hash)
+        .bind(role.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor: "config",
+                action: "bootstrap_token",
+                resource: "tokens/bootstrap",
+                detail: serde_json::json!({ "role": role.as_str() }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new token under a random ID and returns its record.
+    pub async fn create_token(
+        &self,
+        role: Role,
+        description: &str,
+        secret: &str,
+        creator: &Caller,
+        now_ms: i64,
+    ) -> Result<TokenRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let token_id = uuid::Uuid::new_v4().simple().to_string();
+        let actor = creator.actor();
+        sqlx::query(
+            "INSERT INTO api_tokens (token_id, secret_sha256, role, description, created_ms, \
+             creator, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(&token_id)
+        .bind(crate::auth::hash_secret(secret))
+        .bind(role.as_str())
+        .bind(description)
+        .bind(now_ms)
+        .bind(&actor)
+        .execute(&mut *tx)
+        .await?;
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor: &actor,
+                action: "aiwan.v1.AdminService/CreateToken",
+                resource: &format!("tokens/{token_id}"),
+                detail: serde_json::json!({ "role": role.as_str(), "description": description }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TokenRecord {
+            token_id,
+            role,
+            description: description.to_string(),
+            created_ms: now_ms,
+            creator: actor,
+        })
+    }
+
+    /// Tokens that are not revoked.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token_id, role, description, created_ms, creator FROM api_tokens \
+             WHERE revoked_ms IS NULL ORDER BY created_ms, token_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let role: String = row.try_get("role")?;
+                Ok(TokenRecord {
+                    token_id: row.try_get("token_id")?,
+                    role: Role::parse(&role).ok_or_else(|| corrupt(format!("role {role:?}")))?,
+                    description: row.try_get("description")?,
+                    created_ms: row.try_get("created_ms")?,
+                    creator: row.try_get("creator")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token; it stays in the table for the audit trail.
+    pub async fn revoke_token(
+        &self,
+        token_id: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE api_tokens SET revoked_ms = $1 WHERE token_id = $2 AND revoked_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(token_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tokens/{token_id}")));
+        }
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor,
+                action: "aiwan.v1.AdminService/DeleteToken",
+                resource: &format!("tokens/{token_id}"),
+                detail: serde_json::json!({}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The caller a secret's hash belongs to, if the token is live.
+    pub async fn find_token(&self, secret_sha256: &str) -> Result<Option<Caller>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_id, role, description FROM api_tokens \
+             WHERE secret_sha256 = $1 AND revoked_ms IS NULL",
+        )
+        .bind(secret_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: String = row.try_get("role")?;
+        let token_id: String = row.try_get("token_id")?;
+        Ok(Some(Caller {
+            token_name: format!("tokens/{token_id}"),
+            description: row.try_get("description")?,
+            role: Role::parse(&role).ok_or_else(|| corrupt(format!("role {role:?}")))?,
+        }))
+    }
+}
+
+fn plan_from_row(row: &AnyRow) -> Result<PlanRecord, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(PlanRecord {
+        version: row.try_get("version")?,
+        status: PlanStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("plan status {status:?}")))?,
+        reason: row.try_get("reason")?,
+        created_ms: row.try_get("created_ms")?,
+        applied_ms: row.try_get("applied_ms")?,
+        mlu: row.try_get("mlu")?,
+        metrics_json: row.try_get("metrics_json")?,
+        creator: row.try_get("creator")?,
+    })
+}
+
+fn job_from_row(
+    row: &AnyRow,
+    sources: Vec<Endpoint>,
+    destinations: Vec<Endpoint>,
+    demands: Vec<DemandRecord>,
+) -> Result<JobRecord, StoreError> {
+    let job_id: String = row.try_get("job_id")?;
+    let class: String = row.try_get("traffic_class")?;
+    let class = TrafficClass::parse(&class)
+        .ok_or_else(|| corrupt(format!("traffic class {class:?} of job {job_id}")))?;
+    Ok(JobRecord {
+        job: NewJob {
+            tenant: row.try_get("tenant")?,
+            class,
+            sources,
+            destinations,
+            rate_bps: row.try_get("rate_bps")?,
+            volume_bytes: row.try_get("volume_bytes")?,
+            deadline_ms: row.try_get("deadline_ms")?,
+            start_ms: row.try_get("start_ms")?,
+            end_ms: row.try_get("end_ms")?,
+            priority: row.try_get("priority")?,
+            demands,
+            job_id,
+        },
+        cancelled_ms: row.try_get("cancelled_ms")?,
+        created_ms: row.try_get("created_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+        creator: row.try_get("creator")?,
+    })
+}

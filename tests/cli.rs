@@ -1,0 +1,217 @@
+//! The `aiwan` binary as an operator uses it: help, configuration errors,
+//! topology import and show, token creation.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{ADMIN_SECRET, Backend, TestDb, start};
+
+fn aiwan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .args(args)
+        .env_remove("AIWAN_TOKEN")
+        .env_remove("AIWAN_ENDPOINT")
+        .output()
+        .expect("run aiwan")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_every_subcommand_of_the_contract() {
+    let output = aiwan(&["--help"]);
+    assert!(output.status.success());
+    let help = text(&output.stdout);
+    for command in [
+        "demo",
+        "controller",
+        "collect",
+        "agent",
+        "tui",
+        "topology",
+        "token",
+        "lab",
+        "plan",
+        "eval",
+        "gen-traffic",
+        "bench",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from\n{help}"
+        );
+        let sub = aiwan(&[command, "--help"]);
+        assert!(sub.status.success(), "aiwan {command} --help failed");
+    }
+}
+
+#[test]
+fn unlanded_subcommands_say_so_and_fail() {
+    for command in [
+        "demo",
+        "collect",
+        "agent",
+        "tui",
+        "lab",
+        "plan",
+        "eval",
+        "gen-traffic",
+        "bench",
+    ] {
+        let output = aiwan(&[command]);
+        assert_eq!(output.status.code(), Some(2), "aiwan {command}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("not available in this build"),
+            "{command}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{command} printed to stdout");
+    }
+}
+
+#[test]
+fn bad_config_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("aiwan.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\nmetrics_listn = \"x\"\n").expect("write");
+    let output = aiwan(&["controller", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("unknown field `metrics_listn`"), "{stderr}");
+    let output = aiwan(&["controller", "--bootstrap-token", "root:0123456789abcdef0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("bootstrap_token: unknown role \"root\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_import_then_show() {
+    let db = TestDb::new(Backend::Sqlite, "topology_import_then_show")
+        .await
+        .expect("sqlite");
+    let controller = start(&db).await;
+    let endpoint = format!("http://{}", controller.grpc_addr);
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/ai-wan.clab.yml");
+    let lab = lab.to_str().expect("utf-8 path").to_string();
+
+    let denied = tokio::task::spawn_blocking({
+        let (endpoint, lab) = (endpoint.clone(), lab.clone());
+        move || aiwan(&["topology", "import", &lab, "--endpoint", &endpoint])
+    })
+    .await
+    .expect("join");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        text(&denied.stderr).contains("Unauthenticated"),
+        "{}",
+        text(&denied.stderr)
+    );
+
+    let imported = tokio::task::spawn_blocking({
+        let (endpoint, lab) = (endpoint.clone(), lab.clone());
+        move || {
+            aiwan(&[
+                "topology",
+                "import",
+                &lab,
+                "--endpoint",
+                &endpoint,
+                "--token",
+                ADMIN_SECRET,
+                "--json",
+            ])
+        }
+    })
+    .await
+    .expect("join");
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&imported.stdout).expect("one JSON document");
+    assert_eq!(summary["revision"], 1);
+
+    let shown = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            aiwan(&[
+                "topology",
+                "show",
+                "--json",
+                "--endpoint",
+                &endpoint,
+                "--token",
+                ADMIN_SECRET,
+            ])
+        }
+    })
+    .await
+    .expect("join");
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&shown.stdout).expect("one JSON document");
+    let expected = aiwan_lab::clab::load_clab(Path::new(&lab)).expect("lab parses");
+    let links = shown["links"].as_array().expect("links");
+    assert_eq!(links.len(), expected.links.len());
+    assert_eq!(
+        shown["nodes"].as_array().expect("nodes").len(),
+        expected.nodes.len()
+    );
+    for link in &expected.links {
+        let name = format!("links/{}:{}", link.src, link.src_interface);
+        let found = links
+            .iter()
+            .find(|l| l["name"] == name.as_str())
+            .expect("link shown");
+        assert_eq!(
+            found["capacity_bps"].as_u64(),
+            Some(link.capacity_bps),
+            "{name}"
+        );
+        assert_eq!(
+            found["latency_us"].as_u64(),
+            Some(link.latency_us),
+            "{name}"
+        );
+    }
+
+    let token = tokio::task::spawn_blocking({
+        let endpoint = endpoint.clone();
+        move || {
+            aiwan(&[
+                "token",
+                "create",
+                "--role",
+                "viewer",
+                "--endpoint",
+                &endpoint,
+                "--token",
+                ADMIN_SECRET,
+                "--json",
+            ])
+        }
+    })
+    .await
+    .expect("join");
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let token: serde_json::Value = serde_json::from_slice(&token.stdout).expect("JSON");
+    let secret = token["secret"].as_str().expect("secret").to_string();
+    let as_viewer = tokio::task::spawn_blocking(move || {
+        aiwan(&[
+            "topology",
+            "show",
+            "--endpoint",
+            &endpoint,
+            "--token",
+            &secret,
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(as_viewer.status.success(), "{}", text(&as_viewer.stderr));
+    assert!(text(&as_viewer.stdout).contains("revision 1"));
+    controller.shutdown().await.expect("shutdown");
+}

@@ -1,0 +1,998 @@
+//! End-to-end tests of the northbound gRPC API, each run against SQLite and
+//! PostgreSQL, with the controller in-process on 127.0.0.1:0.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use aiwan_api::v1 as pb;
+use support::{
+    ADMIN_SECRET, Backend, Clients, TestDb, at, create_token, small_topology, start, sync_job,
+};
+use tonic::Code;
+
+on_both_backends!(
+    job_lifecycle,
+    every_validation_case_names_its_field,
+    tokens_and_roles_are_enforced,
+    state_survives_restart,
+    health_and_reflection,
+    topology_import_and_watch,
+    planner_and_telemetry_say_unavailable,
+    metrics_count_requests,
+);
+
+/// A controller with the small topology, and admin + operator + viewer clients.
+struct Fixture {
+    db: TestDb,
+    controller: aiwan_controller::server::RunningController,
+    admin: Clients,
+    operator: Clients,
+    viewer: Clients,
+}
+
+async fn fixture(backend: Backend, test: &str) -> Option<Fixture> {
+    let db = TestDb::new(backend, test).await?;
+    let controller = start(&db).await;
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect("import topology");
+    let operator_secret = create_token(&mut admin, pb::Role::Operator, "scheduler").await;
+    let viewer_secret = create_token(&mut admin, pb::Role::Viewer, "dashboard").await;
+    let operator = Clients::connect(controller.grpc_addr, Some(&operator_secret)).await;
+    let viewer = Clients::connect(controller.grpc_addr, Some(&viewer_secret)).await;
+    Some(Fixture {
+        db,
+        controller,
+        admin,
+        operator,
+        viewer,
+    })
+}
+
+impl Fixture {
+    async fn finish(self) {
+        self.controller.shutdown().await.expect("clean shutdown");
+        self.db.cleanup().await;
+    }
+}
+
+async fn create(
+    clients: &mut Clients,
+    job_id: &str,
+    job: pb::Job,
+) -> Result<pb::Job, tonic::Status> {
+    clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: job_id.to_string(),
+            job: Some(job),
+        })
+        .await
+        .map(|r| r.into_inner().job.expect("job in response"))
+}
+
+async fn list_all_jobs(clients: &mut Clients) -> Vec<pb::Job> {
+    clients
+        .intents
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list jobs")
+        .into_inner()
+        .jobs
+}
+
+async fn audit(clients: &mut Clients) -> Vec<pb::AuditEvent> {
+    clients
+        .admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .events
+}
+
+async fn job_lifecycle(backend: Backend) {
+    let Some(mut f) = fixture(backend, "job_lifecycle").await else {
+        return;
+    };
+    let created = create(&mut f.operator, "train-1", sync_job())
+        .await
+        .expect("create");
+    assert_eq!(created.name, "jobs/train-1");
+    assert_eq!(created.state, pb::JobState::Active as i32);
+    assert_eq!(created.creator, created.creator.trim());
+    assert!(created.creator.contains("scheduler"), "{}", created.creator);
+    // 40 Gbit/s shared by two destination pairs.
+    let rates: Vec<i64> = created.demands.iter().map(|d| d.rate_bps).collect();
+    assert_eq!(rates, [20_000_000_000, 20_000_000_000]);
+
+    let bulk = pb::Job {
+        traffic_class: pb::TrafficClass::AiBulk as i32,
+        rate_bps: 0,
+        volume_bytes: 500_000_000_000,
+        deadline: Some(at(3_600_000)),
+        start_time: Some(at(600_000)),
+        ..sync_job()
+    };
+    let scheduled = create(&mut f.operator, "ckpt-2", bulk)
+        .await
+        .expect("create bulk");
+    assert_eq!(scheduled.state, pb::JobState::Scheduled as i32);
+    // 4e12 bits over the 50 minutes between start and deadline, per pair.
+    // (The two timestamps were taken a few µs apart: allow 1e-6.)
+    let per_pair = 4_000_000_000_000f64 / 3_000.0 / 2.0;
+    let first = scheduled.demands[0].rate_bps as f64;
+    assert!(
+        (first / per_pair - 1.0).abs() < 1e-6,
+        "{first} vs {per_pair}"
+    );
+
+    // Viewer reads; pages of one.
+    let page = f
+        .viewer
+        .intents
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(page.jobs[0].name, "jobs/ckpt-2");
+    let page2 = f
+        .viewer
+        .intents
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 1,
+            page_token: page.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list page 2")
+        .into_inner();
+    assert_eq!(page2.jobs[0].name, "jobs/train-1");
+    assert_eq!(page2.next_page_token, "");
+    let by_tenant = f
+        .viewer
+        .intents
+        .list_jobs(pb::ListJobsRequest {
+            tenant: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list by tenant")
+        .into_inner();
+    assert!(by_tenant.jobs.is_empty());
+
+    let cancelled = f
+        .operator
+        .intents
+        .cancel_job(pb::CancelJobRequest {
+            name: "jobs/train-1".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(cancelled.state, pb::JobState::Cancelled as i32);
+    let again = f
+        .operator
+        .intents
+        .cancel_job(pb::CancelJobRequest {
+            name: "jobs/train-1".into(),
+        })
+        .await
+        .expect_err("second cancel");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let missing = f
+        .viewer
+        .intents
+        .get_job(pb::GetJobRequest {
+            name: "jobs/nope".into(),
+        })
+        .await
+        .expect_err("missing job");
+    assert_eq!(missing.code(), Code::NotFound);
+    let got = f
+        .viewer
+        .intents
+        .get_job(pb::GetJobRequest {
+            name: "jobs/train-1".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(got.state, pb::JobState::Cancelled as i32);
+
+    let actions: Vec<(String, String)> = audit(&mut f.admin)
+        .await
+        .into_iter()
+        .map(|e| (e.action, e.resource))
+        .filter(|(action, _)| action.starts_with("aiwan.v1.IntentService"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (
+                "aiwan.v1.IntentService/CreateJob".into(),
+                "jobs/train-1".into()
+            ),
+            (
+                "aiwan.v1.IntentService/CreateJob".into(),
+                "jobs/ckpt-2".into()
+            ),
+            (
+                "aiwan.v1.IntentService/CancelJob".into(),
+                "jobs/train-1".into()
+            ),
+        ]
+    );
+    f.finish().await;
+}
+
+type Breaker = fn(&mut pb::CreateJobRequest);
+
+fn job_of(request: &mut pb::CreateJobRequest) -> &mut pb::Job {
+    request.job.get_or_insert_with(sync_job)
+}
+
+fn endpoint_site(name: &str) -> pb::Endpoint {
+    pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(name.into())),
+    }
+}
+
+fn endpoint_prefix(prefix: &str) -> pb::Endpoint {
+    pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Prefix(prefix.into())),
+    }
+}
+
+/// Each broken request, and the start of the message it must get.
+const VALIDATION_CASES: &[(&str, Breaker, &str)] = &[
+    (
+        "unknown site",
+        |r| job_of(r).sources = vec![endpoint_site("sites/dc9")],
+        "job.sources[0].site: site sites/dc9 does not exist",
+    ),
+    (
+        "site not a resource name",
+        |r| job_of(r).destinations[0] = endpoint_site("dc2"),
+        "job.destinations[0].site: \"dc2\" is not a resource name",
+    ),
+    (
+        "prefix that does not parse",
+        |r| job_of(r).destinations[1] = endpoint_prefix("10.99.0.300/16"),
+        "job.destinations[1].prefix: \"10.99.0.300/16\" is not a CIDR prefix",
+    ),
+    (
+        "prefix without length",
+        |r| job_of(r).destinations[1] = endpoint_prefix("10.99.0.0"),
+        "job.destinations[1].prefix:",
+    ),
+    (
+        "negative rate",
+        |r| job_of(r).rate_bps = -5,
+        "job.rate_bps: must be positive",
+    ),
+    (
+        "zero rate",
+        |r| job_of(r).rate_bps = 0,
+        "job.rate_bps: must be positive for ai-sync jobs",
+    ),
+    (
+        "negative volume",
+        |r| {
+            let j = job_of(r);
+            j.traffic_class = pb::TrafficClass::AiBulk as i32;
+            j.volume_bytes = -1;
+        },
+        "job.volume_bytes: must be positive",
+    ),
+    (
+        "bulk without rate or volume",
+        |r| {
+            let j = job_of(r);
+            j.traffic_class = pb::TrafficClass::AiBulk as i32;
+            j.rate_bps = 0;
+        },
+        "job.rate_bps: ai-bulk jobs need",
+    ),
+    (
+        "volume without deadline",
+        |r| {
+            let j = job_of(r);
+            j.traffic_class = pb::TrafficClass::AiBulk as i32;
+            j.volume_bytes = 1000;
+        },
+        "job.deadline: required when job.volume_bytes is set",
+    ),
+    (
+        "deadline in the past",
+        |r| {
+            let j = job_of(r);
+            j.traffic_class = pb::TrafficClass::AiBulk as i32;
+            j.volume_bytes = 1000;
+            j.deadline = Some(at(-60_000));
+        },
+        "job.deadline: is in the past",
+    ),
+    (
+        "start after end",
+        |r| {
+            let j = job_of(r);
+            j.start_time = Some(at(7_200_000));
+            j.end_time = Some(at(3_600_000));
+        },
+        "job.end_time: must be after job.start_time",
+    ),
+    (
+        "end in the past",
+        |r| {
+            let j = job_of(r);
+            j.start_time = Some(at(-7_200_000));
+            j.end_time = Some(at(-3_600_000));
+        },
+        "job.end_time: is in the past",
+    ),
+    (
+        "name too long",
+        |r| r.job_id = "a".repeat(64),
+        "job_id: longer than 63 characters",
+    ),
+    (
+        "name empty",
+        |r| r.job_id = String::new(),
+        "job_id: required",
+    ),
+    (
+        "name with upper case",
+        |r| r.job_id = "Train".into(),
+        "job_id: must start with a lower-case letter",
+    ),
+    (
+        "tenant too long",
+        |r| job_of(r).tenant = "t".repeat(64),
+        "job.tenant: longer than 63 characters",
+    ),
+    (
+        "tenant missing",
+        |r| job_of(r).tenant = String::new(),
+        "job.tenant: required",
+    ),
+    (
+        "class unspecified",
+        |r| job_of(r).traffic_class = 0,
+        "job.traffic_class:",
+    ),
+    (
+        "class out of range",
+        |r| job_of(r).traffic_class = 42,
+        "job.traffic_class:",
+    ),
+    (
+        "no sources",
+        |r| job_of(r).sources.clear(),
+        "job.sources: at least one endpoint is required",
+    ),
+    (
+        "endpoint with nothing set",
+        |r| job_of(r).sources = vec![pb::Endpoint { kind: None }],
+        "job.sources[0]: set either site or prefix",
+    ),
+    (
+        "same endpoint on both sides",
+        |r| job_of(r).destinations[0] = endpoint_site("sites/dc1"),
+        "job.destinations[0]: is also a source",
+    ),
+    (
+        "priority too high",
+        |r| job_of(r).priority = 1001,
+        "job.priority: must be between 0 and 1000",
+    ),
+    ("job missing", |r| r.job = None, "job: required"),
+    (
+        "bad timestamp",
+        |r| {
+            job_of(r).start_time = Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: -1,
+            })
+        },
+        "job.start_time:",
+    ),
+];
+
+async fn every_validation_case_names_its_field(backend: Backend) {
+    let Some(mut f) = fixture(backend, "every_validation_case_names_its_field").await else {
+        return;
+    };
+    let audit_before = audit(&mut f.admin).await.len();
+    for (case, breaker, expected) in VALIDATION_CASES {
+        let mut request = pb::CreateJobRequest {
+            job_id: "valid-id".into(),
+            job: Some(sync_job()),
+        };
+        breaker(&mut request);
+        let status = f
+            .operator
+            .intents
+            .create_job(request)
+            .await
+            .expect_err(case);
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
+        assert!(
+            status.message().starts_with(expected),
+            "{case}: got {:?}, expected it to start with {expected:?}",
+            status.message()
+        );
+    }
+    // Duplicate name: the standard code for it, naming the field.
+    create(&mut f.operator, "dup", sync_job())
+        .await
+        .expect("first");
+    let status = create(&mut f.operator, "dup", sync_job())
+        .await
+        .expect_err("duplicate");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(status.message(), "job_id: jobs/dup already exists");
+    // Bad names and pages on the read side.
+    let status = f
+        .viewer
+        .intents
+        .get_job(pb::GetJobRequest {
+            name: "job/dup".into(),
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("name: "),
+        "{}",
+        status.message()
+    );
+    for (request, expected) in [
+        (
+            pb::ListJobsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "page_size: ",
+        ),
+        (
+            pb::ListJobsRequest {
+                page_token: "zz".into(),
+                ..Default::default()
+            },
+            "page_token: ",
+        ),
+    ] {
+        let status = f
+            .viewer
+            .intents
+            .list_jobs(request)
+            .await
+            .expect_err(expected);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(expected),
+            "{}",
+            status.message()
+        );
+    }
+    // Nothing of the refused requests was written: one job, one audit row.
+    let jobs = list_all_jobs(&mut f.viewer).await;
+    assert_eq!(
+        jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        ["jobs/dup"]
+    );
+    assert_eq!(audit(&mut f.admin).await.len(), audit_before + 1);
+
+    // A broken topology is refused whole, naming the item.
+    let mut topology = small_topology();
+    topology.links[3].dst_node = "nodes/ghost".into();
+    let status = f
+        .admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(topology),
+        })
+        .await
+        .expect_err("broken topology");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("ghost"), "{}", status.message());
+    let mut topology = small_topology();
+    topology.links[0].capacity_bps = 0;
+    let status = f
+        .admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(topology),
+        })
+        .await
+        .expect_err("zero capacity");
+    assert_eq!(
+        status.message(),
+        "topology.links[0].capacity_bps: must be positive"
+    );
+    let stored = f
+        .viewer
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .topology
+        .expect("topology");
+    assert_eq!(stored.revision, 1);
+    assert_eq!(stored.links.len(), 8);
+    f.finish().await;
+}
+
+async fn tokens_and_roles_are_enforced(backend: Backend) {
+    let Some(mut f) = fixture(backend, "tokens_and_roles_are_enforced").await else {
+        return;
+    };
+    let addr = f.controller.grpc_addr;
+    let mut anonymous = Clients::connect(addr, None).await;
+    let status = anonymous
+        .intents
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("missing authorization"),
+        "{}",
+        status.message()
+    );
+
+    let mut wrong = Clients::connect(addr, Some("not-a-real-token-at-all")).await;
+    let status = wrong
+        .intents
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect_err("wrong token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let status = create(&mut f.viewer, "by-viewer", sync_job())
+        .await
+        .expect_err("viewer writes");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("needs role operator"),
+        "{}",
+        status.message()
+    );
+
+    let status = f
+        .operator
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect_err("operator imports topology");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = f
+        .operator
+        .admin
+        .create_token(pb::CreateTokenRequest {
+            role: pb::Role::Admin as i32,
+            description: "escalate".into(),
+        })
+        .await
+        .expect_err("operator makes tokens");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = f
+        .viewer
+        .admin
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .expect_err("viewer reads audit");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // Nothing the refused calls asked for happened.
+    assert!(list_all_jobs(&mut f.viewer).await.is_empty());
+
+    // Revoking a token takes effect at once.
+    let tokens = f
+        .admin
+        .admin
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .expect("list tokens")
+        .into_inner()
+        .tokens;
+    let viewer_token = tokens
+        .iter()
+        .find(|t| t.description == "dashboard")
+        .expect("viewer token listed");
+    assert_eq!(tokens.len(), 3, "bootstrap, operator, viewer: {tokens:?}");
+    f.admin
+        .admin
+        .delete_token(pb::DeleteTokenRequest {
+            name: viewer_token.name.clone(),
+        })
+        .await
+        .expect("revoke");
+    let status = f
+        .viewer
+        .intents
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect_err("revoked token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let status = f
+        .admin
+        .admin
+        .create_token(pb::CreateTokenRequest {
+            role: 0,
+            description: "x".into(),
+        })
+        .await
+        .expect_err("role missing");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("role: "));
+    let audit_actions: Vec<String> = audit(&mut f.admin)
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(audit_actions.contains(&"aiwan.v1.AdminService/DeleteToken".to_string()));
+    assert_eq!(
+        audit_actions
+            .iter()
+            .filter(|a| *a == "aiwan.v1.AdminService/CreateToken")
+            .count(),
+        2
+    );
+    f.finish().await;
+}
+
+async fn state_survives_restart(backend: Backend) {
+    let Some(mut f) = fixture(backend, "state_survives_restart").await else {
+        return;
+    };
+    create(&mut f.operator, "train-1", sync_job())
+        .await
+        .expect("create");
+    create(&mut f.operator, "train-2", sync_job())
+        .await
+        .expect("create");
+    f.operator
+        .intents
+        .cancel_job(pb::CancelJobRequest {
+            name: "jobs/train-2".into(),
+        })
+        .await
+        .expect("cancel");
+    let operator_secret = create_token(&mut f.admin, pb::Role::Operator, "kept").await;
+    let jobs_before = list_all_jobs(&mut f.viewer).await;
+    let audit_before = audit(&mut f.admin).await;
+    let Fixture { db, controller, .. } = f;
+    controller.shutdown().await.expect("shutdown");
+
+    let controller = start(&db).await;
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    let mut operator = Clients::connect(controller.grpc_addr, Some(&operator_secret)).await;
+    assert_eq!(list_all_jobs(&mut operator).await, jobs_before);
+    assert_eq!(audit(&mut admin).await, audit_before);
+    let topology = admin
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .topology
+        .expect("topology");
+    let mut expected = small_topology();
+    expected
+        .links
+        .sort_by(|a, b| (&a.src_node, &a.src_interface).cmp(&(&b.src_node, &b.src_interface)));
+    assert_eq!(topology.revision, 1);
+    assert_eq!(topology.links.len(), expected.links.len());
+    for (got, want) in topology.links.iter().zip(&expected.links) {
+        assert_eq!(
+            (&got.src_node, got.capacity_bps),
+            (&want.src_node, want.capacity_bps)
+        );
+    }
+    // And it keeps working after the restart.
+    create(&mut operator, "train-3", sync_job())
+        .await
+        .expect("create after restart");
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}
+
+async fn health_and_reflection(backend: Backend) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let Some(f) = fixture(backend, "health_and_reflection").await else {
+        return;
+    };
+    // Both work without a token, as probes and grpcurl expect.
+    let channel = support::channel(f.controller.grpc_addr).await;
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "aiwan.v1.IntentService", "aiwan.v1.TopologyService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nope.Service".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("message")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    for expected in aiwan_api::SERVICE_NAMES
+        .iter()
+        .chain(&["grpc.health.v1.Health"])
+    {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    f.finish().await;
+}
+
+async fn topology_import_and_watch(backend: Backend) {
+    let Some(mut f) = fixture(backend, "topology_import_and_watch").await else {
+        return;
+    };
+    let mut events = f
+        .viewer
+        .topology
+        .watch_topology(pb::WatchTopologyRequest {})
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = events.message().await.expect("event").expect("first event");
+    assert_eq!(first.topology.expect("topology").revision, 1);
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/ai-wan.clab.yml");
+    let lab = aiwan_lab::clab::load_clab(&path).expect("lab topology parses");
+    let proto = aiwan_controller::convert::topology_to_pb(&lab, 0, 0);
+    let stored = f
+        .admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(proto),
+        })
+        .await
+        .expect("import lab topology")
+        .into_inner()
+        .topology
+        .expect("topology");
+    assert_eq!(stored.revision, 2);
+    let got = f
+        .viewer
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .topology
+        .expect("topology");
+    assert_eq!(got, stored);
+    assert_eq!(got.nodes.len(), lab.nodes.len());
+    assert_eq!(got.links.len(), lab.links.len());
+    for link in &lab.links {
+        let name = format!("links/{}:{}", link.src, link.src_interface);
+        let found = got
+            .links
+            .iter()
+            .find(|l| l.name == name)
+            .expect("link stored");
+        assert_eq!(found.capacity_bps as u64, link.capacity_bps, "{name}");
+        assert_eq!(found.dst_node, format!("nodes/{}", link.dst));
+    }
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
+        .await
+        .expect("watch event in time")
+        .expect("event")
+        .expect("second event");
+    assert_eq!(event.topology.expect("topology").revision, 2);
+    f.finish().await;
+}
+
+async fn planner_and_telemetry_say_unavailable(backend: Backend) {
+    let Some(mut f) = fixture(backend, "planner_and_telemetry_say_unavailable").await else {
+        return;
+    };
+    let status = f
+        .operator
+        .plans
+        .apply_plan(pb::ApplyPlanRequest {
+            reason: "test".into(),
+        })
+        .await
+        .expect_err("no planner yet");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("planner"), "{}", status.message());
+    let status = f
+        .operator
+        .plans
+        .preview_plan(pb::PreviewPlanRequest {
+            job: Some(sync_job()),
+        })
+        .await
+        .expect_err("no planner yet");
+    assert_eq!(status.code(), Code::Unavailable);
+    // A bad hypothetical job is still reported as such.
+    let mut bad = sync_job();
+    bad.rate_bps = -1;
+    let status = f
+        .operator
+        .plans
+        .preview_plan(pb::PreviewPlanRequest { job: Some(bad) })
+        .await
+        .expect_err("bad job");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = f
+        .viewer
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect_err("no plan yet");
+    assert_eq!(status.code(), Code::NotFound);
+    let plans = f
+        .viewer
+        .plans
+        .list_plans(pb::ListPlansRequest::default())
+        .await
+        .expect("list plans")
+        .into_inner();
+    assert!(plans.plans.is_empty());
+    let status = f
+        .viewer
+        .telemetry
+        .list_top_flows(pb::ListTopFlowsRequest::default())
+        .await
+        .expect_err("no telemetry yet");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("collectors"),
+        "{}",
+        status.message()
+    );
+    f.finish().await;
+}
+
+async fn metrics_count_requests(backend: Backend) {
+    let Some(mut f) = fixture(backend, "metrics_count_requests").await else {
+        return;
+    };
+    create(&mut f.operator, "m-1", sync_job())
+        .await
+        .expect("create");
+    let _ = create(&mut f.viewer, "m-2", sync_job())
+        .await
+        .expect_err("denied");
+    let addr = f.controller.metrics_addr.expect("metrics enabled");
+    let text = http_get(addr, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for expected in [
+        r#"aiwan_grpc_requests_total{service="aiwan.v1.IntentService",method="CreateJob",code="OK"} 1"#,
+        r#"aiwan_grpc_requests_total{service="aiwan.v1.IntentService",method="CreateJob",code="PERMISSION_DENIED"} 1"#,
+        r#"aiwan_grpc_request_duration_seconds_count{service="aiwan.v1.IntentService",method="CreateJob"} 2"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    f.finish().await;
+}
+
+/// A plain HTTP/1.1 GET, enough for the metrics endpoint.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+/// With a certificate configured the API is served over TLS only, and the
+/// CLI's client reaches it with the CA file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_a_certificate_is_configured() {
+    use aiwan_controller::client::{Connection, connect};
+
+    let db = TestDb::new(Backend::Sqlite, "tls").await.expect("sqlite");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("self-signed certificate");
+    let cert_file = db.dir.path().join("server.crt");
+    let key_file = db.dir.path().join("server.key");
+    std::fs::write(&cert_file, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).expect("write key");
+    let mut config = support::test_config(&db);
+    config.tls.cert_file = Some(cert_file.clone());
+    config.tls.key_file = Some(key_file);
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("start with TLS");
+    let port = controller.grpc_addr.port();
+
+    let secure = Connection {
+        endpoint: format!("https://localhost:{port}"),
+        token: Some(ADMIN_SECRET.to_string()),
+        ca_file: Some(cert_file),
+    };
+    let channel = connect(&secure).await.expect("TLS connect");
+    let mut topology =
+        aiwan_api::v1::topology_service_client::TopologyServiceClient::with_interceptor(
+            channel,
+            aiwan_controller::client::BearerToken::new(Some(ADMIN_SECRET)).expect("token"),
+        );
+    topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("call over TLS");
+
+    // Plain HTTP/2 is refused.
+    let plain = Connection {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        token: Some(ADMIN_SECRET.to_string()),
+        ca_file: None,
+    };
+    let refused = match connect(&plain).await {
+        Err(_) => true,
+        Ok(channel) => aiwan_api::v1::topology_service_client::TopologyServiceClient::new(channel)
+            .get_topology(pb::GetTopologyRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext call succeeded against a TLS server");
+    controller.shutdown().await.expect("shutdown");
+}

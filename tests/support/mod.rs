@@ -1,0 +1,325 @@
+//! Shared helpers of the end-to-end tests: databases for both engines, an
+//! in-process controller on 127.0.0.1:0, and clients carrying a token.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use aiwan_api::v1 as pb;
+use aiwan_api::v1::admin_service_client::AdminServiceClient;
+use aiwan_api::v1::intent_service_client::IntentServiceClient;
+use aiwan_api::v1::plan_service_client::PlanServiceClient;
+use aiwan_api::v1::telemetry_service_client::TelemetryServiceClient;
+use aiwan_api::v1::topology_service_client::TopologyServiceClient;
+use aiwan_controller::client::BearerToken;
+use aiwan_controller::config::ControllerConfig;
+use aiwan_controller::server::RunningController;
+use sqlx::Executor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The bootstrap admin secret every test controller starts with.
+pub const ADMIN_SECRET: &str = "test-admin-secret-0123456789";
+
+/// The database engine a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// True when tests must fail instead of skipping for missing tools.
+pub fn lab_required() -> bool {
+    std::env::var("AIWAN_REQUIRE_LAB").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns `None` after printing why) or, under
+/// `AIWAN_REQUIRE_LAB=1`, fails.
+pub fn skip<T>(test: &str, reason: &str) -> Option<T> {
+    if lab_required() {
+        panic!("{test}: AIWAN_REQUIRE_LAB=1 but {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    None
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub backend: Backend,
+    /// Holds the SQLite file (and is the controller's data directory).
+    pub dir: tempfile::TempDir,
+    /// `None` for SQLite in `dir`.
+    pub database_url: Option<String>,
+    admin_url: Option<String>,
+    name: String,
+}
+
+impl TestDb {
+    /// A fresh database, or `None` (skipped) when PostgreSQL is wanted but
+    /// `AIWAN_TEST_POSTGRES_URL` is not set.
+    pub async fn new(backend: Backend, test: &str) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => Some(TestDb {
+                backend,
+                dir,
+                database_url: None,
+                admin_url: None,
+                name: String::new(),
+            }),
+            Backend::Postgres => {
+                let Ok(admin_url) = std::env::var("AIWAN_TEST_POSTGRES_URL") else {
+                    return skip(
+                        test,
+                        "AIWAN_TEST_POSTGRES_URL is not set (postgres://USER:PASS@HOST/DB of a \
+                         role that may create databases; .ci/run sets it up)",
+                    );
+                };
+                let name = format!("aiwan_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::any::install_default_drivers();
+                let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{test}: cannot connect to {admin_url}: {e}"));
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                let database_url = replace_database(&admin_url, &name);
+                Some(TestDb {
+                    backend,
+                    dir,
+                    database_url: Some(database_url),
+                    admin_url: Some(admin_url),
+                    name,
+                })
+            }
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// The URL the controller opens.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rw",
+                self.dir.path().join("aiwan.db").display()
+            ),
+        }
+    }
+
+    /// Drops a PostgreSQL test database (SQLite goes with the temp dir).
+    pub async fn cleanup(self) {
+        if let Some(admin_url) = &self.admin_url
+            && let Ok(mut admin) =
+                <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await
+        {
+            let _ = admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )))
+                .await;
+        }
+    }
+}
+
+/// `postgres://u:p@h:5432/db?x` with the database part replaced.
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// The configuration of a test controller on `db`.
+pub fn test_config(db: &TestDb) -> ControllerConfig {
+    ControllerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        data_dir: db.data_dir(),
+        database_url: db.database_url.clone(),
+        bootstrap_token: Some(format!("admin:{ADMIN_SECRET}")),
+        ..ControllerConfig::default()
+    }
+}
+
+/// Starts an in-process controller on `db`.
+pub async fn start(db: &TestDb) -> RunningController {
+    aiwan_controller::server::start(&test_config(db))
+        .await
+        .expect("controller starts")
+}
+
+pub type Authed = InterceptedService<Channel, BearerToken>;
+
+/// Typed clients that all send one token.
+pub struct Clients {
+    pub topology: TopologyServiceClient<Authed>,
+    pub intents: IntentServiceClient<Authed>,
+    pub plans: PlanServiceClient<Authed>,
+    pub telemetry: TelemetryServiceClient<Authed>,
+    pub admin: AdminServiceClient<Authed>,
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect to controller")
+}
+
+impl Clients {
+    pub async fn connect(addr: SocketAddr, token: Option<&str>) -> Clients {
+        let channel = channel(addr).await;
+        let auth = BearerToken::new(token).expect("token");
+        Clients {
+            topology: TopologyServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            intents: IntentServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            plans: PlanServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            telemetry: TelemetryServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            admin: AdminServiceClient::with_interceptor(channel, auth),
+        }
+    }
+}
+
+/// Creates a token of `role` with the admin clients; returns its secret.
+pub async fn create_token(admin: &mut Clients, role: pb::Role, description: &str) -> String {
+    admin
+        .admin
+        .create_token(pb::CreateTokenRequest {
+            role: role as i32,
+            description: description.to_string(),
+        })
+        .await
+        .expect("create token")
+        .into_inner()
+        .secret
+}
+
+/// A small two-site topology: dc1 and dc2 joined by two WAN routers.
+pub fn small_topology() -> pb::Topology {
+    let node = |name: &str, site: &str, role: pb::NodeRole, prefixes: &[&str]| pb::Node {
+        name: format!("nodes/{name}"),
+        site: if site.is_empty() {
+            String::new()
+        } else {
+            format!("sites/{site}")
+        },
+        role: role as i32,
+        prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+    };
+    let mut links = Vec::new();
+    let mut link = |a: &str, ai: &str, b: &str, bi: &str, gbps: i64| {
+        for (src, si, dst, di) in [(a, ai, b, bi), (b, bi, a, ai)] {
+            links.push(pb::Link {
+                name: String::new(),
+                src_node: format!("nodes/{src}"),
+                src_interface: si.to_string(),
+                dst_node: format!("nodes/{dst}"),
+                dst_interface: di.to_string(),
+                capacity_bps: gbps * 1_000_000_000,
+                latency: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 2_000_000,
+                }),
+                srlgs: vec![],
+                admin_state: pb::AdminState::Up as i32,
+            });
+        }
+    };
+    link("dc1-r", "eth1", "wan-a", "eth1", 100);
+    link("dc1-r", "eth2", "wan-b", "eth1", 40);
+    link("wan-a", "eth2", "dc2-r", "eth1", 100);
+    link("wan-b", "eth2", "dc2-r", "eth2", 40);
+    pb::Topology {
+        display_name: "small".into(),
+        sites: vec![
+            pb::Site {
+                name: "sites/dc1".into(),
+                prefixes: vec!["10.1.0.0/16".into()],
+            },
+            pb::Site {
+                name: "sites/dc2".into(),
+                prefixes: vec!["10.2.0.0/16".into()],
+            },
+        ],
+        nodes: vec![
+            node("dc1-r", "dc1", pb::NodeRole::WanRouter, &["10.1.255.0/24"]),
+            node("dc2-r", "dc2", pb::NodeRole::WanRouter, &[]),
+            node("wan-a", "", pb::NodeRole::WanRouter, &[]),
+            node("wan-b", "", pb::NodeRole::WanRouter, &[]),
+        ],
+        links,
+        revision: 0,
+        update_time: None,
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    aiwan_controller::model::now_ms()
+}
+
+/// A valid ai-sync job between the two sites of [`small_topology`].
+pub fn sync_job() -> pb::Job {
+    pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: pb::TrafficClass::AiSync as i32,
+        sources: vec![pb::Endpoint {
+            kind: Some(pb::endpoint::Kind::Site("sites/dc1".into())),
+        }],
+        destinations: vec![
+            pb::Endpoint {
+                kind: Some(pb::endpoint::Kind::Site("sites/dc2".into())),
+            },
+            pb::Endpoint {
+                kind: Some(pb::endpoint::Kind::Prefix("10.99.0.0/16".into())),
+            },
+        ],
+        rate_bps: 40_000_000_000,
+        priority: 10,
+        ..pb::Job::default()
+    }
+}
+
+/// A protobuf timestamp `offset_ms` from now.
+pub fn at(offset_ms: i64) -> prost_types::Timestamp {
+    aiwan_controller::convert::timestamp(now_ms() + offset_ms)
+}
+
+/// Runs each named `async fn name(Backend)` once per engine.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
