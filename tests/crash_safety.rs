@@ -311,6 +311,7 @@ async fn sigkill_mid_write_loses_nothing_acknowledged(backend: Backend) {
     sigkill(&mut child);
     if backend == Backend::Sqlite {
         let url = db.url();
+        sqlx::any::install_default_drivers();
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
             .await
             .expect("open");

@@ -1,6 +1,7 @@
 //! The CLI's side of the northbound API: connecting with a bearer token, and
 //! the subcommands that talk to a running controller.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use aiwan_api::v1 as pb;
@@ -73,6 +74,22 @@ pub async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach the controller at {}", connection.endpoint))
 }
 
+/// Writes command output to stdout. A closed pipe (`aiwan ... | head`) is
+/// not an error: the reader has what it wanted.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
@@ -107,18 +124,25 @@ pub async fn topology_import(
             "nodes": stored.nodes.len(),
             "links": stored.links.len(),
         });
-        println!("{summary}");
+        print_out(&format!("{summary}\n"))
     } else {
-        println!(
-            "imported {} as revision {}: {} sites, {} nodes, {} directed links",
+        print_out(&format!(
+            "imported {} as revision {}: {} sites, {} nodes, {} directed links\n",
             stored.display_name,
             stored.revision,
             stored.sites.len(),
             stored.nodes.len(),
             stored.links.len()
-        );
+        ))
     }
-    Ok(())
+}
+
+/// A link's latency in whole microseconds.
+fn latency_us(link: &pb::Link) -> i64 {
+    link.latency
+        .as_ref()
+        .map(|d| d.seconds * 1_000_000 + i64::from(d.nanos) / 1000)
+        .unwrap_or(0)
 }
 
 /// The JSON form of a topology, as `aiwan topology show --json` prints it.
@@ -142,7 +166,7 @@ pub fn topology_json(topology: &pb::Topology) -> serde_json::Value {
             "name": n.name, "site": n.site, "role": role(n.role), "prefixes": n.prefixes,
         })).collect::<Vec<_>>(),
         "links": topology.links.iter().map(|l| {
-            let latency_us = l.latency.as_ref().map(|d| d.seconds * 1_000_000 + i64::from(d.nanos) / 1000).unwrap_or(0);
+            let latency_us = latency_us(l);
             serde_json::json!({
                 "name": l.name,
                 "src_node": l.src_node, "src_interface": l.src_interface,
@@ -170,33 +194,35 @@ pub async fn topology_show(connection: &Connection, json: bool) -> anyhow::Resul
         .topology
         .context("the controller returned no topology")?;
     if json {
-        println!("{}", topology_json(&topology));
-        return Ok(());
+        return print_out(&format!("{}\n", topology_json(&topology)));
     }
     if topology.revision == 0 {
-        println!("no topology imported yet (aiwan topology import FILE)");
-        return Ok(());
+        return print_out("no topology imported yet (aiwan topology import FILE)\n");
     }
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "topology {} revision {}",
         topology.display_name, topology.revision
-    );
+    )?;
     for site in &topology.sites {
-        println!("site  {:<24} {}", site.name, site.prefixes.join(","));
+        writeln!(out, "site  {:<24} {}", site.name, site.prefixes.join(","))?;
     }
     for node in &topology.nodes {
         let role = pb::NodeRole::try_from(node.role)
             .map(|r| r.as_str_name())
             .unwrap_or("?");
-        println!("node  {:<24} {:<22} {}", node.name, role, node.site);
+        let prefixes = node.prefixes.join(",");
+        writeln!(
+            out,
+            "node  {:<24} {:<22} {:<12} {prefixes}",
+            node.name, role, node.site
+        )?;
     }
     for link in &topology.links {
-        let latency_us = link
-            .latency
-            .as_ref()
-            .map(|d| d.seconds * 1_000_000 + i64::from(d.nanos) / 1000)
-            .unwrap_or(0);
-        println!(
+        let latency_us = latency_us(link);
+        writeln!(
+            out,
             "link  {:<24} -> {}:{:<10} {:>8} Gbit/s {:>8} us {}",
             link.name,
             link.dst_node.trim_start_matches("nodes/"),
@@ -204,9 +230,9 @@ pub async fn topology_show(connection: &Connection, json: bool) -> anyhow::Resul
             link.capacity_bps as f64 / 1e9,
             latency_us,
             link.srlgs.join(",")
-        );
+        )?;
     }
-    Ok(())
+    print_out(&out)
 }
 
 /// `aiwan token create --role R`.
@@ -234,12 +260,10 @@ pub async fn token_create(
         .into_inner();
     let name = created.token.map(|t| t.name).unwrap_or_default();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "name": name, "role": role.as_str(), "secret": created.secret })
-        );
+        let document =
+            serde_json::json!({ "name": name, "role": role.as_str(), "secret": created.secret });
+        print_out(&format!("{document}\n"))
     } else {
-        println!("{name} ({}): {}", role.as_str(), created.secret);
+        print_out(&format!("{name} ({}): {}\n", role.as_str(), created.secret))
     }
-    Ok(())
 }

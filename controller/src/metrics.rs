@@ -186,7 +186,9 @@ where
                     .unwrap_or("OK"),
                 Err(_) => "UNKNOWN",
             };
-            metrics.observe(&path, code, started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed();
+            tracing::debug!(rpc = %path, code, ?elapsed, "request");
+            metrics.observe(&path, code, elapsed.as_secs_f64());
             result
         })
     }

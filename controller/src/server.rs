@@ -210,7 +210,10 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             .await
             .map_err(ServeError::Transport)
     });
-    tracing::info!(%grpc_addr, ?metrics_addr, tls = config.tls.cert_file.is_some(), "controller serving");
+    let metrics = metrics_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    tracing::info!(%grpc_addr, %metrics, tls = config.tls.cert_file.is_some(), "controller serving");
     Ok(RunningController {
         grpc_addr,
         metrics_addr,

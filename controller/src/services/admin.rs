@@ -4,7 +4,7 @@ use aiwan_api::v1 as pb;
 use aiwan_api::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use super::{AppState, decode_page_token, encode_page_token, page_size, store_status};
+use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::auth::{Role, caller, new_secret};
 use crate::convert::{resource_id, role_to_pb, timestamp};
 use crate::model::{TokenRecord, now_ms};
@@ -114,18 +114,13 @@ impl AdminService for AdminApi {
                 Status::invalid_argument("page_token: not a token returned by ListAuditEvents")
             })?
         };
-        let mut events = self
+        let events = self
             .state
             .store
             .list_audit(after, limit + 1)
             .await
             .map_err(store_status)?;
-        let more = events.len() as i64 > limit;
-        events.truncate(limit as usize);
-        let next_page_token = match (more, events.last()) {
-            (true, Some(last)) => encode_page_token(&last.seq.to_string()),
-            _ => String::new(),
-        };
+        let (events, next_page_token) = into_page(events, limit, |e| e.seq.to_string());
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events
                 .iter()

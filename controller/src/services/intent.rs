@@ -8,7 +8,7 @@ use aiwan_api::v1 as pb;
 use aiwan_api::v1::intent_service_server::IntentService;
 use tonic::{Request, Response, Status};
 
-use super::{AppState, decode_page_token, encode_page_token, page_size, store_status};
+use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
 use crate::model::{DemandRecord, Endpoint, JobRecord, JobState, NewJob, TrafficClass, now_ms};
@@ -386,18 +386,13 @@ impl IntentService for IntentApi {
         let after = decode_page_token("page_token", &request.page_token)?;
         let tenant = (!request.tenant.is_empty()).then_some(request.tenant.as_str());
         // One extra row tells whether another page exists.
-        let mut records = self
+        let records = self
             .state
             .store
             .list_jobs(tenant, &after, limit + 1)
             .await
             .map_err(store_status)?;
-        let more = records.len() as i64 > limit;
-        records.truncate(limit as usize);
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => encode_page_token(&last.job.job_id),
-            _ => String::new(),
-        };
+        let (records, next_page_token) = into_page(records, limit, |r| r.job.job_id.clone());
         let now = now_ms();
         Ok(Response::new(pb::ListJobsResponse {
             jobs: records.iter().map(|r| job_to_pb(r, now)).collect(),

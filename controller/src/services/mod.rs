@@ -68,6 +68,19 @@ pub fn page_size(field: &str, requested: i32, default: i64) -> Result<i64, Statu
     }
 }
 
+/// Cuts a list fetched with `limit + 1` rows down to one page; the extra
+/// row, when present, means another page exists, whose token encodes the
+/// key of this page's last item.
+pub fn into_page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_page_token = match (more, items.last()) {
+        (true, Some(last)) => encode_page_token(&key(last)),
+        _ => String::new(),
+    };
+    (items, next_page_token)
+}
+
 /// An opaque page token for a key.
 pub fn encode_page_token(key: &str) -> String {
     hex::encode(key.as_bytes())

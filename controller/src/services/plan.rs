@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::intent::{known_sites, validate_job};
-use super::{AppState, decode_page_token, encode_page_token, page_size, store_status};
+use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::convert::{resource_id, timestamp};
 use crate::model::{PlanRecord, PlanStatus, now_ms};
 
@@ -125,18 +125,13 @@ impl PlanService for PlanApi {
                 Status::invalid_argument("page_token: not a token returned by ListPlans")
             })?
         };
-        let mut plans = self
+        let plans = self
             .state
             .store
             .list_plans(before, limit + 1)
             .await
             .map_err(store_status)?;
-        let more = plans.len() as i64 > limit;
-        plans.truncate(limit as usize);
-        let next_page_token = match (more, plans.last()) {
-            (true, Some(last)) => encode_page_token(&last.version.to_string()),
-            _ => String::new(),
-        };
+        let (plans, next_page_token) = into_page(plans, limit, |p| p.version.to_string());
         Ok(Response::new(pb::ListPlansResponse {
             plans: plans.iter().map(plan_to_pb).collect(),
             next_page_token,
