@@ -1,9 +1,17 @@
-//! aiwan's planner: the topology graph and, as the planner issue lands,
-//! candidate paths, traffic matrices, forecasting and TE solvers.
+//! aiwan's planner: the topology graph, candidate paths, traffic matrices
+//! and their file formats, and the TE solvers (a reference LP and a fast
+//! solver), all evaluated by one function.
 //!
-//! Architecture invariant: this crate is pure. It never opens a socket, reads
-//! the clock or touches the database; the same inputs give the same outputs.
+//! Architecture invariant: this crate is pure. It never opens a socket,
+//! reads the clock or touches the database, and its solvers read no files;
+//! the same inputs give the same outputs.
 
+pub mod allocation;
+pub mod fast;
+pub mod formats;
+pub mod lp;
+pub mod network;
+pub mod paths;
 pub mod topology;
 
 pub use topology::{Link, Node, NodeRole, Site, Topology, TopologyError};

@@ -1,0 +1,230 @@
+//! Demands with their candidate paths, allocations (split ratios), and the
+//! one evaluator every solver's MLU is computed by.
+
+use crate::network::{Network, TrafficMatrix};
+use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
+
+/// One demand and the paths it may use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demand {
+    pub src: usize,
+    pub dst: usize,
+    /// Bits per second.
+    pub rate: f64,
+    /// Candidate paths as edge-index sequences.
+    pub paths: Vec<Vec<usize>>,
+}
+
+/// The problem every solver gets: a network and demands over paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub network: Network,
+    pub demands: Vec<Demand>,
+}
+
+/// Split ratios: `splits[d][p]` is the share of demand `d` on its path `p`;
+/// each demand's shares sum to 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub splits: Vec<Vec<f64>>,
+}
+
+/// What an allocation does to the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Maximum link utilisation.
+    pub mlu: f64,
+    /// Load on each edge, bits per second.
+    pub loads: Vec<f64>,
+}
+
+/// Why a problem or allocation cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AllocationError {
+    #[error("demand {src}->{dst} has no candidate path")]
+    NoPath { src: String, dst: String },
+    #[error("allocation has {got} demands, the problem {expected}")]
+    WrongLength { got: usize, expected: usize },
+    #[error("demand {demand}: {reason}")]
+    BadSplit { demand: usize, reason: String },
+}
+
+impl Problem {
+    /// Demands of a matrix over candidate paths from [`candidate_paths`].
+    /// A demand with no path is an error naming the pair.
+    pub fn with_k_paths(
+        network: Network,
+        matrix: &TrafficMatrix,
+        options: &PathOptions,
+    ) -> Result<Problem, AllocationError> {
+        let pairs = matrix.demands();
+        // Destinations are dealt to threads (dst modulo the thread count)
+        // so that each thread's distances-to-destination cache serves all
+        // the pairs it gets.
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 16);
+        let mut found: Vec<Option<Vec<Vec<usize>>>> = vec![None; pairs.len()];
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|worker| {
+                    let network = &network;
+                    let pairs = &pairs;
+                    scope.spawn(move || {
+                        let mut finder = ShortestPaths::new(network);
+                        let mut out = Vec::new();
+                        for (i, &(src, dst, _)) in pairs.iter().enumerate() {
+                            if dst % threads != worker {
+                                continue;
+                            }
+                            let paths: Vec<Vec<usize>> =
+                                candidate_paths(network, &mut finder, src, dst, options)
+                                    .into_iter()
+                                    .map(|p| p.edges)
+                                    .collect();
+                            out.push((i, paths));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            for worker in workers {
+                // A worker cannot panic on input (no indexing it does not
+                // check); if one did, its pairs stay unfound and are
+                // reported below as having no path.
+                if let Ok(results) = worker.join() {
+                    for (i, paths) in results {
+                        found[i] = Some(paths);
+                    }
+                }
+            }
+        });
+        let mut demands = Vec::with_capacity(pairs.len());
+        for ((src, dst, rate), paths) in pairs.into_iter().zip(found) {
+            let paths = paths.unwrap_or_default();
+            if paths.is_empty() {
+                return Err(AllocationError::NoPath {
+                    src: network.nodes.get(src).cloned().unwrap_or_default(),
+                    dst: network.nodes.get(dst).cloned().unwrap_or_default(),
+                });
+            }
+            demands.push(Demand {
+                src,
+                dst,
+                rate,
+                paths,
+            });
+        }
+        Ok(Problem { network, demands })
+    }
+
+    /// Demands of a matrix over given paths per pair (node sequences), as a
+    /// tunnels file gives them.
+    pub fn with_node_paths(
+        network: Network,
+        matrix: &TrafficMatrix,
+        node_paths: impl Fn(usize, usize) -> Vec<Vec<usize>>,
+    ) -> Result<Problem, AllocationError> {
+        let mut demands = Vec::new();
+        for (src, dst, rate) in matrix.demands() {
+            let paths: Vec<Vec<usize>> = node_paths(src, dst)
+                .iter()
+                .filter_map(|nodes| {
+                    nodes
+                        .windows(2)
+                        .map(|pair| network.edge_between(pair[0], pair[1]))
+                        .collect::<Option<Vec<usize>>>()
+                })
+                .filter(|edges| !edges.is_empty())
+                .collect();
+            if paths.is_empty() {
+                return Err(AllocationError::NoPath {
+                    src: network.nodes.get(src).cloned().unwrap_or_default(),
+                    dst: network.nodes.get(dst).cloned().unwrap_or_default(),
+                });
+            }
+            demands.push(Demand {
+                src,
+                dst,
+                rate,
+                paths,
+            });
+        }
+        Ok(Problem { network, demands })
+    }
+
+    /// Every demand split evenly over its paths.
+    pub fn even_split(&self) -> Allocation {
+        Allocation {
+            splits: self
+                .demands
+                .iter()
+                .map(|d| vec![1.0 / d.paths.len().max(1) as f64; d.paths.len()])
+                .collect(),
+        }
+    }
+
+    /// Every demand on its first (shortest) path.
+    pub fn shortest_path(&self) -> Allocation {
+        Allocation {
+            splits: self
+                .demands
+                .iter()
+                .map(|d| {
+                    let mut split = vec![0.0; d.paths.len()];
+                    if let Some(first) = split.first_mut() {
+                        *first = 1.0;
+                    }
+                    split
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads and MLU of an allocation, after checking it is one: a share
+    /// per path, none negative, summing to 1 (within 1e-6) per demand.
+    pub fn evaluate(&self, allocation: &Allocation) -> Result<Evaluation, AllocationError> {
+        if allocation.splits.len() != self.demands.len() {
+            return Err(AllocationError::WrongLength {
+                got: allocation.splits.len(),
+                expected: self.demands.len(),
+            });
+        }
+        let mut loads = vec![0.0; self.network.edges.len()];
+        for (d, (demand, split)) in self.demands.iter().zip(&allocation.splits).enumerate() {
+            if split.len() != demand.paths.len() {
+                return Err(AllocationError::BadSplit {
+                    demand: d,
+                    reason: format!("{} shares for {} paths", split.len(), demand.paths.len()),
+                });
+            }
+            if split.iter().any(|s| !s.is_finite() || *s < -1e-9) {
+                return Err(AllocationError::BadSplit {
+                    demand: d,
+                    reason: "a share is negative or not a number".into(),
+                });
+            }
+            let sum: f64 = split.iter().sum();
+            if (sum - 1.0).abs() > 1e-6 {
+                return Err(AllocationError::BadSplit {
+                    demand: d,
+                    reason: format!("shares sum to {sum}, not 1"),
+                });
+            }
+            for (path, share) in demand.paths.iter().zip(split) {
+                for &e in path {
+                    if let Some(load) = loads.get_mut(e) {
+                        *load += demand.rate * share.max(0.0);
+                    }
+                }
+            }
+        }
+        let mlu = loads
+            .iter()
+            .zip(&self.network.edges)
+            .map(|(load, edge)| load / edge.capacity)
+            .fold(0.0, f64::max);
+        Ok(Evaluation { mlu, loads })
+    }
+}
