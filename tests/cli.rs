@@ -59,7 +59,6 @@ fn unlanded_subcommands_say_so_and_fail() {
         "agent",
         "tui",
         "lab",
-        "plan",
         "eval",
         "gen-traffic",
         "bench",
@@ -214,4 +213,114 @@ async fn topology_import_then_show() {
     assert!(as_viewer.status.success(), "{}", text(&as_viewer.stderr));
     assert!(text(&as_viewer.stdout).contains("revision 1"));
     controller.shutdown().await.expect("shutdown");
+}
+
+/// `aiwan plan` on the project's own fixture: both solvers reach the hand
+/// optimum, and the written allocation recomputes to the reported MLU.
+#[test]
+fn plan_on_the_diamond_fixture() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("allocation.json");
+    let topology = fixtures.join("diamond.json");
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        topology.to_str().expect("utf-8"),
+        "--traffic",
+        fixtures.join("diamond.hist").to_str().expect("utf-8"),
+        "--snapshot",
+        "1",
+        "--tunnels",
+        fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
+        "--solver",
+        "both",
+        "--lower-bound",
+        "--allocation-out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    assert_eq!(report["nodes"], 4);
+    assert_eq!(report["links"], 8);
+    assert_eq!(report["demands"], 1);
+    let solvers = report["solvers"].as_array().expect("solvers");
+    assert_eq!(solvers.len(), 2);
+    for solver in solvers {
+        let mlu = solver["mlu"].as_f64().expect("mlu");
+        assert!((mlu - 1.0).abs() < 1e-3, "{solver}");
+        assert!(solver["solve_ms"].as_f64().is_some());
+    }
+    assert!((report["lower_bound_mlu"].as_f64().expect("bound") - 1.0).abs() < 1e-6);
+
+    // Recompute each solver's MLU from the allocation file alone.
+    let capacity = |a: u64, b: u64| -> f64 {
+        if a.min(b) == 0 && a.max(b) == 1 || a.min(b) == 1 && a.max(b) == 3 {
+            10.0
+        } else {
+            30.0
+        }
+    };
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("allocation written"))
+            .expect("JSON");
+    for solver in solvers {
+        let name = solver["name"].as_str().expect("name");
+        let mut loads = std::collections::HashMap::new();
+        for demand in written["solvers"][name].as_array().expect("entries") {
+            let rate = demand["demand"].as_f64().expect("demand");
+            for path in demand["paths"].as_array().expect("paths") {
+                let nodes: Vec<u64> = path["nodes"]
+                    .as_array()
+                    .expect("nodes")
+                    .iter()
+                    .map(|n| n.as_u64().expect("id"))
+                    .collect();
+                let fraction = path["fraction"].as_f64().expect("fraction");
+                for hop in nodes.windows(2) {
+                    *loads.entry((hop[0], hop[1])).or_insert(0.0) += rate * fraction;
+                }
+            }
+        }
+        let mlu = loads
+            .iter()
+            .map(|(&(a, b), load)| load / capacity(a, b))
+            .fold(0.0, f64::max);
+        assert!(
+            (mlu - solver["mlu"].as_f64().expect("mlu")).abs() < 1e-9,
+            "{name}: {mlu}"
+        );
+    }
+
+    // Bad input is named.
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        "/nonexistent.json",
+        "--traffic",
+        "/x.hist",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("/nonexistent.json"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        topology.to_str().expect("utf-8"),
+        "--traffic",
+        fixtures.join("diamond.hist").to_str().expect("utf-8"),
+        "--snapshot",
+        "7",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("--snapshot 7"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -76,7 +76,7 @@ pub async fn connect(connection: &Connection) -> anyhow::Result<Channel> {
 
 /// Writes command output to stdout. A closed pipe (`aiwan ... | head`) is
 /// not an error: the reader has what it wanted.
-fn print_out(text: &str) -> anyhow::Result<()> {
+pub fn print_out(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match stdout

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod server;
 pub mod services;
 pub mod store;

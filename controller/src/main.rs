@@ -37,8 +37,9 @@ enum Command {
     Token(TokenCommand),
     /// Deploy lab topologies into network namespaces (not available yet).
     Lab(NotYet),
-    /// Compute a TE plan for a topology and traffic matrix (not available yet).
-    Plan(NotYet),
+    /// Compute a TE plan for a topology and traffic matrix, with the
+    /// reference LP and/or the fast solver.
+    Plan(aiwan_controller::offline::PlanArgs),
     /// Score planning methods over a traffic-matrix series (not available yet).
     Eval(NotYet),
     /// Generate traffic matrices for a topology (not available yet).
@@ -221,7 +222,10 @@ fn main() -> ExitCode {
             Command::Agent(_) => return Ok(not_yet("agent", "southbound")),
             Command::Tui(_) => return Ok(not_yet("tui", "operator TUI")),
             Command::Lab(_) => return Ok(not_yet("lab", "southbound (netns lab)")),
-            Command::Plan(_) => return Ok(not_yet("plan", "planner")),
+            Command::Plan(args) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::offline::plan(&args)?
+            }
             Command::Eval(_) => return Ok(not_yet("eval", "planner")),
             Command::GenTraffic(_) => return Ok(not_yet("gen-traffic", "planner")),
             Command::Bench(_) => return Ok(not_yet("bench", "collectors, planner or southbound")),

@@ -1,0 +1,227 @@
+//! Subcommands that run the planner on files, without a controller:
+//! `aiwan plan`. File reading happens here; the planner stays pure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aiwan_planner::allocation::{Allocation, Problem};
+use aiwan_planner::fast::{FastOptions, solve_fast};
+use aiwan_planner::formats;
+use aiwan_planner::lp::{edge_lp_lower_bound, path_lp};
+use aiwan_planner::network::{Network, TrafficMatrix};
+use aiwan_planner::paths::PathOptions;
+use anyhow::{Context, bail};
+
+/// Which solvers `aiwan plan` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SolverChoice {
+    Lp,
+    Fast,
+    Both,
+}
+
+/// Arguments of `aiwan plan`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Network: node-link JSON, SNDlib XML, GraphML, or the Abilene link table.
+    #[arg(long)]
+    pub topology: PathBuf,
+    /// Traffic: one matrix per line, an SNDlib demand XML file, or a folder of them.
+    #[arg(long)]
+    pub traffic: PathBuf,
+    /// Which matrix of the series to plan for (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub snapshot: usize,
+    /// Candidate paths per pair: the K shortest loop-free paths.
+    #[arg(long, default_value_t = 4, conflicts_with = "tunnels")]
+    pub paths: usize,
+    /// Candidate paths from a tunnels file (`SRC DST:p1,p2` lines).
+    #[arg(long)]
+    pub tunnels: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SolverChoice::Both)]
+    pub solver: SolverChoice,
+    /// Also compute the edge-LP lower bound over all paths.
+    #[arg(long)]
+    pub lower_bound: bool,
+    /// Uniform link capacity in bit/s, for files that carry none (GraphML).
+    #[arg(long)]
+    pub capacity: Option<f64>,
+    /// Factor applied to every traffic value (for example 100*8/300 for the
+    /// Abilene matrices, given in 100 bytes per 5 minutes).
+    #[arg(long, default_value_t = 1.0)]
+    pub traffic_scale: f64,
+    /// Time limit for each LP, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub lp_time_limit: f64,
+    /// Write each solver's allocation here as JSON.
+    #[arg(long)]
+    pub allocation_out: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Candidate paths (node index sequences) of each (source, destination).
+type PathsByPair = HashMap<(usize, usize), Vec<Vec<usize>>>;
+
+/// Reads a tunnels file into node paths per pair.
+fn load_tunnels(
+    path: &Path,
+    network: &Network,
+) -> anyhow::Result<PathsByPair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --tunnels {}", path.display()))?;
+    let tunnels = formats::tunnels::parse_tunnels(&text, network)
+        .with_context(|| format!("--tunnels {}", path.display()))?;
+    Ok(tunnels
+        .into_iter()
+        .map(|t| ((t.src, t.dst), t.paths))
+        .collect())
+}
+
+/// The problem `aiwan plan` and `aiwan eval` solve for one matrix.
+fn build_problem(
+    network: &Network,
+    matrix: &TrafficMatrix,
+    paths: usize,
+    tunnels: Option<&PathsByPair>,
+) -> anyhow::Result<Problem> {
+    let problem = match tunnels {
+        Some(tunnels) => Problem::with_node_paths(network.clone(), matrix, |s, t| {
+            tunnels.get(&(s, t)).cloned().unwrap_or_default()
+        })?,
+        None => {
+            if paths == 0 {
+                bail!("--paths must be at least 1");
+            }
+            Problem::with_k_paths(network.clone(), matrix, &PathOptions::k_shortest(paths))?
+        }
+    };
+    Ok(problem)
+}
+
+fn allocation_json(problem: &Problem, allocation: &Allocation) -> serde_json::Value {
+    let network = &problem.network;
+    let node = |i: usize| -> serde_json::Value {
+        // Ids as in the input: numbers stay numbers.
+        let name = network.nodes.get(i).cloned().unwrap_or_default();
+        name.parse::<u64>()
+            .map(serde_json::Value::from)
+            .unwrap_or(serde_json::Value::from(name))
+    };
+    let entries: Vec<serde_json::Value> = problem
+        .demands
+        .iter()
+        .zip(&allocation.splits)
+        .map(|(demand, split)| {
+            let paths: Vec<serde_json::Value> = demand
+                .paths
+                .iter()
+                .zip(split)
+                .map(|(path, fraction)| {
+                    let mut nodes = vec![node(demand.src)];
+                    nodes.extend(path.iter().map(|&e| node(network.edges[e].dst)));
+                    serde_json::json!({ "nodes": nodes, "fraction": fraction })
+                })
+                .collect();
+            serde_json::json!({
+                "src": node(demand.src),
+                "dst": node(demand.dst),
+                "demand": demand.rate,
+                "paths": paths,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(entries)
+}
+
+/// `aiwan plan`.
+pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
+    let network = formats::load_network(&args.topology, args.capacity)?;
+    let series = formats::load_traffic(&args.traffic, &network, args.traffic_scale)?;
+    let Some(matrix) = series.get(args.snapshot) else {
+        bail!(
+            "--snapshot {}: {} holds {} matrices (0 to {})",
+            args.snapshot,
+            args.traffic.display(),
+            series.len(),
+            series.len().saturating_sub(1)
+        );
+    };
+    let tunnels = args
+        .tunnels
+        .as_deref()
+        .map(|path| load_tunnels(path, &network))
+        .transpose()?;
+    let started = Instant::now();
+    let problem = build_problem(&network, matrix, args.paths, tunnels.as_ref())?;
+    let paths_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let mut solvers = Vec::new();
+    let mut allocations = serde_json::Map::new();
+    if matches!(args.solver, SolverChoice::Lp | SolverChoice::Both) {
+        let started = Instant::now();
+        let (allocation, _) =
+            path_lp(&problem, Some(args.lp_time_limit)).context("reference LP")?;
+        let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mlu = problem.evaluate(&allocation)?.mlu;
+        solvers.push(serde_json::json!({ "name": "lp", "mlu": mlu, "solve_ms": solve_ms }));
+        allocations.insert("lp".into(), allocation_json(&problem, &allocation));
+    }
+    if matches!(args.solver, SolverChoice::Fast | SolverChoice::Both) {
+        let started = Instant::now();
+        let (allocation, _) = solve_fast(&problem, &FastOptions::default());
+        let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mlu = problem.evaluate(&allocation)?.mlu;
+        solvers.push(serde_json::json!({ "name": "fast", "mlu": mlu, "solve_ms": solve_ms }));
+        allocations.insert("fast".into(), allocation_json(&problem, &allocation));
+    }
+    let lower_bound = if args.lower_bound {
+        Some(edge_lp_lower_bound(&network, matrix, Some(args.lp_time_limit)).context("edge LP")?)
+    } else {
+        None
+    };
+    if let Some(path) = &args.allocation_out {
+        let document = serde_json::json!({ "solvers": allocations });
+        std::fs::write(path, format!("{document}\n"))
+            .with_context(|| format!("cannot write --allocation-out {}", path.display()))?;
+    }
+    let mut report = serde_json::json!({
+        "topology": args.topology.display().to_string(),
+        "snapshot": args.snapshot,
+        "nodes": network.nodes.len(),
+        "links": network.edges.len(),
+        "demands": problem.demands.len(),
+        "paths": problem.demands.iter().map(|d| d.paths.len()).sum::<usize>(),
+        "paths_ms": paths_ms,
+        "solvers": solvers,
+    });
+    if let Some(bound) = lower_bound {
+        report["lower_bound_mlu"] = serde_json::json!(bound);
+    }
+    if args.json {
+        crate::client::print_out(&format!("{report}\n"))
+    } else {
+        let mut text = format!(
+            "{}: {} nodes, {} links, {} demands, {} paths ({paths_ms:.1} ms)\n",
+            args.topology.display(),
+            network.nodes.len(),
+            network.edges.len(),
+            problem.demands.len(),
+            report["paths"]
+        );
+        for solver in report["solvers"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "{:<5} MLU {:.9}  in {:.1} ms\n",
+                solver["name"].as_str().unwrap_or(""),
+                solver["mlu"].as_f64().unwrap_or(f64::NAN),
+                solver["solve_ms"].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+        if let Some(bound) = lower_bound {
+            text.push_str(&format!("lower bound over all paths: MLU {bound:.9}\n"));
+        }
+        crate::client::print_out(&text)
+    }
+}
