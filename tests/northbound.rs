@@ -17,7 +17,7 @@ on_both_backends!(
     state_survives_restart,
     health_and_reflection,
     topology_import_and_watch,
-    planner_and_telemetry_say_unavailable,
+    plans_from_jobs_and_telemetry_unavailable,
     metrics_count_requests,
 );
 
@@ -846,30 +846,85 @@ async fn topology_import_and_watch(backend: Backend) {
     f.finish().await;
 }
 
-async fn planner_and_telemetry_say_unavailable(backend: Backend) {
-    let Some(mut f) = fixture(backend, "planner_and_telemetry_say_unavailable").await else {
+async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
+    let Some(mut f) = fixture(backend, "plans_from_jobs_and_telemetry_unavailable").await else {
         return;
     };
     let status = f
+        .viewer
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect_err("no plan yet");
+    assert_eq!(status.code(), Code::NotFound);
+    // 40 Gbit/s ai-sync from dc1 to dc2 and to a prefix no node owns.
+    create(&mut f.operator, "train-1", sync_job())
+        .await
+        .expect("create");
+    let operation = f
         .operator
         .plans
         .apply_plan(pb::ApplyPlanRequest {
             reason: "test".into(),
         })
         .await
-        .expect_err("no planner yet");
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("planner"), "{}", status.message());
-    let status = f
+        .expect("apply")
+        .into_inner()
+        .operation
+        .expect("operation");
+    assert!(operation.done);
+    let Some(pb::operation::Result::Response(plan)) = operation.result else {
+        panic!("apply failed: {operation:?}");
+    };
+    assert_eq!(plan.name, "plans/1");
+    assert_eq!(plan.status, pb::PlanStatus::Applying as i32);
+    // 20 Gbit/s dc1-r -> dc2-r over 100G (via wan-a) and 40G (via wan-b):
+    // the optimum is 20/140.
+    let metrics = plan.metrics.expect("metrics");
+    assert!((metrics.mlu - 20.0 / 140.0).abs() < 1e-3, "{metrics:?}");
+    assert_eq!(metrics.ai_sync_satisfaction, 1.0);
+    // Losing the 100G path puts all 20G on the 40G one.
+    assert!(
+        (metrics.worst_failure_mlu - 0.5).abs() < 1e-6,
+        "{metrics:?}"
+    );
+    for node in ["nodes/dc1-r", "nodes/wan-a", "nodes/wan-b"] {
+        assert!(
+            plan.pending_nodes.iter().any(|n| n == node),
+            "{node} not pending: {:?}",
+            plan.pending_nodes
+        );
+    }
+    let current = f
+        .viewer
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect("current")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(current.version, 1);
+
+    // Preview a hypothetical 60G bulk transfer: computed, not stored.
+    let bulk = pb::Job {
+        traffic_class: pb::TrafficClass::AiBulk as i32,
+        rate_bps: 60_000_000_000,
+        destinations: vec![endpoint_site("sites/dc2")],
+        ..sync_job()
+    };
+    let preview = f
         .operator
         .plans
-        .preview_plan(pb::PreviewPlanRequest {
-            job: Some(sync_job()),
-        })
+        .preview_plan(pb::PreviewPlanRequest { job: Some(bulk) })
         .await
-        .expect_err("no planner yet");
-    assert_eq!(status.code(), Code::Unavailable);
-    // A bad hypothetical job is still reported as such.
+        .expect("preview")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(preview.name, "plans/preview");
+    let preview_mlu = preview.metrics.expect("metrics").mlu;
+    assert!((preview_mlu - 80.0 / 140.0).abs() < 1e-2, "{preview_mlu}");
     let mut bad = sync_job();
     bad.rate_bps = -1;
     let status = f
@@ -879,21 +934,64 @@ async fn planner_and_telemetry_say_unavailable(backend: Backend) {
         .await
         .expect_err("bad job");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = f
-        .viewer
+
+    // Roll back to plan 1: a new version, the old one superseded.
+    let operation = f
+        .operator
         .plans
-        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .rollback_plan(pb::RollbackPlanRequest {
+            name: "plans/1".into(),
+        })
         .await
-        .expect_err("no plan yet");
-    assert_eq!(status.code(), Code::NotFound);
+        .expect("rollback")
+        .into_inner()
+        .operation
+        .expect("operation");
+    let Some(pb::operation::Result::Response(rolled)) = operation.result else {
+        panic!("rollback failed");
+    };
+    assert_eq!(rolled.version, 2);
+    assert_eq!(rolled.reason, "rollback to plans/1");
     let plans = f
         .viewer
         .plans
         .list_plans(pb::ListPlansRequest::default())
         .await
         .expect("list plans")
-        .into_inner();
-    assert!(plans.plans.is_empty());
+        .into_inner()
+        .plans;
+    let statuses: Vec<(i64, i32)> = plans.iter().map(|p| (p.version, p.status)).collect();
+    assert_eq!(
+        statuses,
+        [
+            (2, pb::PlanStatus::Applying as i32),
+            (1, pb::PlanStatus::Superseded as i32)
+        ]
+    );
+    let status = f
+        .operator
+        .plans
+        .rollback_plan(pb::RollbackPlanRequest {
+            name: "plans/9".into(),
+        })
+        .await
+        .expect_err("unknown plan");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = f
+        .viewer
+        .plans
+        .apply_plan(pb::ApplyPlanRequest::default())
+        .await
+        .expect_err("viewer applies");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let actions: Vec<String> = audit(&mut f.admin)
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"aiwan.v1.PlanService/ApplyPlan".to_string()));
+    assert!(actions.contains(&"aiwan.v1.PlanService/RollbackPlan".to_string()));
+
     let status = f
         .viewer
         .telemetry

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod metrics;
 pub mod model;
 pub mod offline;
+pub mod planning;
 pub mod server;
 pub mod services;
 pub mod store;

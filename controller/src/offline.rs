@@ -66,10 +66,7 @@ pub struct PlanArgs {
 type PathsByPair = HashMap<(usize, usize), Vec<Vec<usize>>>;
 
 /// Reads a tunnels file into node paths per pair.
-fn load_tunnels(
-    path: &Path,
-    network: &Network,
-) -> anyhow::Result<PathsByPair> {
+fn load_tunnels(path: &Path, network: &Network) -> anyhow::Result<PathsByPair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --tunnels {}", path.display()))?;
     let tunnels = formats::tunnels::parse_tunnels(&text, network)

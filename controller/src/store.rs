@@ -706,6 +706,140 @@ impl Store {
 
     // Plans ----------------------------------------------------------------
 
+    /// Jobs that are not cancelled, with endpoints and demands: what a plan
+    /// is computed from (the caller filters by time).
+    pub async fn uncancelled_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT job_id FROM jobs WHERE cancelled_ms IS NULL ORDER BY job_id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = Self::read_job(&mut conn, &id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Stores a new plan version as the desired state: the plan row, one
+    /// desired-state row per router (push pending), the previous desired
+    /// plan superseded, and the audit row, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_desired_plan(
+        &self,
+        mlu: f64,
+        metrics_json: &str,
+        allocation_json: &str,
+        desired_state: &[(String, String)],
+        reason: &str,
+        actor: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<PlanRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM plans")
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = last.unwrap_or(0) + 1;
+        sqlx::query(
+            "UPDATE plans SET status = 'superseded' \
+             WHERE status IN ('applying', 'applied', 'partial')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO plans (version, status, reason, created_ms, applied_ms, mlu, \
+             metrics_json, allocation_json, creator) \
+             VALUES ($1, 'applying', $2, $3, $3, $4, $5, $6, $7)",
+        )
+        .bind(version)
+        .bind(reason)
+        .bind(now_ms)
+        .bind(mlu)
+        .bind(metrics_json)
+        .bind(allocation_json)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        for (node, state) in desired_state {
+            sqlx::query(
+                "INSERT INTO desired_state (node_id, plan_version, state_json, push_status, \
+                 pushed_ms) VALUES ($1, $2, $3, 'pending', NULL)",
+            )
+            .bind(node)
+            .bind(version)
+            .bind(state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor,
+                action,
+                resource: &format!("plans/{version}"),
+                detail: serde_json::json!({ "reason": reason, "mlu": mlu, "routers": desired_state.len() }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PlanRecord {
+            version,
+            status: PlanStatus::Applying,
+            reason: reason.to_string(),
+            created_ms: now_ms,
+            applied_ms: Some(now_ms),
+            mlu: Some(mlu),
+            metrics_json: metrics_json.to_string(),
+            creator: actor.to_string(),
+        })
+    }
+
+    /// A stored plan's allocation and per-router desired state, for a
+    /// rollback.
+    pub async fn plan_content(
+        &self,
+        version: i64,
+    ) -> Result<Option<(String, Vec<(String, String)>)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let allocation: Option<String> =
+            sqlx::query_scalar("SELECT allocation_json FROM plans WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some(allocation) = allocation else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT node_id, state_json FROM desired_state WHERE plan_version = $1 ORDER BY node_id",
+        )
+        .bind(version)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut state = Vec::with_capacity(rows.len());
+        for row in &rows {
+            state.push((row.try_get("node_id")?, row.try_get("state_json")?));
+        }
+        Ok(Some((allocation, state)))
+    }
+
+    /// Routers that have not confirmed a plan yet.
+    pub async fn pending_nodes(&self, version: i64) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT node_id FROM desired_state WHERE plan_version = $1 AND push_status <> 'applied' \
+             ORDER BY node_id",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// The plan that is the desired state: the newest one being applied,
     /// applied or partially applied.
     pub async fn current_plan(&self) -> Result<Option<PlanRecord>, StoreError> {

@@ -7,6 +7,8 @@
 //! the same inputs give the same outputs.
 
 pub mod allocation;
+pub mod classes;
+pub mod failures;
 pub mod fast;
 pub mod formats;
 pub mod lp;

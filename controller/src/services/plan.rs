@@ -1,6 +1,8 @@
-//! PlanService. Stored plans are read from the database; computing plans
-//! (preview, apply, rollback) needs the planner, which arrives with its own
-//! issue: until then those methods answer UNAVAILABLE and change nothing.
+//! PlanService. Plans are computed by the planner from the stored topology
+//! and the active AI jobs; applying one stores it, with each router's
+//! desired state, before anything is pushed (pushing to routers arrives with
+//! the southbound agent, so applied plans stay APPLYING with their routers
+//! pending until then).
 
 use aiwan_api::v1 as pb;
 use aiwan_api::v1::plan_service_server::PlanService;
@@ -11,11 +13,6 @@ use super::intent::{known_sites, validate_job};
 use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::convert::{resource_id, timestamp};
 use crate::model::{PlanRecord, PlanStatus, now_ms};
-
-/// The answer of the methods that need the planner.
-const NO_PLANNER: &str = "plan computation is not available in this build: the planner \
-                          (candidate paths and TE solvers) lands with the planner issue; \
-                          nothing was computed or stored";
 
 pub struct PlanApi {
     state: AppState,
@@ -40,7 +37,7 @@ fn status_to_pb(status: PlanStatus) -> pb::PlanStatus {
 
 /// The protobuf form of a stored plan. Metrics other than MLU are kept as
 /// JSON so the planner can add figures without a migration.
-pub fn plan_to_pb(plan: &PlanRecord) -> pb::Plan {
+pub fn plan_to_pb(plan: &PlanRecord, pending_nodes: Vec<String>) -> pb::Plan {
     let metrics: serde_json::Value =
         serde_json::from_str(&plan.metrics_json).unwrap_or(serde_json::Value::Null);
     let figure = |key: &str| {
@@ -60,11 +57,83 @@ pub fn plan_to_pb(plan: &PlanRecord) -> pb::Plan {
             best_effort_satisfaction: figure("best_effort_satisfaction"),
             worst_failure_mlu: figure("worst_failure_mlu"),
         }),
-        pending_nodes: Vec::new(),
+        pending_nodes: pending_nodes
+            .into_iter()
+            .map(|node| format!("nodes/{node}"))
+            .collect(),
         create_time: Some(timestamp(plan.created_ms)),
         apply_time: plan.applied_ms.map(timestamp),
         reason: plan.reason.clone(),
     }
+}
+
+/// A stored plan with its pending routers.
+async fn plan_with_pending(state: &AppState, plan: &PlanRecord) -> Result<pb::Plan, Status> {
+    let pending = state
+        .store
+        .pending_nodes(plan.version)
+        .await
+        .map_err(store_status)?;
+    Ok(plan_to_pb(plan, pending))
+}
+
+/// Computes a plan from the stored topology and jobs (plus `extra`), off the
+/// async threads: solving is CPU work.
+async fn compute(
+    state: &AppState,
+    extra: Option<crate::model::JobRecord>,
+) -> Result<crate::planning::ComputedPlan, Status> {
+    let topology = state
+        .store
+        .load_topology()
+        .await
+        .map_err(store_status)?
+        .topology;
+    let mut jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
+    jobs.extend(extra);
+    let now = now_ms();
+    tokio::task::spawn_blocking(move || crate::planning::compute_plan(&topology, &jobs, now))
+        .await
+        .map_err(|e| Status::internal(format!("planner task failed: {e}")))?
+        .map_err(|e| Status::failed_precondition(e.to_string()))
+}
+
+/// Stores a computed plan as the desired state and tells the watchers.
+async fn store_desired(
+    state: &AppState,
+    computed: &crate::planning::ComputedPlan,
+    reason: &str,
+    actor: &str,
+    action: &str,
+) -> Result<pb::Operation, Status> {
+    let desired: Vec<(String, String)> = computed
+        .desired_state
+        .iter()
+        .map(|(node, value)| (node.clone(), value.to_string()))
+        .collect();
+    let record = state
+        .store
+        .insert_desired_plan(
+            computed.mlu,
+            &computed.metrics.to_string(),
+            &computed.allocation.to_string(),
+            &desired,
+            reason,
+            actor,
+            action,
+            now_ms(),
+        )
+        .await
+        .map_err(store_status)?;
+    state.plan_version.send_replace(record.version);
+    tracing::info!(version = record.version, mlu = computed.mlu, routers = desired.len(), %actor, "plan stored as desired state");
+    Ok(pb::Operation {
+        name: format!("operations/plan-{}", record.version),
+        done: true,
+        result: Some(pb::operation::Result::Response(
+            plan_with_pending(state, &record).await?,
+        )),
+    })
 }
 
 fn plan_version(field: &str, name: &str) -> Result<i64, Status> {
@@ -89,7 +158,7 @@ impl PlanService for PlanApi {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found("no plan has been applied yet"))?;
         Ok(Response::new(pb::GetCurrentPlanResponse {
-            plan: Some(plan_to_pb(&plan)),
+            plan: Some(plan_with_pending(&self.state, &plan).await?),
         }))
     }
 
@@ -107,7 +176,7 @@ impl PlanService for PlanApi {
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
         Ok(Response::new(pb::GetPlanResponse {
-            plan: Some(plan_to_pb(&plan)),
+            plan: Some(plan_with_pending(&self.state, &plan).await?),
         }))
     }
 
@@ -132,8 +201,12 @@ impl PlanService for PlanApi {
             .await
             .map_err(store_status)?;
         let (plans, next_page_token) = into_page(plans, limit, |p| p.version.to_string());
+        let mut listed = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            listed.push(plan_with_pending(&self.state, plan).await?);
+        }
         Ok(Response::new(pb::ListPlansResponse {
-            plans: plans.iter().map(plan_to_pb).collect(),
+            plans: listed,
             next_page_token,
         }))
     }
@@ -142,39 +215,120 @@ impl PlanService for PlanApi {
         &self,
         request: Request<pb::PreviewPlanRequest>,
     ) -> Result<Response<pb::PreviewPlanResponse>, Status> {
-        // The hypothetical job is checked as CreateJob would, so a caller
-        // learns about a bad request before learning the planner is absent.
+        let caller = crate::auth::caller(&request)?;
+        // The hypothetical job is checked as CreateJob would check it, then
+        // planned as active now, next to the stored jobs; nothing is stored.
         let job = request.into_inner().job;
         let sites = known_sites(&self.state).await?;
-        validate_job("preview", job.as_ref(), &sites, now_ms()).map_err(|mut violation| {
-            if violation.field == "job_id" {
-                violation.field = "job".into();
-            }
-            Status::from(violation)
-        })?;
-        Err(Status::unavailable(NO_PLANNER))
+        let now = now_ms();
+        let mut hypothetical =
+            validate_job("preview", job.as_ref(), &sites, now).map_err(|mut violation| {
+                if violation.field == "job_id" {
+                    violation.field = "job".into();
+                }
+                Status::from(violation)
+            })?;
+        hypothetical.start_ms = hypothetical.start_ms.min(now);
+        let record = crate::model::JobRecord {
+            job: hypothetical,
+            cancelled_ms: None,
+            created_ms: now,
+            updated_ms: now,
+            creator: caller.actor(),
+        };
+        let computed = compute(&self.state, Some(record)).await?;
+        let preview = PlanRecord {
+            version: 0,
+            status: PlanStatus::Computed,
+            reason: "preview".into(),
+            created_ms: now,
+            applied_ms: None,
+            mlu: Some(computed.mlu),
+            metrics_json: computed.metrics.to_string(),
+            creator: caller.actor(),
+        };
+        let mut plan = plan_to_pb(&preview, Vec::new());
+        plan.name = "plans/preview".into();
+        Ok(Response::new(pb::PreviewPlanResponse { plan: Some(plan) }))
     }
 
     async fn apply_plan(
         &self,
-        _request: Request<pb::ApplyPlanRequest>,
+        request: Request<pb::ApplyPlanRequest>,
     ) -> Result<Response<pb::ApplyPlanResponse>, Status> {
-        Err(Status::unavailable(NO_PLANNER))
+        let caller = crate::auth::caller(&request)?;
+        let reason = request.into_inner().reason;
+        if reason.len() > 1000 {
+            return Err(Status::invalid_argument(
+                "reason: longer than 1000 characters",
+            ));
+        }
+        let reason = if reason.trim().is_empty() {
+            "operator request".to_string()
+        } else {
+            reason
+        };
+        let computed = compute(&self.state, None).await?;
+        let operation = store_desired(
+            &self.state,
+            &computed,
+            &reason,
+            &caller.actor(),
+            "aiwan.v1.PlanService/ApplyPlan",
+        )
+        .await?;
+        Ok(Response::new(pb::ApplyPlanResponse {
+            operation: Some(operation),
+        }))
     }
 
     async fn rollback_plan(
         &self,
         request: Request<pb::RollbackPlanRequest>,
     ) -> Result<Response<pb::RollbackPlanResponse>, Status> {
+        let caller = crate::auth::caller(&request)?;
         let name = request.into_inner().name;
         let version = plan_version("name", &name)?;
-        self.state
+        let plan = self
+            .state
             .store
             .get_plan(version)
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
-        Err(Status::unavailable(NO_PLANNER))
+        let (allocation, desired) = self
+            .state
+            .store
+            .plan_content(version)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
+        // The earlier plan again, as a new version: history stays linear.
+        let computed = crate::planning::ComputedPlan {
+            mlu: plan.mlu.unwrap_or(0.0),
+            metrics: serde_json::from_str(&plan.metrics_json).unwrap_or(serde_json::Value::Null),
+            allocation: serde_json::from_str(&allocation).unwrap_or(serde_json::Value::Null),
+            desired_state: desired
+                .into_iter()
+                .map(|(node, state)| {
+                    (
+                        node,
+                        serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+        };
+        let operation = store_desired(
+            &self.state,
+            &computed,
+            &format!("rollback to {name}"),
+            &caller.actor(),
+            "aiwan.v1.PlanService/RollbackPlan",
+        )
+        .await?;
+        Ok(Response::new(pb::RollbackPlanResponse {
+            operation: Some(operation),
+        }))
     }
 
     type WatchPlansStream = ReceiverStream<Result<pb::WatchPlansResponse, Status>>;
@@ -209,8 +363,9 @@ impl PlanService for PlanApi {
                             continue;
                         }
                         sent = Some(key);
+                        let pending = store.pending_nodes(plan.version).await.unwrap_or_default();
                         Ok(pb::WatchPlansResponse {
-                            plan: Some(plan_to_pb(&plan)),
+                            plan: Some(plan_to_pb(&plan, pending)),
                         })
                     }
                     Err(error) => Err(store_status(error)),

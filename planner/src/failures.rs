@@ -1,0 +1,138 @@
+//! What-if: an allocation under every single link failure. Traffic of a
+//! demand on a path over the failed link moves to the demand's surviving
+//! paths in proportion to their shares (what weighted multipath does when a
+//! next hop disappears); a demand with no surviving path is cut off.
+
+use crate::allocation::{Allocation, Problem};
+
+/// The allocation under the failure that hurts most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorstFailure {
+    /// Highest MLU over all single link failures (the failed link excluded).
+    pub mlu: f64,
+    /// The failed link: its edges (both directions where both exist).
+    pub failed_edges: Vec<usize>,
+    /// Demands (by index) with no surviving path under that failure.
+    pub cut_off: Vec<usize>,
+}
+
+/// Evaluates `allocation` under each single link failure, a link being an
+/// edge and its reverse. `None` when the network has no edges.
+pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Option<WorstFailure> {
+    let edges = &problem.network.edges;
+    let mut worst: Option<WorstFailure> = None;
+    let mut failed = vec![false; edges.len()];
+    for (e, edge) in edges.iter().enumerate() {
+        // Each physical link once: from its lower-numbered edge.
+        let reverse = edges
+            .iter()
+            .position(|r| r.src == edge.dst && r.dst == edge.src);
+        if reverse.is_some_and(|r| r < e) {
+            continue;
+        }
+        let failed_edges: Vec<usize> = std::iter::once(e).chain(reverse).collect();
+        for &f in &failed_edges {
+            failed[f] = true;
+        }
+        let mut loads = vec![0.0; edges.len()];
+        let mut cut_off = Vec::new();
+        for (d, (demand, split)) in problem.demands.iter().zip(&allocation.splits).enumerate() {
+            let alive: Vec<bool> = demand
+                .paths
+                .iter()
+                .map(|p| p.iter().all(|&x| !failed[x]))
+                .collect();
+            let surviving: f64 = split
+                .iter()
+                .zip(&alive)
+                .filter(|(_, a)| **a)
+                .map(|(s, _)| s)
+                .sum();
+            let any_alive = alive.iter().any(|a| *a);
+            if !any_alive {
+                cut_off.push(d);
+                continue;
+            }
+            for (p, path) in demand.paths.iter().enumerate() {
+                if !alive[p] {
+                    continue;
+                }
+                // Shares renormalised over the survivors; when all surviving
+                // shares are zero, split evenly over surviving paths.
+                let share = if surviving > 0.0 {
+                    split[p] / surviving
+                } else {
+                    1.0 / alive.iter().filter(|a| **a).count() as f64
+                };
+                for &x in path {
+                    loads[x] += demand.rate * share;
+                }
+            }
+        }
+        let mlu = loads
+            .iter()
+            .zip(edges)
+            .enumerate()
+            .filter(|(i, _)| !failed[*i])
+            .map(|(_, (load, edge))| load / edge.capacity)
+            .fold(0.0, f64::max);
+        for &f in &failed_edges {
+            failed[f] = false;
+        }
+        if worst.as_ref().is_none_or(|w| mlu > w.mlu) {
+            worst = Some(WorstFailure {
+                mlu,
+                failed_edges,
+                cut_off,
+            });
+        }
+    }
+    worst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lp::tests::{matrix, network};
+    use crate::paths::PathOptions;
+
+    #[test]
+    fn traffic_moves_to_surviving_paths() {
+        // Diamond with capacities 10 (0-1-3) and 30 (0-2-3), 20 from 0 to 3
+        // split 1/4 : 3/4. Losing the fat side puts all 20 on the thin: 2.0.
+        let network = network(4, &[(0, 1, 10.0), (1, 3, 10.0), (0, 2, 30.0), (2, 3, 30.0)]);
+        let problem = Problem::with_k_paths(
+            network,
+            &matrix(4, &[(0, 3, 20.0)]),
+            &PathOptions::k_shortest(2),
+        )
+        .unwrap();
+        let thin_first = problem.demands[0].paths[0].len() == 2
+            && problem.network.edges[problem.demands[0].paths[0][0]].capacity == 10.0;
+        let split = if thin_first {
+            vec![0.25, 0.75]
+        } else {
+            vec![0.75, 0.25]
+        };
+        let allocation = Allocation {
+            splits: vec![split],
+        };
+        let worst = worst_single_failure(&problem, &allocation).unwrap();
+        assert!((worst.mlu - 2.0).abs() < 1e-9, "{worst:?}");
+        assert!(worst.cut_off.is_empty());
+    }
+
+    #[test]
+    fn a_single_path_is_cut_off() {
+        let network = network(2, &[(0, 1, 10.0)]);
+        let problem = Problem::with_k_paths(
+            network,
+            &matrix(2, &[(0, 1, 5.0)]),
+            &PathOptions::k_shortest(2),
+        )
+        .unwrap();
+        let worst = worst_single_failure(&problem, &problem.even_split()).unwrap();
+        assert_eq!(worst.cut_off, [0]);
+        assert_eq!(worst.mlu, 0.0);
+    }
+}
