@@ -53,16 +53,7 @@ fn help_lists_every_subcommand_of_the_contract() {
 
 #[test]
 fn unlanded_subcommands_say_so_and_fail() {
-    for command in [
-        "demo",
-        "collect",
-        "agent",
-        "tui",
-        "lab",
-        "eval",
-        "gen-traffic",
-        "bench",
-    ] {
+    for command in ["demo", "collect", "agent", "tui", "lab", "eval"] {
         let output = aiwan(&[command]);
         assert_eq!(output.status.code(), Some(2), "aiwan {command}");
         let stderr = text(&output.stderr);
@@ -323,4 +314,85 @@ fn plan_on_the_diamond_fixture() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// Gravity matrices are reproducible by seed and feed `aiwan plan`.
+#[test]
+fn gen_traffic_feeds_plan() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let topology = fixtures.join("diamond.json");
+    let topology = topology.to_str().expect("utf-8");
+    let generate = |seed: &str| {
+        let output = aiwan(&[
+            "gen-traffic",
+            "--topology",
+            topology,
+            "--seed",
+            seed,
+            "--snapshots",
+            "3",
+        ]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let first = generate("5");
+    assert_eq!(first, generate("5"));
+    assert_ne!(first, generate("6"));
+    assert_eq!(first.lines().count(), 3);
+    assert!(first.lines().all(|l| l.split_whitespace().count() == 16));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("gravity.hist");
+    std::fs::write(&traffic, &first).expect("write");
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        topology,
+        "--traffic",
+        traffic.to_str().expect("utf-8"),
+        "--snapshot",
+        "2",
+        "--paths",
+        "2",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["demands"], 12);
+    let output = aiwan(&["gen-traffic", "--topology", topology, "--model", "ai"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("--model ai is not available"));
+}
+
+/// `aiwan bench planner` on GEANT prints one JSON document with both
+/// solvers' figures (a check of the output, not of speed).
+#[test]
+fn bench_planner_reports_both_solvers() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if !data.is_dir() {
+        if support::lab_required() {
+            panic!("AIWAN_REQUIRE_LAB=1 but {} is missing", data.display());
+        }
+        eprintln!(
+            "SKIPPED bench_planner_reports_both_solvers: {} not found",
+            data.display()
+        );
+        return;
+    }
+    let output = aiwan(&[
+        "bench",
+        "planner",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--topologies",
+        "GEANT",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let result = &report["results"][0];
+    assert_eq!(result["topology"], "GEANT");
+    assert_eq!(result["lp_status"], "solved");
+    let ratio = result["mlu_ratio"].as_f64().expect("ratio");
+    assert!((1.0 - 1e-6..=1.02).contains(&ratio), "{result}");
 }

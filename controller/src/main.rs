@@ -42,10 +42,11 @@ enum Command {
     Plan(aiwan_controller::offline::PlanArgs),
     /// Score planning methods over a traffic-matrix series (not available yet).
     Eval(NotYet),
-    /// Generate traffic matrices for a topology (not available yet).
-    GenTraffic(NotYet),
-    /// Benchmarks that print JSON (not available yet).
-    Bench(NotYet),
+    /// Generate traffic matrices for a topology (one per line, bit/s).
+    GenTraffic(aiwan_controller::offline::GenTrafficArgs),
+    /// Benchmarks that print JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Arguments of a subcommand whose issue has not landed: accepted so that
@@ -104,6 +105,16 @@ enum TopologyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Reference LP against the fast solver on the benchmark topologies.
+    Planner(aiwan_controller::offline::BenchPlannerArgs),
+    /// Collector throughput (not available yet).
+    Collector(NotYet),
+    /// Route push rate through the agent (not available yet).
+    Push(NotYet),
 }
 
 #[derive(Subcommand)]
@@ -227,8 +238,20 @@ fn main() -> ExitCode {
                 aiwan_controller::offline::plan(&args)?
             }
             Command::Eval(_) => return Ok(not_yet("eval", "planner")),
-            Command::GenTraffic(_) => return Ok(not_yet("gen-traffic", "planner")),
-            Command::Bench(_) => return Ok(not_yet("bench", "collectors, planner or southbound")),
+            Command::GenTraffic(args) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::offline::gen_traffic(&args)?
+            }
+            Command::Bench(BenchCommand::Collector(_)) => {
+                return Ok(not_yet("bench collector", "collectors"));
+            }
+            Command::Bench(BenchCommand::Push(_)) => {
+                return Ok(not_yet("bench push", "southbound"));
+            }
+            Command::Bench(BenchCommand::Planner(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::offline::bench_planner(&args)?
+            }
             Command::Controller(args) => run_controller(args).await?,
             Command::Topology(TopologyCommand::Import {
                 file,

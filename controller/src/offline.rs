@@ -222,3 +222,172 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
         crate::client::print_out(&text)
     }
 }
+
+/// Traffic models `aiwan gen-traffic` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrafficModel {
+    /// Gravity model: entry (i, j) proportional to the nodes' capacities.
+    Gravity,
+    /// AI cluster traffic (collectives, checkpoints): not available yet.
+    Ai,
+}
+
+/// Arguments of `aiwan gen-traffic`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenTrafficArgs {
+    /// Network file, as for `aiwan plan`.
+    #[arg(long)]
+    pub topology: PathBuf,
+    #[arg(long, value_enum, default_value_t = TrafficModel::Gravity)]
+    pub model: TrafficModel,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1)]
+    pub snapshots: usize,
+    /// Average link load the matrices aim at over shortest paths (0.3 = 30%).
+    #[arg(long, default_value_t = 0.3)]
+    pub load: f64,
+    /// Uniform link capacity in bit/s, for files that carry none (GraphML).
+    #[arg(long)]
+    pub capacity: Option<f64>,
+}
+
+/// `aiwan gen-traffic`: prints one matrix per line (bit/s, row-major), the
+/// format `--traffic` reads.
+pub fn gen_traffic(args: &GenTrafficArgs) -> anyhow::Result<()> {
+    if args.model == TrafficModel::Ai {
+        bail!("--model ai is not available in this build; use --model gravity");
+    }
+    if !(args.load.is_finite() && args.load > 0.0) {
+        bail!("--load must be a positive number, got {}", args.load);
+    }
+    let network = formats::load_network(&args.topology, args.capacity)?;
+    let series = aiwan_planner::traffic::gravity(&network, args.seed, args.snapshots, args.load);
+    let mut out = String::new();
+    for matrix in &series {
+        let line: Vec<String> = matrix.values.iter().map(|v| format!("{v:.1}")).collect();
+        out.push_str(&line.join(" "));
+        out.push('\n');
+    }
+    crate::client::print_out(&out)
+}
+
+/// Arguments of `aiwan bench planner`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchPlannerArgs {
+    /// The shared data folder.
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+    /// Which benchmark topologies, by name.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "GEANT,Cogentco,Kdl,ASN2k"
+    )]
+    pub topologies: Vec<String>,
+    /// Candidate paths per pair.
+    #[arg(long, default_value_t = 4)]
+    pub paths: usize,
+    /// Seed of the gravity matrix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Time limit of the reference LP, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub lp_time_limit: f64,
+    /// Skip the LP above this many variables (its memory grows past the
+    /// machine's well before its time does).
+    #[arg(long, default_value_t = 3_000_000)]
+    pub max_lp_vars: usize,
+    /// Print one JSON document (the default output is JSON as well).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The file and capacity of each benchmark topology.
+fn bench_topology(data: &Path, name: &str) -> anyhow::Result<(PathBuf, Option<f64>)> {
+    Ok(match name {
+        "GEANT" => (data.join("geant/GEANT.json"), None),
+        "Cogentco" => (data.join("topologies/zoo/Cogentco.graphml"), Some(10e9)),
+        "UsCarrier" => (data.join("topologies/teal/UsCarrier.json"), None),
+        "B4" => (data.join("topologies/teal/B4.json"), None),
+        "Kdl" => (data.join("topologies/teal/Kdl.json"), None),
+        "ASN2k" => (data.join("topologies/teal/ASN2k.json"), None),
+        other => bail!(
+            "unknown benchmark topology {other:?}: GEANT, Cogentco, UsCarrier, B4, Kdl, ASN2k"
+        ),
+    })
+}
+
+/// `aiwan bench planner`: per topology, a gravity matrix over K shortest
+/// paths, solved by the reference LP and the fast solver in the same run;
+/// MLU and time of each, and their ratios.
+pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for name in &args.topologies {
+        let (path, capacity) = bench_topology(&args.data, name)?;
+        let network = formats::load_network(&path, capacity)?;
+        let matrix = aiwan_planner::traffic::gravity(&network, args.seed, 1, 0.3)
+            .pop()
+            .context("gravity model gave no matrix")?;
+        let started = Instant::now();
+        let problem = Problem::with_k_paths(
+            network.clone(),
+            &matrix,
+            &PathOptions::k_shortest(args.paths),
+        )?;
+        let paths_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let (fast_allocation, _) = solve_fast(&problem, &FastOptions::default());
+        let fast_s = started.elapsed().as_secs_f64();
+        let fast_mlu = problem.evaluate(&fast_allocation)?.mlu;
+        let variables: usize = problem.demands.iter().map(|d| d.paths.len()).sum::<usize>() + 1;
+        let mut entry = serde_json::json!({
+            "topology": name,
+            "nodes": network.nodes.len(),
+            "links": network.edges.len(),
+            "demands": problem.demands.len(),
+            "lp_variables": variables,
+            "paths_s": paths_s,
+            "fast_mlu": fast_mlu,
+            "fast_s": fast_s,
+        });
+        if variables > args.max_lp_vars {
+            entry["lp_status"] = serde_json::json!(format!(
+                "skipped: {variables} variables is above --max-lp-vars {}",
+                args.max_lp_vars
+            ));
+        } else {
+            let started = Instant::now();
+            match path_lp(&problem, Some(args.lp_time_limit)) {
+                Ok((allocation, _)) => {
+                    let lp_s = started.elapsed().as_secs_f64();
+                    let lp_mlu = problem.evaluate(&allocation)?.mlu;
+                    entry["lp_status"] = serde_json::json!("solved");
+                    entry["lp_mlu"] = serde_json::json!(lp_mlu);
+                    entry["lp_s"] = serde_json::json!(lp_s);
+                    entry["mlu_ratio"] = serde_json::json!(fast_mlu / lp_mlu);
+                    entry["speedup"] = serde_json::json!(lp_s / fast_s);
+                }
+                Err(error) => {
+                    entry["lp_status"] = serde_json::json!(format!(
+                        "{error} after {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        }
+        eprintln!("{entry}");
+        results.push(entry);
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let report = serde_json::json!({
+        "bench": "planner",
+        "paths_per_pair": args.paths,
+        "seed": args.seed,
+        "threads": threads,
+        "results": results,
+    });
+    crate::client::print_out(&format!("{report}\n"))
+}

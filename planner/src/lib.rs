@@ -15,5 +15,6 @@ pub mod lp;
 pub mod network;
 pub mod paths;
 pub mod topology;
+pub mod traffic;
 
 pub use topology::{Link, Node, NodeRole, Site, Topology, TopologyError};
