@@ -53,8 +53,17 @@ fn help_lists_every_subcommand_of_the_contract() {
 
 #[test]
 fn unlanded_subcommands_say_so_and_fail() {
-    for command in ["demo", "collect", "agent", "tui", "lab", "eval"] {
-        let output = aiwan(&[command]);
+    for command in [
+        &["demo"][..],
+        &["collect"],
+        &["agent"],
+        &["tui"],
+        &["lab"],
+        &["bench", "collector"],
+        &["bench", "push"],
+    ] {
+        let output = aiwan(command);
+        let command = command.join(" ");
         assert_eq!(output.status.code(), Some(2), "aiwan {command}");
         let stderr = text(&output.stderr);
         assert!(
@@ -395,4 +404,72 @@ fn bench_planner_reports_both_solvers() {
     assert_eq!(result["lp_status"], "solved");
     let ratio = result["mlu_ratio"].as_f64().expect("ratio");
     assert!((1.0 - 1e-6..=1.02).contains(&ratio), "{result}");
+}
+
+/// `aiwan eval` scores every method on a generated series.
+#[test]
+fn eval_scores_the_methods() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let topology = fixtures.join("diamond.json");
+    let topology = topology.to_str().expect("utf-8");
+    let output = aiwan(&[
+        "gen-traffic",
+        "--topology",
+        topology,
+        "--seed",
+        "9",
+        "--snapshots",
+        "10",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let traffic = dir.path().join("series.hist");
+    std::fs::write(&traffic, &output.stdout).expect("write");
+    let traffic = traffic.to_str().expect("utf-8");
+    let output = aiwan(&[
+        "eval",
+        "--topology",
+        topology,
+        "--traffic",
+        traffic,
+        "--paths",
+        "2",
+        "--train",
+        "4",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let methods = report["methods"].as_array().expect("methods");
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert!(
+        names.contains(&"last-lp") && names.contains(&"aiwan"),
+        "{names:?}"
+    );
+    for method in methods {
+        assert_eq!(method["snapshots"], 6);
+        let mean = method["mean_norm_mlu"].as_f64().expect("mean");
+        let p90 = method["p90_norm_mlu"].as_f64().expect("p90");
+        assert!(mean >= 1.0 - 1e-6 && p90 >= mean - 1e-9, "{method}");
+        assert!(method["nmae"].as_f64().expect("nmae") >= 0.0);
+    }
+    let output = aiwan(&[
+        "eval",
+        "--topology",
+        topology,
+        "--traffic",
+        traffic,
+        "--train",
+        "10",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("nothing is left to score"),
+        "{}",
+        text(&output.stderr)
+    );
 }

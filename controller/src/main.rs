@@ -40,8 +40,8 @@ enum Command {
     /// Compute a TE plan for a topology and traffic matrix, with the
     /// reference LP and/or the fast solver.
     Plan(aiwan_controller::offline::PlanArgs),
-    /// Score planning methods over a traffic-matrix series (not available yet).
-    Eval(NotYet),
+    /// Score planning methods over a traffic-matrix series.
+    Eval(aiwan_controller::offline::EvalArgs),
     /// Generate traffic matrices for a topology (one per line, bit/s).
     GenTraffic(aiwan_controller::offline::GenTrafficArgs),
     /// Benchmarks that print JSON.
@@ -237,7 +237,10 @@ fn main() -> ExitCode {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::offline::plan(&args)?
             }
-            Command::Eval(_) => return Ok(not_yet("eval", "planner")),
+            Command::Eval(args) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::offline::eval(&args)?
+            }
             Command::GenTraffic(args) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::offline::gen_traffic(&args)?

@@ -391,3 +391,105 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
     });
     crate::client::print_out(&format!("{report}\n"))
 }
+
+/// Arguments of `aiwan eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Network file, as for `aiwan plan`.
+    #[arg(long)]
+    pub topology: PathBuf,
+    /// A traffic-matrix series, as for `aiwan plan`.
+    #[arg(long)]
+    pub traffic: PathBuf,
+    /// Candidate paths per pair: the K shortest loop-free paths.
+    #[arg(long, default_value_t = 4, conflicts_with = "tunnels")]
+    pub paths: usize,
+    /// Candidate paths from a tunnels file.
+    #[arg(long)]
+    pub tunnels: Option<PathBuf>,
+    /// Snapshots used only as history before scoring starts.
+    #[arg(long, default_value_t = 12)]
+    pub train: usize,
+    /// Score at most this many snapshots after the training ones.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Uniform link capacity in bit/s, for files that carry none (GraphML).
+    #[arg(long)]
+    pub capacity: Option<f64>,
+    /// Factor applied to every traffic value.
+    #[arg(long, default_value_t = 1.0)]
+    pub traffic_scale: f64,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `aiwan eval`.
+pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    use aiwan_planner::eval::{PairPaths, evaluate_methods};
+    let network = formats::load_network(&args.topology, args.capacity)?;
+    let mut series = formats::load_traffic(&args.traffic, &network, args.traffic_scale)?;
+    if series.len() <= args.train.max(1) {
+        bail!(
+            "--train {}: {} holds only {} matrices; nothing is left to score",
+            args.train,
+            args.traffic.display(),
+            series.len()
+        );
+    }
+    if let Some(limit) = args.limit {
+        series.truncate(args.train.max(1) + limit);
+    }
+    // Paths for every pair that has demand anywhere in the series.
+    let n = network.nodes.len();
+    let mut union = TrafficMatrix::zeros(n);
+    for matrix in &series {
+        for (u, v) in union.values.iter_mut().zip(&matrix.values) {
+            *u += v;
+        }
+    }
+    let tunnels = args
+        .tunnels
+        .as_deref()
+        .map(|path| load_tunnels(path, &network))
+        .transpose()?;
+    let problem = build_problem(&network, &union, args.paths, tunnels.as_ref())?;
+    let paths: PairPaths = problem
+        .demands
+        .iter()
+        .map(|d| ((d.src, d.dst), d.paths.clone()))
+        .collect();
+    let started = Instant::now();
+    let scores =
+        evaluate_methods(&network, &series, &paths, args.train).context("evaluation LP")?;
+    let methods: Vec<serde_json::Value> = scores
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "mean_norm_mlu": s.mean_norm_mlu,
+                "p90_norm_mlu": s.p90_norm_mlu,
+                "snapshots": s.snapshots,
+                "nmae": s.nmae,
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "topology": args.topology.display().to_string(),
+        "traffic": args.traffic.display().to_string(),
+        "train": args.train,
+        "eval_s": started.elapsed().as_secs_f64(),
+        "methods": methods,
+    });
+    if args.json {
+        return crate::client::print_out(&format!("{report}\n"));
+    }
+    let mut text = String::from("method     mean norm MLU  p90 norm MLU  snapshots  NMAE\n");
+    for s in &scores {
+        text.push_str(&format!(
+            "{:<10} {:>13.4} {:>13.4} {:>10} {:>5.3}\n",
+            s.name, s.mean_norm_mlu, s.p90_norm_mlu, s.snapshots, s.nmae
+        ));
+    }
+    crate::client::print_out(&text)
+}

@@ -8,6 +8,7 @@
 
 pub mod allocation;
 pub mod classes;
+pub mod eval;
 pub mod failures;
 pub mod fast;
 pub mod formats;

@@ -129,6 +129,103 @@ pub fn path_lp(problem: &Problem, time_limit_s: Option<f64>) -> Result<(Allocati
     Ok((Allocation { splits }, x[u]))
 }
 
+/// One split per pair that minimises the worst MLU over several matrices at
+/// once (each problem is the same pairs and paths with another matrix's
+/// rates), each matrix's MLU divided by its `scales` entry (for example its
+/// own optimum, so that the worst *normalised* MLU is minimised): a plan
+/// robust to the traffic seen recently.
+pub fn robust_path_lp(
+    problems: &[Problem],
+    scales: &[f64],
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64), LpError> {
+    if scales.len() != problems.len() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(LpError::Setup(
+            "one positive scale per matrix is needed".into(),
+        ));
+    }
+    let Some(first) = problems.first() else {
+        return Err(LpError::Setup("no matrices".into()));
+    };
+    if problems
+        .iter()
+        .any(|p| p.demands.len() != first.demands.len())
+    {
+        return Err(LpError::Setup("problems differ in their demands".into()));
+    }
+    let offsets: Vec<usize> = first
+        .demands
+        .iter()
+        .scan(0, |next, d| {
+            let start = *next;
+            *next += d.paths.len();
+            Some(start)
+        })
+        .collect();
+    let n_shares: usize = first.demands.iter().map(|d| d.paths.len()).sum();
+    let u = n_shares;
+    let n_vars = n_shares + 1;
+    let n_demands = first.demands.len();
+    let n_edges = first.network.edges.len();
+    let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut b = Vec::new();
+    for (d, demand) in first.demands.iter().enumerate() {
+        for p in 0..demand.paths.len() {
+            rows.push(d);
+            cols.push(offsets[d] + p);
+            vals.push(1.0);
+        }
+        b.push(1.0);
+    }
+    let mut row = n_demands;
+    for (problem, scale) in problems.iter().zip(scales) {
+        for (d, demand) in problem.demands.iter().enumerate() {
+            for (p, path) in demand.paths.iter().enumerate() {
+                for &e in path {
+                    rows.push(row + e);
+                    cols.push(offsets[d] + p);
+                    vals.push(demand.rate / problem.network.edges[e].capacity / scale);
+                }
+            }
+        }
+        for e in 0..n_edges {
+            rows.push(row + e);
+            cols.push(u);
+            vals.push(-1.0);
+            b.push(0.0);
+        }
+        row += n_edges;
+    }
+    for i in 0..n_shares {
+        rows.push(row + i);
+        cols.push(i);
+        vals.push(-1.0);
+        b.push(0.0);
+    }
+    let m = row + n_shares;
+    let a = CscMatrix::new_from_triplets(m, n_vars, rows, cols, vals);
+    let mut q = vec![0.0; n_vars];
+    q[u] = 1.0;
+    let x = solve(n_vars, q, a, b, n_demands, m - n_demands, time_limit_s)?;
+    let splits = first
+        .demands
+        .iter()
+        .enumerate()
+        .map(|(d, demand)| {
+            let raw: Vec<f64> = (0..demand.paths.len())
+                .map(|p| x[offsets[d] + p].max(0.0))
+                .collect();
+            let sum: f64 = raw.iter().sum();
+            if sum > 0.0 {
+                raw.iter().map(|s| s / sum).collect()
+            } else {
+                vec![1.0 / raw.len().max(1) as f64; raw.len()]
+            }
+        })
+        .collect();
+    Ok((Allocation { splits }, x[u]))
+}
+
 /// The minimum MLU over all paths (edge-based multicommodity flow, one
 /// commodity per source): no routing over any path set can do better.
 pub fn edge_lp_lower_bound(

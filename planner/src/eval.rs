@@ -1,0 +1,208 @@
+//! Predict-then-optimise evaluation over a traffic-matrix series: for each
+//! snapshot after the training prefix, every method plans from the past
+//! only, and its plan is scored on the matrix that actually came, divided by
+//! the LP optimum for that matrix (normalised MLU; 1.0 is the limit).
+
+use std::collections::HashMap;
+
+use crate::allocation::{Allocation, Demand, Problem};
+use crate::lp::{LpError, path_lp, robust_path_lp};
+use crate::network::{Network, TrafficMatrix};
+
+/// How many past matrices `aiwan` plans against.
+pub const AIWAN_WINDOW: usize = 6;
+/// Smoothing of the EWMA baseline.
+pub const EWMA_ALPHA: f64 = 0.5;
+
+/// The figures of one method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodScore {
+    pub name: &'static str,
+    pub mean_norm_mlu: f64,
+    pub p90_norm_mlu: f64,
+    pub snapshots: usize,
+    /// Normalised mean absolute error of the method's point forecast.
+    pub nmae: f64,
+}
+
+/// Candidate paths of every pair, as edge sequences.
+pub type PairPaths = HashMap<(usize, usize), Vec<Vec<usize>>>;
+
+/// The problem of `matrix` over the pairs' paths (pairs without paths are
+/// left out; the callers give paths for every pair with demand).
+fn problem_for(
+    network: &Network,
+    matrix: &TrafficMatrix,
+    pairs: &[(usize, usize)],
+    paths: &PairPaths,
+) -> Problem {
+    let demands = pairs
+        .iter()
+        .filter_map(|&(s, t)| {
+            let p = paths.get(&(s, t))?;
+            Some(Demand {
+                src: s,
+                dst: t,
+                rate: matrix.get(s, t),
+                paths: p.clone(),
+            })
+        })
+        .collect();
+    Problem {
+        network: network.clone(),
+        demands,
+    }
+}
+
+/// Scores `allocation` (for `pairs`) on `actual`.
+fn score(
+    network: &Network,
+    actual: &TrafficMatrix,
+    pairs: &[(usize, usize)],
+    paths: &PairPaths,
+    allocation: &Allocation,
+) -> f64 {
+    let problem = problem_for(network, actual, pairs, paths);
+    problem
+        .evaluate(allocation)
+        .map(|e| e.mlu)
+        .unwrap_or(f64::INFINITY)
+}
+
+fn nmae(predicted: &TrafficMatrix, actual: &TrafficMatrix) -> (f64, f64) {
+    let error: f64 = predicted
+        .values
+        .iter()
+        .zip(&actual.values)
+        .map(|(p, a)| (p - a).abs())
+        .sum();
+    (error, actual.total())
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// Evaluates `last-lp` (plan for the last matrix), `ewma-lp` (plan for an
+/// EWMA of the past) and `aiwan` (one split that minimises the worst MLU
+/// over the last [`AIWAN_WINDOW`] matrices) on `series` after `train`
+/// snapshots. `paths` must cover every pair with demand in the series.
+pub fn evaluate_methods(
+    network: &Network,
+    series: &[TrafficMatrix],
+    paths: &PairPaths,
+    train: usize,
+) -> Result<Vec<MethodScore>, LpError> {
+    let train = train.max(1);
+    let mut pairs: Vec<(usize, usize)> = paths.keys().copied().collect();
+    pairs.sort_unstable();
+    let names = ["last-lp", "ewma-lp", "aiwan"];
+    let mut norm: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut errors = vec![(0.0, 0.0); names.len()];
+    let Some(first) = series.first() else {
+        return Ok(Vec::new());
+    };
+    let mut ewma = first.clone();
+    // The LP optimum of each snapshot, computed once: the score's
+    // denominator, and the scale of the window matrices for `aiwan`.
+    let mut optima: Vec<Option<f64>> = vec![None; series.len()];
+    let mut optimum_of = |t: usize| -> Result<f64, LpError> {
+        if let Some(value) = optima[t] {
+            return Ok(value);
+        }
+        let problem = problem_for(network, &series[t], &pairs, paths);
+        let (allocation, _) = path_lp(&problem, None)?;
+        let value = score(network, &series[t], &pairs, paths, &allocation);
+        optima[t] = Some(value);
+        Ok(value)
+    };
+    for (t, matrix) in series.iter().enumerate().skip(1) {
+        // ewma holds the forecast made before snapshot t.
+        if t >= train {
+            let actual = matrix;
+            let optimum = optimum_of(t)?;
+            let last = &series[t - 1];
+            let window_start = t.saturating_sub(AIWAN_WINDOW);
+            let window: Vec<Problem> = series[window_start..t]
+                .iter()
+                .map(|m| problem_for(network, m, &pairs, paths))
+                .collect();
+            let mut scales = Vec::with_capacity(window.len());
+            for past in window_start..t {
+                // An empty matrix has optimum 0: any positive scale will do.
+                scales.push(optimum_of(past)?.max(1e-12));
+            }
+            let mut mean = TrafficMatrix::zeros(actual.n);
+            for m in &series[window_start..t] {
+                for (v, x) in mean.values.iter_mut().zip(&m.values) {
+                    *v += x / (t - window_start) as f64;
+                }
+            }
+            let plans = [
+                path_lp(&problem_for(network, last, &pairs, paths), None)?.0,
+                path_lp(&problem_for(network, &ewma, &pairs, paths), None)?.0,
+                robust_path_lp(&window, &scales, None)?.0,
+            ];
+            let forecasts = [last, &ewma, &mean];
+            for (k, plan) in plans.iter().enumerate() {
+                let mlu = score(network, actual, &pairs, paths, plan);
+                norm[k].push(if optimum > 0.0 { mlu / optimum } else { 1.0 });
+                let (e, total) = nmae(forecasts[k], actual);
+                errors[k].0 += e;
+                errors[k].1 += total;
+            }
+        }
+        for (v, x) in ewma.values.iter_mut().zip(&matrix.values) {
+            *v = EWMA_ALPHA * x + (1.0 - EWMA_ALPHA) * *v;
+        }
+    }
+    Ok(names
+        .iter()
+        .zip(norm)
+        .zip(errors)
+        .map(|((name, mut values), (error, total))| MethodScore {
+            name,
+            mean_norm_mlu: values.iter().sum::<f64>() / values.len().max(1) as f64,
+            p90_norm_mlu: percentile(&mut values, 0.9),
+            snapshots: values.len(),
+            nmae: if total > 0.0 { error / total } else { 0.0 },
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lp::tests::{matrix, network};
+    use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
+
+    #[test]
+    fn alternating_traffic_favours_the_robust_plan() {
+        // Diamond, two pairs whose demands alternate: planning for the last
+        // matrix is wrong every other step; the window plan is not.
+        let net = network(4, &[(0, 1, 10.0), (1, 3, 10.0), (0, 2, 10.0), (2, 3, 10.0)]);
+        let a = matrix(4, &[(0, 3, 10.0), (1, 2, 1.0)]);
+        let b = matrix(4, &[(0, 3, 1.0), (1, 2, 10.0)]);
+        let series: Vec<TrafficMatrix> = (0..12)
+            .map(|i| if i % 2 == 0 { a.clone() } else { b.clone() })
+            .collect();
+        let mut finder = ShortestPaths::new(&net);
+        let mut paths = PairPaths::new();
+        for (s, t) in [(0, 3), (1, 2)] {
+            let found = candidate_paths(&net, &mut finder, s, t, &PathOptions::k_shortest(2));
+            paths.insert((s, t), found.into_iter().map(|p| p.edges).collect());
+        }
+        let scores = evaluate_methods(&net, &series, &paths, 4).unwrap();
+        let by_name: HashMap<&str, &MethodScore> = scores.iter().map(|s| (s.name, s)).collect();
+        assert_eq!(by_name["last-lp"].snapshots, 8);
+        assert!(by_name["aiwan"].mean_norm_mlu <= by_name["last-lp"].mean_norm_mlu + 1e-9);
+        assert!(scores.iter().all(|s| s.mean_norm_mlu >= 1.0 - 1e-6));
+        // The last matrix is always the other one: a large forecast error.
+        assert!(by_name["last-lp"].nmae > 1.0);
+    }
+}
