@@ -32,7 +32,7 @@ pub struct FastOptions {
 impl Default for FastOptions {
     fn default() -> Self {
         FastOptions {
-            iterations: 600,
+            iterations: 300,
             step: 0.5,
             warm_start: None,
         }
@@ -114,14 +114,28 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> (Allocation, f64)
         }
     }
     normalise(&flat, &mut shares);
-    let mut util = vec![0.0; flat.capacity.len()];
-    let mut weight = vec![0.0; flat.capacity.len()];
-    let mut cost = vec![0.0; n_paths];
+    let n_edges = flat.capacity.len();
+    let mut util = vec![0.0; n_edges];
+    flat.utilisation(&shares, &mut util);
+    let mut weight = vec![0.0; n_edges];
     let mut best = shares.clone();
     let mut best_mlu = f64::INFINITY;
     let iterations = options.iterations.max(1);
+    // Demands are cut into one contiguous chunk per thread; each thread
+    // updates its demands' shares and adds their new loads to a load vector
+    // of its own, merged after the pass: one streaming pass over the paths
+    // per iteration, on every core, with no sharing while it runs.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+        // Below a few thousand demands a pass is quicker than starting
+        // threads for it.
+        .min(flat.demand_paths.len() / 4096 + 1);
+    let chunk = flat.demand_paths.len().div_ceil(threads).max(1);
+    let demand_chunks: Vec<&[(usize, usize)]> = flat.demand_paths.chunks(chunk).collect();
+    let mut partial_loads = vec![vec![0.0; n_edges]; demand_chunks.len()];
     for it in 0..iterations {
-        flat.utilisation(&shares, &mut util);
         let mlu = util.iter().copied().fold(0.0, f64::max);
         if mlu < best_mlu {
             best_mlu = mlu;
@@ -144,33 +158,47 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> (Allocation, f64)
         for w in &mut weight {
             *w /= total;
         }
-        for (p, c) in cost.iter_mut().enumerate() {
-            *c = flat.path_edges(p).iter().map(|&e| weight[e as usize]).sum();
-        }
         let step = options.step * (1.0 - 0.5 * progress);
-        for &(first, last) in &flat.demand_paths {
-            if last - first < 2 {
-                continue;
+        // Split `shares` at the chunks' path boundaries.
+        let mut rest: &mut [f64] = &mut shares;
+        let mut share_chunks = Vec::with_capacity(demand_chunks.len());
+        let mut offset = 0;
+        for demands in &demand_chunks {
+            let end = demands.last().map(|&(_, last)| last).unwrap_or(offset);
+            let (head, tail) = rest.split_at_mut(end - offset);
+            share_chunks.push((offset, head));
+            rest = tail;
+            offset = end;
+        }
+        let flat_ref = &flat;
+        let weight_ref = &weight;
+        std::thread::scope(|scope| {
+            for (c, ((demands, (offset, chunk_shares)), loads)) in demand_chunks
+                .iter()
+                .zip(share_chunks)
+                .zip(partial_loads.iter_mut())
+                .enumerate()
+            {
+                let work = Chunk {
+                    first_demand: c * chunk,
+                    demands,
+                    offset,
+                };
+                scope.spawn(move || {
+                    update_chunk(flat_ref, weight_ref, &work, chunk_shares, loads, step);
+                });
             }
-            // The demand's average path cost under its current split.
-            let average: f64 = (first..last).map(|p| shares[p] * cost[p]).sum();
-            if average <= 0.0 {
-                continue;
+        });
+        util.iter_mut().for_each(|u| *u = 0.0);
+        for loads in &partial_loads {
+            for (u, l) in util.iter_mut().zip(loads) {
+                *u += l;
             }
-            let mut sum = 0.0;
-            for p in first..last {
-                let relative = cost[p] / average - 1.0;
-                shares[p] *= (-step * relative.clamp(-4.0, 4.0)).exp();
-                // Keep a trickle on every path so it can come back.
-                shares[p] = shares[p].max(1e-12);
-                sum += shares[p];
-            }
-            for p in first..last {
-                shares[p] /= sum;
-            }
+        }
+        for (u, c) in util.iter_mut().zip(&flat.capacity) {
+            *u /= c;
         }
     }
-    flat.utilisation(&shares, &mut util);
     let mlu = util.iter().copied().fold(0.0, f64::max);
     if mlu < best_mlu {
         best.copy_from_slice(&shares);
@@ -201,6 +229,69 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> (Allocation, f64)
         .map(|e| e.mlu)
         .unwrap_or(f64::INFINITY);
     (allocation, mlu)
+}
+
+/// A thread's share of the demands.
+struct Chunk<'a> {
+    /// Index of the chunk's first demand.
+    first_demand: usize,
+    /// The chunk's demands' path ranges.
+    demands: &'a [(usize, usize)],
+    /// Index of the chunk's first path (where its shares start).
+    offset: usize,
+}
+
+/// One multiplicative step for a chunk of demands; writes the chunk's new
+/// loads (bit/s) into `loads`.
+fn update_chunk(
+    flat: &Flat,
+    weight: &[f64],
+    work: &Chunk<'_>,
+    shares: &mut [f64],
+    loads: &mut [f64],
+    step: f64,
+) {
+    loads.iter_mut().for_each(|l| *l = 0.0);
+    let mut costs: Vec<f64> = Vec::new();
+    let offset = work.offset;
+    for (i, &(first, last)) in work.demands.iter().enumerate() {
+        let rate = flat.rate[work.first_demand + i];
+        let local = (first - offset)..(last - offset);
+        if last - first >= 2 {
+            costs.clear();
+            costs.extend((first..last).map(|p| {
+                flat.path_edges(p)
+                    .iter()
+                    .map(|&e| weight[e as usize])
+                    .sum::<f64>()
+            }));
+            // The demand's average path cost under its current split.
+            let average: f64 = shares[local.clone()]
+                .iter()
+                .zip(&costs)
+                .map(|(s, c)| s * c)
+                .sum();
+            if average > 0.0 {
+                let mut sum = 0.0;
+                for (share, cost) in shares[local.clone()].iter_mut().zip(&costs) {
+                    let relative = cost / average - 1.0;
+                    *share *= (-step * relative.clamp(-4.0, 4.0)).exp();
+                    // Keep a trickle on every path so it can come back.
+                    *share = share.max(1e-12);
+                    sum += *share;
+                }
+                for share in &mut shares[local.clone()] {
+                    *share /= sum;
+                }
+            }
+        }
+        for (p, share) in (first..last).zip(&shares[local]) {
+            let flow = rate * share;
+            for &e in flat.path_edges(p) {
+                loads[e as usize] += flow;
+            }
+        }
+    }
 }
 
 fn normalise(flat: &Flat, shares: &mut [f64]) {
