@@ -279,8 +279,13 @@ impl<'a> ShortestPaths<'a> {
             return found;
         };
         found.push(first);
+        // Where each found path left its parent (Lawler's refinement of
+        // Yen): spurs before that point would only find candidates the
+        // parent already produced.
+        let mut deviations: Vec<usize> = vec![0];
         // Candidates ordered by (cost, node sequence): deterministic.
-        let mut candidates: BTreeSet<(OrderedCost, Vec<usize>, Vec<usize>)> = BTreeSet::new();
+        let mut candidates: BTreeSet<(OrderedCost, Vec<usize>, Vec<usize>, usize)> =
+            BTreeSet::new();
         // Kept allocated across searches; each search unsets what it set
         // (resetting whole arrays would cost O(network) per spur search).
         let mut banned_edges = std::mem::take(&mut self.banned_edges);
@@ -292,7 +297,8 @@ impl<'a> ShortestPaths<'a> {
             let Some(previous) = found.last().cloned() else {
                 break;
             };
-            for i in 0..previous.edges.len() {
+            let start = deviations.last().copied().unwrap_or(0);
+            for i in start..previous.edges.len() {
                 let spur = previous.nodes[i];
                 let root_nodes = &previous.nodes[..=i];
                 set_edges.clear();
@@ -317,14 +323,29 @@ impl<'a> ShortestPaths<'a> {
                     edges.extend_from_slice(&spur_path.edges);
                     let path = self.path_from_edges(src, edges);
                     if !found.iter().any(|p| p.edges == path.edges) {
-                        candidates.insert((OrderedCost(path.cost), path.nodes.clone(), path.edges));
+                        candidates.insert((
+                            OrderedCost(path.cost),
+                            path.nodes.clone(),
+                            path.edges,
+                            i,
+                        ));
                     }
                 }
             }
-            let Some((_, _, edges)) = candidates.pop_first() else {
+            // The same path can be a candidate twice (from two spur
+            // points); take the first that is new.
+            let mut next = None;
+            while let Some((_, _, edges, deviation)) = candidates.pop_first() {
+                if !found.iter().any(|p| p.edges == edges) {
+                    next = Some((edges, deviation));
+                    break;
+                }
+            }
+            let Some((edges, deviation)) = next else {
                 break;
             };
             found.push(self.path_from_edges(src, edges));
+            deviations.push(deviation);
         }
         self.banned_edges = banned_edges;
         self.banned_nodes = banned_nodes;
@@ -523,6 +544,58 @@ mod tests {
         let mut finder = ShortestPaths::new(&network);
         let paths = candidate_paths(&network, &mut finder, 0, 3, &options);
         assert_eq!(paths.len(), 1);
+    }
+
+    /// Yen's costs equal the k cheapest of all simple paths, found by brute
+    /// force, on small pseudo-random graphs.
+    #[test]
+    fn yen_matches_brute_force() {
+        let mut state = 12345u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for _ in 0..30 {
+            let n = 6 + next() % 3;
+            let mut links = Vec::new();
+            for a in 0..n {
+                for b in a + 1..n {
+                    if next() % 3 == 0 {
+                        links.push((a, b, (1 + next() % 5) as f64));
+                    }
+                }
+            }
+            let network = network(n, &links);
+            let out = network.out_edges();
+            // All simple paths 0 -> n-1 by depth-first search.
+            let mut all: Vec<f64> = Vec::new();
+            let mut stack = vec![(0usize, vec![0usize], 0.0f64)];
+            while let Some((node, visited, cost)) = stack.pop() {
+                if node == n - 1 {
+                    all.push(cost);
+                    continue;
+                }
+                for &e in &out[node] {
+                    let edge = &network.edges[e];
+                    if !visited.contains(&edge.dst) {
+                        let mut v = visited.clone();
+                        v.push(edge.dst);
+                        stack.push((edge.dst, v, cost + edge.weight));
+                    }
+                }
+            }
+            all.sort_by(f64::total_cmp);
+            let mut finder = ShortestPaths::new(&network);
+            let yen: Vec<f64> = finder
+                .k_shortest(0, n - 1, 6)
+                .iter()
+                .map(|p| p.cost)
+                .collect();
+            let expected: Vec<f64> = all.iter().copied().take(6).collect();
+            assert_eq!(yen, expected, "{links:?}");
+        }
     }
 
     #[test]
