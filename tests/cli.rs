@@ -236,6 +236,7 @@ fn plan_on_the_diamond_fixture() {
         "--solver",
         "both",
         "--lower-bound",
+        "--what-if",
         "--allocation-out",
         out.to_str().expect("utf-8"),
         "--json",
@@ -254,6 +255,11 @@ fn plan_on_the_diamond_fixture() {
         assert!(solver["solve_ms"].as_f64().is_some());
     }
     assert!((report["lower_bound_mlu"].as_f64().expect("bound") - 1.0).abs() < 1e-6);
+    // Losing either side puts all 40 on the other: 4.0 on the thin side.
+    for solver in solvers {
+        let worst = solver["worst_failure_mlu"].as_f64().expect("what-if");
+        assert!((worst - 4.0).abs() < 1e-3, "{solver}");
+    }
 
     // Recompute each solver's MLU from the allocation file alone.
     let capacity = |a: u64, b: u64| -> f64 {

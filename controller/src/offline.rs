@@ -44,6 +44,11 @@ pub struct PlanArgs {
     /// Also compute the edge-LP lower bound over all paths.
     #[arg(long)]
     pub lower_bound: bool,
+    /// Also evaluate each solver's allocation under every single link
+    /// failure (traffic moves to the surviving paths in proportion) and
+    /// report the worst case.
+    #[arg(long)]
+    pub what_if: bool,
     /// Uniform link capacity in bit/s, for files that carry none (GraphML).
     #[arg(long)]
     pub capacity: Option<f64>,
@@ -133,6 +138,20 @@ fn allocation_json(problem: &Problem, allocation: &Allocation) -> serde_json::Va
     serde_json::Value::Array(entries)
 }
 
+/// Adds the worst single-link failure of `allocation` to a solver's entry.
+fn add_what_if(entry: &mut serde_json::Value, problem: &Problem, allocation: &Allocation) {
+    if let Some(worst) = aiwan_planner::failures::worst_single_failure(problem, allocation) {
+        let network = &problem.network;
+        let link = worst.failed_edges.first().map(|&e| {
+            let edge = &network.edges[e];
+            format!("{}-{}", network.nodes[edge.src], network.nodes[edge.dst])
+        });
+        entry["worst_failure_mlu"] = serde_json::json!(worst.mlu);
+        entry["worst_failure_link"] = serde_json::json!(link);
+        entry["worst_failure_cut_off_demands"] = serde_json::json!(worst.cut_off.len());
+    }
+}
+
 /// `aiwan plan`.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
     let network = formats::load_network(&args.topology, args.capacity)?;
@@ -163,7 +182,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
             path_lp(&problem, Some(args.lp_time_limit)).context("reference LP")?;
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
         let mlu = problem.evaluate(&allocation)?.mlu;
-        solvers.push(serde_json::json!({ "name": "lp", "mlu": mlu, "solve_ms": solve_ms }));
+        let mut entry = serde_json::json!({ "name": "lp", "mlu": mlu, "solve_ms": solve_ms });
+        if args.what_if {
+            add_what_if(&mut entry, &problem, &allocation);
+        }
+        solvers.push(entry);
         allocations.insert("lp".into(), allocation_json(&problem, &allocation));
     }
     if matches!(args.solver, SolverChoice::Fast | SolverChoice::Both) {
@@ -171,7 +194,11 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
         let (allocation, _) = solve_fast(&problem, &FastOptions::default());
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
         let mlu = problem.evaluate(&allocation)?.mlu;
-        solvers.push(serde_json::json!({ "name": "fast", "mlu": mlu, "solve_ms": solve_ms }));
+        let mut entry = serde_json::json!({ "name": "fast", "mlu": mlu, "solve_ms": solve_ms });
+        if args.what_if {
+            add_what_if(&mut entry, &problem, &allocation);
+        }
+        solvers.push(entry);
         allocations.insert("fast".into(), allocation_json(&problem, &allocation));
     }
     let lower_bound = if args.lower_bound {
@@ -210,11 +237,18 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
         );
         for solver in report["solvers"].as_array().into_iter().flatten() {
             text.push_str(&format!(
-                "{:<5} MLU {:.9}  in {:.1} ms\n",
+                "{:<5} MLU {:.9}  in {:.1} ms",
                 solver["name"].as_str().unwrap_or(""),
                 solver["mlu"].as_f64().unwrap_or(f64::NAN),
                 solver["solve_ms"].as_f64().unwrap_or(f64::NAN)
             ));
+            if let Some(worst) = solver["worst_failure_mlu"].as_f64() {
+                text.push_str(&format!(
+                    "; worst single failure {} -> MLU {worst:.6}",
+                    solver["worst_failure_link"].as_str().unwrap_or("?")
+                ));
+            }
+            text.push('\n');
         }
         if let Some(bound) = lower_bound {
             text.push_str(&format!("lower bound over all paths: MLU {bound:.9}\n"));

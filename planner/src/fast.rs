@@ -145,9 +145,9 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> (Allocation, f64)
             break;
         }
         // Annealing: the softmax looks at edges within `width` of the
-        // maximum; it narrows from 30% to 0.5% of the MLU.
+        // maximum; it narrows from 30% to 0.1% of the MLU.
         let progress = it as f64 / iterations as f64;
-        let width = 0.3 * (0.005f64 / 0.3).powf(progress);
+        let width = 0.3 * (0.001f64 / 0.3).powf(progress);
         let beta = 1.0 / (width * mlu);
         let mut total = 0.0;
         for ((w, &u), &c) in weight.iter_mut().zip(&util).zip(&flat.capacity) {
@@ -172,23 +172,42 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> (Allocation, f64)
         }
         let flat_ref = &flat;
         let weight_ref = &weight;
-        std::thread::scope(|scope| {
-            for (c, ((demands, (offset, chunk_shares)), loads)) in demand_chunks
-                .iter()
-                .zip(share_chunks)
-                .zip(partial_loads.iter_mut())
-                .enumerate()
-            {
+        if share_chunks.len() == 1 {
+            // One chunk: no thread to start.
+            for (c, (offset, chunk_shares)) in share_chunks.into_iter().enumerate() {
                 let work = Chunk {
                     first_demand: c * chunk,
-                    demands,
+                    demands: demand_chunks[c],
                     offset,
                 };
-                scope.spawn(move || {
-                    update_chunk(flat_ref, weight_ref, &work, chunk_shares, loads, step);
-                });
+                update_chunk(
+                    flat_ref,
+                    weight_ref,
+                    &work,
+                    chunk_shares,
+                    &mut partial_loads[c],
+                    step,
+                );
             }
-        });
+        } else {
+            std::thread::scope(|scope| {
+                for (c, ((demands, (offset, chunk_shares)), loads)) in demand_chunks
+                    .iter()
+                    .zip(share_chunks)
+                    .zip(partial_loads.iter_mut())
+                    .enumerate()
+                {
+                    let work = Chunk {
+                        first_demand: c * chunk,
+                        demands,
+                        offset,
+                    };
+                    scope.spawn(move || {
+                        update_chunk(flat_ref, weight_ref, &work, chunk_shares, loads, step);
+                    });
+                }
+            });
+        }
         util.iter_mut().for_each(|u| *u = 0.0);
         for loads in &partial_loads {
             for (u, l) in util.iter_mut().zip(loads) {
