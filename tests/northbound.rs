@@ -407,6 +407,26 @@ const VALIDATION_CASES: &[(&str, Breaker, &str)] = &[
     ),
     ("job missing", |r| r.job = None, "job: required"),
     (
+        "negative latency bound",
+        |r| {
+            job_of(r).max_latency = Some(prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            })
+        },
+        "job.max_latency: must be a positive duration",
+    ),
+    (
+        "zero latency bound",
+        |r| {
+            job_of(r).max_latency = Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 0,
+            })
+        },
+        "job.max_latency: must be a positive duration",
+    ),
+    (
         "bad timestamp",
         |r| {
             job_of(r).start_time = Some(prost_types::Timestamp {
@@ -861,6 +881,18 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
     create(&mut f.operator, "train-1", sync_job())
         .await
         .expect("create");
+    // The same again, but every path is 4 ms and it allows 3 ms: unplaced.
+    let tight = pb::Job {
+        max_latency: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 3_000_000,
+        }),
+        ..sync_job()
+    };
+    let stored = create(&mut f.operator, "tight", tight)
+        .await
+        .expect("create");
+    assert_eq!(stored.max_latency.map(|d| d.nanos), Some(3_000_000));
     let operation = f
         .operator
         .plans
@@ -882,7 +914,11 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
     // the optimum is 20/140.
     let metrics = plan.metrics.expect("metrics");
     assert!((metrics.mlu - 20.0 / 140.0).abs() < 1e-3, "{metrics:?}");
-    assert_eq!(metrics.ai_sync_satisfaction, 1.0);
+    // Half the ai-sync demand (the tight job's) has no path within 3 ms.
+    assert!(
+        (metrics.ai_sync_satisfaction - 0.5).abs() < 1e-9,
+        "{metrics:?}"
+    );
     // Losing the 100G path puts all 20G on the 40G one.
     assert!(
         (metrics.worst_failure_mlu - 0.5).abs() < 1e-6,

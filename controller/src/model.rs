@@ -54,6 +54,8 @@ pub struct NewJob {
     pub start_ms: i64,
     pub end_ms: Option<i64>,
     pub priority: i64,
+    /// Longest one-way path latency allowed, microseconds; `None` = default.
+    pub max_latency_us: Option<i64>,
     /// One per source-destination pair, in source-major order.
     pub demands: Vec<DemandRecord>,
 }

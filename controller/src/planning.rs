@@ -155,7 +155,9 @@ pub fn job_demands(
                         continue; // both ends behind the same router: no WAN traffic
                     }
                     let class = class_of(job.class);
-                    let max_latency_us = if class == Class::AiSync {
+                    let max_latency_us = if let Some(bound) = job.max_latency_us {
+                        Some(bound as f64)
+                    } else if class == Class::AiSync {
                         finder
                             .shortest(s, d, &[], &[])
                             .map(|p| p.latency_us * SYNC_LATENCY_STRETCH)

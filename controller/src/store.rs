@@ -30,11 +30,18 @@ use crate::model::{
 };
 
 /// The migrations in `migrations/`, embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "job max latency",
+        include_str!("../../migrations/0002_job_max_latency.sql"),
+    ),
+];
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -487,7 +494,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
              deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
-             creator) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11)",
+             creator, max_latency_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12)",
         )
         .bind(&job.job_id)
         .bind(&job.tenant)
@@ -500,6 +508,7 @@ impl Store {
         .bind(job.priority)
         .bind(now_ms)
         .bind(creator)
+        .bind(job.max_latency_us)
         .execute(&mut *tx)
         .await?;
         let sides = [("src", &job.sources), ("dst", &job.destinations)];
@@ -649,8 +658,8 @@ impl Store {
     ) -> Result<Option<JobRecord>, StoreError> {
         let Some(row) = sqlx::query(
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
-             start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator \
-             FROM jobs WHERE job_id = $1",
+             start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
+             max_latency_us FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1079,6 +1088,7 @@ fn job_from_row(
             start_ms: row.try_get("start_ms")?,
             end_ms: row.try_get("end_ms")?,
             priority: row.try_get("priority")?,
+            max_latency_us: row.try_get("max_latency_us")?,
             demands,
             job_id,
         },

@@ -225,6 +225,29 @@ pub fn validate_job(
             job.rate_bps.max(for_volume)
         }
     };
+    let max_latency_us = match &job.max_latency {
+        None => None,
+        Some(d) if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 => {
+            return Err(FieldViolation::new(
+                "job.max_latency",
+                "must be a positive duration",
+            ));
+        }
+        Some(d) => {
+            let us = d
+                .seconds
+                .checked_mul(1_000_000)
+                .and_then(|us| us.checked_add(i64::from(d.nanos / 1000)))
+                .ok_or_else(|| FieldViolation::new("job.max_latency", "is out of range"))?;
+            if us <= 0 {
+                return Err(FieldViolation::new(
+                    "job.max_latency",
+                    "must be a positive duration",
+                ));
+            }
+            Some(us)
+        }
+    };
     if !(0..=MAX_PRIORITY).contains(&job.priority) {
         return Err(FieldViolation::new(
             "job.priority",
@@ -256,6 +279,7 @@ pub fn validate_job(
         start_ms,
         end_ms,
         priority: i64::from(job.priority),
+        max_latency_us,
         demands,
     })
 }
@@ -317,6 +341,10 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
         create_time: Some(timestamp(record.created_ms)),
         update_time: Some(timestamp(record.updated_ms)),
         creator: record.creator.clone(),
+        max_latency: job.max_latency_us.map(|us| prost_types::Duration {
+            seconds: us / 1_000_000,
+            nanos: ((us % 1_000_000) * 1000) as i32,
+        }),
     }
 }
 
