@@ -54,79 +54,8 @@ fn solve(
 /// The allocation that minimises MLU over the candidate paths, and that MLU
 /// as the LP reports it (the caller re-evaluates the allocation).
 pub fn path_lp(problem: &Problem, time_limit_s: Option<f64>) -> Result<(Allocation, f64), LpError> {
-    // Variables: one share per (demand, path), then U.
-    let offsets: Vec<usize> = problem
-        .demands
-        .iter()
-        .scan(0, |next, d| {
-            let start = *next;
-            *next += d.paths.len();
-            Some(start)
-        })
-        .collect();
-    let n_shares: usize = problem.demands.iter().map(|d| d.paths.len()).sum();
-    let u = n_shares;
-    let n_vars = n_shares + 1;
-    let n_demands = problem.demands.len();
-    let n_edges = problem.network.edges.len();
-    let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
-    let mut b = Vec::new();
-    // Zero cone: each demand's shares sum to 1.
-    for (d, demand) in problem.demands.iter().enumerate() {
-        for p in 0..demand.paths.len() {
-            rows.push(d);
-            cols.push(offsets[d] + p);
-            vals.push(1.0);
-        }
-        b.push(1.0);
-    }
-    // Non-negative cone: U - sum(rate * share / capacity) >= 0 per edge,
-    // written as  sum(rate/cap * share) - U + s = 0.
-    for (d, demand) in problem.demands.iter().enumerate() {
-        for (p, path) in demand.paths.iter().enumerate() {
-            for &e in path {
-                let capacity = problem.network.edges[e].capacity;
-                rows.push(n_demands + e);
-                cols.push(offsets[d] + p);
-                vals.push(demand.rate / capacity);
-            }
-        }
-    }
-    for e in 0..n_edges {
-        rows.push(n_demands + e);
-        cols.push(u);
-        vals.push(-1.0);
-        b.push(0.0);
-    }
-    // Shares >= 0: -share + s = 0.
-    for i in 0..n_shares {
-        rows.push(n_demands + n_edges + i);
-        cols.push(i);
-        vals.push(-1.0);
-        b.push(0.0);
-    }
-    let m = n_demands + n_edges + n_shares;
-    let a = CscMatrix::new_from_triplets(m, n_vars, rows, cols, vals);
-    let mut q = vec![0.0; n_vars];
-    q[u] = 1.0;
-    let x = solve(n_vars, q, a, b, n_demands, n_edges + n_shares, time_limit_s)?;
-    let splits = problem
-        .demands
-        .iter()
-        .enumerate()
-        .map(|(d, demand)| {
-            let raw: Vec<f64> = (0..demand.paths.len())
-                .map(|p| x[offsets[d] + p].max(0.0))
-                .collect();
-            let sum: f64 = raw.iter().sum();
-            if sum > 0.0 {
-                raw.iter().map(|s| s / sum).collect()
-            } else {
-                vec![1.0 / raw.len().max(1) as f64; raw.len()]
-            }
-        })
-        .collect();
-    Ok((Allocation { splits }, x[u]))
+    // The single-matrix case of the robust LP, with scale 1.
+    robust_path_lp(std::slice::from_ref(problem), &[1.0], time_limit_s)
 }
 
 /// One split per pair that minimises the worst MLU over several matrices at
