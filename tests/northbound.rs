@@ -462,14 +462,14 @@ async fn every_validation_case_names_its_field(backend: Backend) {
             status.message()
         );
     }
-    // Duplicate name: the standard code for it, naming the field.
+    // Duplicate name: INVALID_ARGUMENT naming the field, as the others.
     create(&mut f.operator, "dup", sync_job())
         .await
         .expect("first");
     let status = create(&mut f.operator, "dup", sync_job())
         .await
         .expect_err("duplicate");
-    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "job_id: jobs/dup already exists");
     // Bad names and pages on the read side.
     let status = f

@@ -376,8 +376,11 @@ impl IntentService for IntentApi {
             .create_job(&job, &caller.actor(), now)
             .await
             .map_err(|error| match error {
+                // The issue that defined validation asks INVALID_ARGUMENT for
+                // a duplicate name, like every other bad field (AIP-133 would
+                // say ALREADY_EXISTS); the message names the field either way.
                 crate::store::StoreError::AlreadyExists(what) => {
-                    Status::already_exists(format!("job_id: {what} already exists"))
+                    Status::invalid_argument(format!("job_id: {what} already exists"))
                 }
                 other => store_status(other),
             })?;
