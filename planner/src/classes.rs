@@ -78,8 +78,26 @@ pub struct ClassPlan {
     pub mlu: f64,
 }
 
-/// Places the classes in priority order over `k` candidate paths per pair,
-/// with the fast solver.
+/// Up to this many path shares the reference LP solves a class exactly in
+/// well under a second; above it the fast solver takes over.
+pub const EXACT_LP_MAX_SHARES: usize = 20_000;
+
+/// The optimum for small problems, the fast solver for large ones (and as
+/// the fallback should the LP stop without an answer). The MLU is always
+/// the shared evaluator's.
+fn solve_class(problem: &Problem, fast: &FastOptions) -> (Allocation, f64) {
+    let shares: usize = problem.demands.iter().map(|d| d.paths.len()).sum();
+    if shares <= EXACT_LP_MAX_SHARES
+        && let Ok((allocation, _)) = crate::lp::path_lp(problem, Some(10.0))
+        && let Ok(evaluation) = problem.evaluate(&allocation)
+    {
+        return (allocation, evaluation.mlu);
+    }
+    solve_fast(problem, fast)
+}
+
+/// Places the classes in priority order over `k` candidate paths per pair:
+/// exactly (LP) when a class is small, with the fast solver when not.
 pub fn plan_classes(
     network: &Network,
     demands: &[ClassDemand],
@@ -146,7 +164,7 @@ pub fn plan_classes(
         let (allocation, residual_mlu) = if problem.demands.is_empty() {
             (Allocation { splits: Vec::new() }, 0.0)
         } else {
-            solve_fast(&problem, fast)
+            solve_class(&problem, fast)
         };
         let placed_rate: f64 = problem.demands.iter().map(|d| d.rate).sum();
         let fits = if residual_mlu > 1.0 {
