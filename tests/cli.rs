@@ -237,6 +237,7 @@ fn plan_on_the_diamond_fixture() {
         "both",
         "--lower-bound",
         "--what-if",
+        "--robust",
         "--allocation-out",
         out.to_str().expect("utf-8"),
         "--json",
@@ -248,12 +249,29 @@ fn plan_on_the_diamond_fixture() {
     assert_eq!(report["links"], 8);
     assert_eq!(report["demands"], 1);
     let solvers = report["solvers"].as_array().expect("solvers");
-    assert_eq!(solvers.len(), 2);
-    for solver in solvers {
+    let names: Vec<&str> = solvers.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["lp", "fast", "robust-lp"]);
+    for solver in &solvers[..2] {
         let mlu = solver["mlu"].as_f64().expect("mlu");
         assert!((mlu - 1.0).abs() < 1e-3, "{solver}");
         assert!(solver["solve_ms"].as_f64().is_some());
     }
+    // The fast solver proves its own quality: its bound is at most the
+    // optimum (1.0) and close to it.
+    let bound = solvers[1]["path_lower_bound_mlu"].as_f64().expect("bound");
+    assert!((0.99..=1.0 + 1e-9).contains(&bound), "{}", solvers[1]);
+    // With two paths a lost side always sends everything to the other, so
+    // the failure-robust plan reserves each side for the whole demand (the
+    // thin side exactly, the wide side 1 to 3 times, all optimal): worst
+    // failure and guarantee 4.0, and without a failure between the even
+    // split (2.0 on the thin side) and the plain optimum (1.0).
+    let robust = &solvers[2];
+    let mlu = robust["mlu"].as_f64().expect("mlu");
+    assert!((1.0 - 1e-6..=2.0 + 1e-6).contains(&mlu), "{robust}");
+    assert!(
+        (robust["failure_guarantee_mlu"].as_f64().expect("guarantee") - 4.0).abs() < 1e-4,
+        "{robust}"
+    );
     assert!((report["lower_bound_mlu"].as_f64().expect("bound") - 1.0).abs() < 1e-6);
     // Losing either side puts all 40 on the other: 4.0 on the thin side.
     for solver in solvers {
@@ -410,6 +428,13 @@ fn bench_planner_reports_both_solvers() {
     assert_eq!(result["lp_status"], "solved");
     let ratio = result["mlu_ratio"].as_f64().expect("ratio");
     assert!((1.0 - 1e-6..=1.02).contains(&ratio), "{result}");
+    // The fast solver's certified bound is below the LP optimum and its
+    // gap bounds the ratio from above.
+    let lp = result["lp_mlu"].as_f64().expect("lp");
+    let bound = result["fast_lower_bound"].as_f64().expect("bound");
+    assert!(bound <= lp * (1.0 + 1e-7), "{result}");
+    let gap = result["fast_gap"].as_f64().expect("gap");
+    assert!(gap >= ratio * (1.0 - 1e-7), "{result}");
 }
 
 /// `aiwan eval` scores every method on a generated series.

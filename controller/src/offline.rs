@@ -8,7 +8,7 @@ use std::time::Instant;
 use aiwan_planner::allocation::{Allocation, Problem};
 use aiwan_planner::fast::{FastOptions, solve_fast};
 use aiwan_planner::formats;
-use aiwan_planner::lp::{edge_lp_lower_bound, path_lp};
+use aiwan_planner::lp::{edge_lp_lower_bound, failure_robust_path_lp, path_lp};
 use aiwan_planner::network::{Network, TrafficMatrix};
 use aiwan_planner::paths::PathOptions;
 use anyhow::{Context, bail};
@@ -49,6 +49,11 @@ pub struct PlanArgs {
     /// report the worst case.
     #[arg(long)]
     pub what_if: bool,
+    /// Also plan against the worst single link failure (the forward fault
+    /// correction LP) and report that plan as solver `robust-lp`, with its
+    /// guaranteed worst-failure MLU and the what-if evaluation of it.
+    #[arg(long)]
+    pub robust: bool,
     /// Uniform link capacity in bit/s, for files that carry none (GraphML).
     #[arg(long)]
     pub capacity: Option<f64>,
@@ -191,15 +196,40 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
     }
     if matches!(args.solver, SolverChoice::Fast | SolverChoice::Both) {
         let started = Instant::now();
-        let (allocation, _) = solve_fast(&problem, &FastOptions::default());
+        let solution = solve_fast(&problem, &FastOptions::default());
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let allocation = solution.allocation;
         let mlu = problem.evaluate(&allocation)?.mlu;
-        let mut entry = serde_json::json!({ "name": "fast", "mlu": mlu, "solve_ms": solve_ms });
+        let mut entry = serde_json::json!({
+            "name": "fast",
+            "mlu": mlu,
+            "solve_ms": solve_ms,
+            "iterations": solution.iterations,
+            // A weak-duality bound over these candidate paths: the LP
+            // cannot do better.
+            "path_lower_bound_mlu": solution.lower_bound,
+        });
         if args.what_if {
             add_what_if(&mut entry, &problem, &allocation);
         }
         solvers.push(entry);
         allocations.insert("fast".into(), allocation_json(&problem, &allocation));
+    }
+    if args.robust {
+        let started = Instant::now();
+        let (allocation, guarantee) =
+            failure_robust_path_lp(&problem, Some(args.lp_time_limit)).context("robust LP")?;
+        let solve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mlu = problem.evaluate(&allocation)?.mlu;
+        let mut entry = serde_json::json!({
+            "name": "robust-lp",
+            "mlu": mlu,
+            "solve_ms": solve_ms,
+            "failure_guarantee_mlu": guarantee,
+        });
+        add_what_if(&mut entry, &problem, &allocation);
+        solvers.push(entry);
+        allocations.insert("robust-lp".into(), allocation_json(&problem, &allocation));
     }
     let lower_bound = if args.lower_bound {
         Some(edge_lp_lower_bound(&network, matrix, Some(args.lp_time_limit)).context("edge LP")?)
@@ -332,6 +362,12 @@ pub struct BenchPlannerArgs {
     /// machine's well before its time does).
     #[arg(long, default_value_t = 3_000_000)]
     pub max_lp_vars: usize,
+    /// Most gradient steps of the fast solver.
+    #[arg(long, default_value_t = FastOptions::default().iterations)]
+    pub fast_iterations: usize,
+    /// The fast solver stops once its MLU is within this of its lower bound.
+    #[arg(long, default_value_t = FastOptions::default().gap_tolerance)]
+    pub gap_tolerance: f64,
     /// Print one JSON document (the default output is JSON as well).
     #[arg(long)]
     pub json: bool,
@@ -370,10 +406,16 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             &PathOptions::k_shortest(args.paths),
         )?;
         let paths_s = started.elapsed().as_secs_f64();
+        let options = FastOptions {
+            iterations: args.fast_iterations,
+            gap_tolerance: args.gap_tolerance,
+            ..FastOptions::default()
+        };
         let started = Instant::now();
-        let (fast_allocation, _) = solve_fast(&problem, &FastOptions::default());
+        let fast = solve_fast(&problem, &options);
         let fast_s = started.elapsed().as_secs_f64();
-        let fast_mlu = problem.evaluate(&fast_allocation)?.mlu;
+        let fast_mlu = problem.evaluate(&fast.allocation)?.mlu;
+
         let variables: usize = problem.demands.iter().map(|d| d.paths.len()).sum::<usize>() + 1;
         let mut entry = serde_json::json!({
             "topology": name,
@@ -384,6 +426,11 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             "paths_s": paths_s,
             "fast_mlu": fast_mlu,
             "fast_s": fast_s,
+            "fast_iterations": fast.iterations,
+            // Certified by link prices (weak duality): no split over these
+            // paths does better, so fast_gap bounds fast / LP from above.
+            "fast_lower_bound": fast.lower_bound,
+            "fast_gap": fast_mlu / fast.lower_bound,
         });
         if variables > args.max_lp_vars {
             entry["lp_status"] = serde_json::json!(format!(

@@ -93,7 +93,8 @@ fn solve_class(problem: &Problem, fast: &FastOptions) -> (Allocation, f64) {
     {
         return (allocation, evaluation.mlu);
     }
-    solve_fast(problem, fast)
+    let solution = solve_fast(problem, fast);
+    (solution.allocation, solution.mlu)
 }
 
 /// Places the classes in priority order over `k` candidate paths per pair:

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::allocation::{Allocation, Demand, Problem};
+use crate::forecast::Forecaster;
 use crate::lp::{LpError, path_lp, robust_path_lp};
 use crate::network::{Network, TrafficMatrix};
 
@@ -13,6 +14,8 @@ use crate::network::{Network, TrafficMatrix};
 pub const AIWAN_WINDOW: usize = 6;
 /// Smoothing of the EWMA baseline.
 pub const EWMA_ALPHA: f64 = 0.5;
+/// How many past matrices the forecaster learns from.
+pub const FORECAST_HISTORY: usize = 36;
 
 /// The figures of one method.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,9 +92,12 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 }
 
 /// Evaluates `last-lp` (plan for the last matrix), `ewma-lp` (plan for an
-/// EWMA of the past) and `aiwan` (one split that minimises the worst MLU
-/// over the last [`AIWAN_WINDOW`] matrices) on `series` after `train`
-/// snapshots. `paths` must cover every pair with demand in the series.
+/// EWMA of the past), `linfa-lp` (plan for the [`Forecaster`]'s forecast
+/// from the last [`FORECAST_HISTORY`] matrices) and `aiwan` (one split that
+/// minimises the worst normalised MLU over the last [`AIWAN_WINDOW`]
+/// matrices and the forecast) on `series` after `train` snapshots. `paths`
+/// must cover every pair with demand in the series. Where the history is
+/// too short for the forecaster, its forecast is the last matrix.
 pub fn evaluate_methods(
     network: &Network,
     series: &[TrafficMatrix],
@@ -101,7 +107,8 @@ pub fn evaluate_methods(
     let train = train.max(1);
     let mut pairs: Vec<(usize, usize)> = paths.keys().copied().collect();
     pairs.sort_unstable();
-    let names = ["last-lp", "ewma-lp", "aiwan"];
+    let names = ["last-lp", "ewma-lp", "linfa-lp", "aiwan"];
+    let forecaster = Forecaster::default();
     let mut norm: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut errors = vec![(0.0, 0.0); names.len()];
     let Some(first) = series.first() else {
@@ -128,27 +135,29 @@ pub fn evaluate_methods(
             let optimum = optimum_of(t)?;
             let last = &series[t - 1];
             let window_start = t.saturating_sub(AIWAN_WINDOW);
-            let window: Vec<Problem> = series[window_start..t]
+            let forecast = forecaster
+                .predict_next(&series[t.saturating_sub(FORECAST_HISTORY)..t])
+                .unwrap_or_else(|_| last.clone());
+            let forecast_problem = problem_for(network, &forecast, &pairs, paths);
+            let (forecast_plan, forecast_optimum) = path_lp(&forecast_problem, None)?;
+            let mut window: Vec<Problem> = series[window_start..t]
                 .iter()
                 .map(|m| problem_for(network, m, &pairs, paths))
                 .collect();
-            let mut scales = Vec::with_capacity(window.len());
+            let mut scales = Vec::with_capacity(window.len() + 1);
             for past in window_start..t {
                 // An empty matrix has optimum 0: any positive scale will do.
                 scales.push(optimum_of(past)?.max(1e-12));
             }
-            let mut mean = TrafficMatrix::zeros(actual.n);
-            for m in &series[window_start..t] {
-                for (v, x) in mean.values.iter_mut().zip(&m.values) {
-                    *v += x / (t - window_start) as f64;
-                }
-            }
+            window.push(forecast_problem);
+            scales.push(forecast_optimum.max(1e-12));
             let plans = [
                 path_lp(&problem_for(network, last, &pairs, paths), None)?.0,
                 path_lp(&problem_for(network, &ewma, &pairs, paths), None)?.0,
+                forecast_plan,
                 robust_path_lp(&window, &scales, None)?.0,
             ];
-            let forecasts = [last, &ewma, &mean];
+            let forecasts = [last, &ewma, &forecast, &forecast];
             for (k, plan) in plans.iter().enumerate() {
                 let mlu = score(network, actual, &pairs, paths, plan);
                 norm[k].push(if optimum > 0.0 { mlu / optimum } else { 1.0 });
@@ -204,5 +213,13 @@ mod tests {
         assert!(scores.iter().all(|s| s.mean_norm_mlu >= 1.0 - 1e-6));
         // The last matrix is always the other one: a large forecast error.
         assert!(by_name["last-lp"].nmae > 1.0);
+        // The forecaster learns the alternation once it has five matrices
+        // (one snapshot falls back to the last matrix): a small error, and
+        // plans for the traffic that comes.
+        assert!(
+            by_name["linfa-lp"].nmae < by_name["last-lp"].nmae / 4.0,
+            "{scores:?}"
+        );
+        assert!(by_name["linfa-lp"].mean_norm_mlu < by_name["last-lp"].mean_norm_mlu);
     }
 }

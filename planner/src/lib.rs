@@ -1,6 +1,6 @@
 //! aiwan's planner: the topology graph, candidate paths, traffic matrices
-//! and their file formats, and the TE solvers (a reference LP and a fast
-//! solver), all evaluated by one function.
+//! and their file formats, demand forecasting, and the TE solvers (a
+//! reference LP and a fast solver), all evaluated by one function.
 //!
 //! Architecture invariant: this crate is pure. It never opens a socket,
 //! reads the clock or touches the database, and its solvers read no files;
@@ -11,6 +11,7 @@ pub mod classes;
 pub mod eval;
 pub mod failures;
 pub mod fast;
+pub mod forecast;
 pub mod formats;
 pub mod lp;
 pub mod network;

@@ -32,7 +32,14 @@ fn solve(
     time_limit_s: Option<f64>,
 ) -> Result<Vec<f64>, LpError> {
     let p = CscMatrix::<f64>::zeros((n_vars, n_vars));
-    let cones = [ZeroConeT(zero_rows), NonnegativeConeT(nonneg_rows)];
+    // Clarabel wants no empty cones.
+    let mut cones = Vec::new();
+    if zero_rows > 0 {
+        cones.push(ZeroConeT(zero_rows));
+    }
+    if nonneg_rows > 0 {
+        cones.push(NonnegativeConeT(nonneg_rows));
+    }
     let settings = DefaultSettingsBuilder::default()
         .verbose(false)
         .tol_gap_abs(1e-10)
@@ -153,6 +160,285 @@ pub fn robust_path_lp(
         })
         .collect();
     Ok((Allocation { splits }, x[u]))
+}
+
+/// The split that minimises the worst MLU under any single link failure,
+/// where a failed path's traffic moves to its demand's surviving paths in
+/// proportion (what [`crate::failures::worst_single_failure`] evaluates).
+///
+/// The formulation is forward fault correction (Liu et al., SIGCOMM 2014):
+/// each path gets a reservation `r_p` (as a fraction of its demand) such
+/// that the reservations of the paths surviving any one link failure still
+/// add up to the whole demand. The proportional split `r_p / sum r` then
+/// never puts more than `r_p` on a path, failed link or not, so the MLU under
+/// every single failure (and without one) is at most the reservations' MLU,
+/// which the LP minimises and which is returned. A link every candidate path
+/// of a demand crosses is left out of that demand's constraints: no split
+/// survives its failure, and the what-if reports the demand as cut off.
+pub fn failure_robust_path_lp(
+    problem: &Problem,
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64), LpError> {
+    let edges = &problem.network.edges;
+    // A physical link is an edge and its reverse; its id is the lower
+    // index of the two.
+    let mut by_ends = std::collections::HashMap::new();
+    for (e, edge) in edges.iter().enumerate() {
+        by_ends.entry((edge.src, edge.dst)).or_insert(e);
+    }
+    let link_of: Vec<usize> = edges
+        .iter()
+        .enumerate()
+        .map(|(e, edge)| match by_ends.get(&(edge.dst, edge.src)) {
+            Some(&r) => e.min(r),
+            None => e,
+        })
+        .collect();
+    let n_shares: usize = problem.demands.iter().map(|d| d.paths.len()).sum();
+    let u = n_shares;
+    let n_vars = n_shares + 1;
+    let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut b = Vec::new();
+    let mut row = 0;
+    let mut offset = 0;
+    for demand in &problem.demands {
+        let path_links: Vec<Vec<usize>> = demand
+            .paths
+            .iter()
+            .map(|path| {
+                let mut links: Vec<usize> = path.iter().map(|&e| link_of[e]).collect();
+                links.sort_unstable();
+                links.dedup();
+                links
+            })
+            .collect();
+        let mut failures: Vec<usize> = path_links.iter().flatten().copied().collect();
+        failures.sort_unstable();
+        failures.dedup();
+        // No failure: the reservations cover the demand.
+        for p in 0..demand.paths.len() {
+            rows.push(row);
+            cols.push(offset + p);
+            vals.push(-1.0);
+        }
+        b.push(-1.0);
+        row += 1;
+        for link in failures {
+            let surviving: Vec<usize> = (0..demand.paths.len())
+                .filter(|&p| path_links[p].binary_search(&link).is_err())
+                .collect();
+            if surviving.is_empty() {
+                continue;
+            }
+            for p in surviving {
+                rows.push(row);
+                cols.push(offset + p);
+                vals.push(-1.0);
+            }
+            b.push(-1.0);
+            row += 1;
+        }
+        offset += demand.paths.len();
+    }
+    let mut offset = 0;
+    for demand in &problem.demands {
+        for (p, path) in demand.paths.iter().enumerate() {
+            for &e in path {
+                rows.push(row + e);
+                cols.push(offset + p);
+                vals.push(demand.rate / edges[e].capacity);
+            }
+        }
+        offset += demand.paths.len();
+    }
+    for e in 0..edges.len() {
+        rows.push(row + e);
+        cols.push(u);
+        vals.push(-1.0);
+        b.push(0.0);
+    }
+    row += edges.len();
+    for i in 0..n_shares {
+        rows.push(row + i);
+        cols.push(i);
+        vals.push(-1.0);
+        b.push(0.0);
+    }
+    row += n_shares;
+    let a = CscMatrix::new_from_triplets(row, n_vars, rows, cols, vals);
+    let mut q = vec![0.0; n_vars];
+    q[u] = 1.0;
+    let x = solve(n_vars, q, a, b, 0, row, time_limit_s)?;
+    let mut offset = 0;
+    let splits = problem
+        .demands
+        .iter()
+        .map(|demand| {
+            let raw: Vec<f64> = x[offset..offset + demand.paths.len()]
+                .iter()
+                .map(|r| r.max(0.0))
+                .collect();
+            offset += demand.paths.len();
+            let sum: f64 = raw.iter().sum();
+            if sum > 0.0 {
+                raw.iter().map(|r| r / sum).collect()
+            } else {
+                vec![1.0 / raw.len().max(1) as f64; raw.len()]
+            }
+        })
+        .collect();
+    Ok((Allocation { splits }, x[u]))
+}
+
+/// Most edges [`tight_edge_dual_bound`] puts prices on (one bit each in a
+/// path's mask).
+pub const MAX_TIGHT_EDGES: usize = 128;
+
+/// A certified lower bound on the candidate-path optimum from link prices
+/// on the `tight` edges only (those a near-optimal allocation loads to the
+/// maximum; at most [`MAX_TIGHT_EDGES`], the first ones given): the dual of
+/// the path LP restricted to those edges. Only demands whose every path
+/// crosses a tight edge take part, and demands whose paths cross the same
+/// sets of tight edges are one row with their rates summed, so the LP stays
+/// small on any network. Any prices it returns are prices of the full dual,
+/// so the bound is valid whatever edges are chosen, and exact when they hold
+/// the optimum's bottleneck. The LP's own objective is not trusted: the
+/// bound is recomputed from the prices by [`price_bound`]. Returns the bound
+/// and the prices (per unit of load; `sum_e c_e y_e = 1`).
+pub fn tight_edge_dual_bound(
+    problem: &Problem,
+    tight: &[usize],
+    time_limit_s: Option<f64>,
+) -> Result<(f64, Vec<f64>), LpError> {
+    let edges = &problem.network.edges;
+    let mut bit_of = vec![None; edges.len()];
+    let mut tight_edges = Vec::new();
+    for &e in tight {
+        if e < edges.len() && bit_of[e].is_none() && tight_edges.len() < MAX_TIGHT_EDGES {
+            bit_of[e] = Some(tight_edges.len());
+            tight_edges.push(e);
+        }
+    }
+    if tight_edges.is_empty() {
+        return Ok((0.0, vec![0.0; edges.len()]));
+    }
+    // Per trapped demand: the masks of tight edges its paths cross, without
+    // masks that contain another (such a path is never the cheapest),
+    // sorted; demands with equal patterns are merged.
+    let mut patterns: std::collections::HashMap<Vec<u128>, f64> = Default::default();
+    let mut masks = Vec::new();
+    'demands: for demand in &problem.demands {
+        masks.clear();
+        for path in &demand.paths {
+            let mask = path
+                .iter()
+                .filter_map(|&e| bit_of[e])
+                .fold(0u128, |m, bit| m | (1u128 << bit));
+            if mask == 0 {
+                // A path free of tight edges: the demand costs nothing
+                // under these prices and takes no part.
+                continue 'demands;
+            }
+            masks.push(mask);
+        }
+        if masks.is_empty() {
+            continue;
+        }
+        masks.sort_unstable();
+        masks.dedup();
+        let minimal: Vec<u128> = masks
+            .iter()
+            .copied()
+            .filter(|&m| !masks.iter().any(|&o| o != m && o & m == o))
+            .collect();
+        *patterns.entry(minimal).or_insert(0.0) += demand.rate;
+    }
+    let mut patterns: Vec<(Vec<u128>, f64)> = patterns.into_iter().collect();
+    // A fixed row order keeps the solve deterministic.
+    patterns.sort_by(|a, b| a.0.cmp(&b.0));
+    // Variables: y'_t = c_t y_t per tight edge (they sum to 1), then one w
+    // per pattern, the pattern's rate times its cheapest path's price (the
+    // scaling keeps coefficients near utilisations).
+    let n_tight = tight_edges.len();
+    let n_vars = n_tight + patterns.len();
+    let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+    let mut b = Vec::new();
+    for t in 0..n_tight {
+        rows.push(0);
+        cols.push(t);
+        vals.push(1.0);
+    }
+    b.push(1.0);
+    let mut row = 1;
+    for (j, (masks, rate)) in patterns.iter().enumerate() {
+        for &mask in masks {
+            // w_j - sum over the mask's edges of rate / c_e * y'_e <= 0
+            rows.push(row);
+            cols.push(n_tight + j);
+            vals.push(1.0);
+            for (t, &e) in tight_edges.iter().enumerate() {
+                if mask & (1u128 << t) != 0 {
+                    rows.push(row);
+                    cols.push(t);
+                    vals.push(-rate / edges[e].capacity);
+                }
+            }
+            b.push(0.0);
+            row += 1;
+        }
+    }
+    for t in 0..n_tight {
+        rows.push(row);
+        cols.push(t);
+        vals.push(-1.0);
+        b.push(0.0);
+        row += 1;
+    }
+    let a = CscMatrix::new_from_triplets(row, n_vars, rows, cols, vals);
+    let mut q = vec![0.0; n_vars];
+    for w in &mut q[n_tight..] {
+        *w = -1.0;
+    }
+    let x = solve(n_vars, q, a, b, 1, row - 1, time_limit_s)?;
+    let mut prices = vec![0.0; edges.len()];
+    for (t, &e) in tight_edges.iter().enumerate() {
+        prices[e] = x[t].max(0.0) / edges[e].capacity;
+    }
+    Ok((price_bound(problem, &prices), prices))
+}
+
+/// `sum_d rate_d * min_p price(p)` for link prices normalised so that
+/// `sum_e c_e y_e = 1`: by weak duality no split over the candidate paths
+/// has a lower MLU. Negative prices count as zero.
+pub fn price_bound(problem: &Problem, prices: &[f64]) -> f64 {
+    let edges = &problem.network.edges;
+    if prices.len() != edges.len() {
+        return 0.0;
+    }
+    let scale: f64 = edges
+        .iter()
+        .zip(prices)
+        .map(|(e, &y)| e.capacity * y.max(0.0))
+        .sum();
+    if !(scale > 0.0 && scale.is_finite()) {
+        return 0.0;
+    }
+    problem
+        .demands
+        .iter()
+        .map(|d| {
+            let cheapest = d
+                .paths
+                .iter()
+                .map(|p| p.iter().map(|&e| prices[e].max(0.0)).sum::<f64>())
+                .fold(f64::INFINITY, f64::min);
+            if cheapest.is_finite() {
+                d.rate * cheapest / scale
+            } else {
+                0.0
+            }
+        })
+        .sum()
 }
 
 /// The minimum MLU over all paths (edge-based multicommodity flow, one
@@ -304,6 +590,74 @@ pub(crate) mod tests {
             let mlu = problem.evaluate(&allocation).unwrap().mlu;
             assert!((mlu - optimum).abs() < 1e-7, "{mlu} vs {optimum}");
             assert!((reported - optimum).abs() < 1e-7);
+        }
+    }
+
+    #[test]
+    fn dual_on_all_edges_is_the_optimum_and_on_none_is_zero() {
+        for (network, matrix, k, optimum) in known_optima() {
+            let problem =
+                Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(k)).unwrap();
+            let all: Vec<usize> = (0..problem.network.edges.len()).collect();
+            let (bound, prices) = tight_edge_dual_bound(&problem, &all, None).unwrap();
+            assert!(bound <= optimum * (1.0 + 1e-9), "{bound} above {optimum}");
+            assert!(bound >= optimum * (1.0 - 1e-6), "{bound} below {optimum}");
+            assert_eq!(price_bound(&problem, &prices), bound);
+            let (none, _) = tight_edge_dual_bound(&problem, &[], None).unwrap();
+            assert_eq!(none, 0.0);
+            // Out-of-range edges are ignored, not a panic.
+            assert!(tight_edge_dual_bound(&problem, &[usize::MAX], None).is_ok());
+        }
+    }
+
+    #[test]
+    fn failure_robust_lp_bounds_every_single_failure() {
+        use crate::failures::worst_single_failure;
+        // Three disjoint paths of capacity 10 from 0 to 3 (via 1, 2 and 4)
+        // carry 12; a second demand of 6 from 1 to 3 has only the link 1-3.
+        // The plain optimum keeps off 1-3 (a = 0, b = c = 1/2, MLU 0.6),
+        // so losing path b or c moves all 12 onto the other: 1.2. Forward
+        // fault correction reserves rA + rB, rA + rC, rB + rC >= 1 and
+        // minimises max((6 + 12 rA)/10, 1.2 rB, 1.2 rC): rB = rC = 3/4,
+        // rA = 1/4, U = 0.9, the split (1, 3, 3)/7, whose worst failure is
+        // exactly 0.9.
+        let network = network(
+            5,
+            &[
+                (0, 1, 10.0),
+                (1, 3, 10.0),
+                (0, 2, 10.0),
+                (2, 3, 10.0),
+                (0, 4, 10.0),
+                (4, 3, 10.0),
+            ],
+        );
+        let matrix = matrix(5, &[(0, 3, 12.0), (1, 3, 6.0)]);
+        let problem = Problem::with_node_paths(network, &matrix, |src, _| {
+            if src == 0 {
+                vec![vec![0, 1, 3], vec![0, 2, 3], vec![0, 4, 3]]
+            } else {
+                vec![vec![1, 3]]
+            }
+        })
+        .unwrap();
+        let (plain, plain_mlu) = path_lp(&problem, None).unwrap();
+        assert!((plain_mlu - 0.6).abs() < 1e-6);
+        let plain_worst = worst_single_failure(&problem, &plain).unwrap().mlu;
+        assert!((plain_worst - 1.2).abs() < 1e-5, "{plain_worst}");
+
+        let (robust, guarantee) = failure_robust_path_lp(&problem, None).unwrap();
+        assert!((guarantee - 0.9).abs() < 1e-6, "{guarantee}");
+        let robust_worst = worst_single_failure(&problem, &robust).unwrap().mlu;
+        assert!(
+            robust_worst <= guarantee + 1e-6,
+            "{robust_worst} > {guarantee}"
+        );
+        assert!((robust_worst - 0.9).abs() < 1e-5, "{robust_worst}");
+        assert!(problem.evaluate(&robust).unwrap().mlu <= guarantee + 1e-7);
+        let expected = [1.0 / 7.0, 3.0 / 7.0, 3.0 / 7.0];
+        for (got, want) in robust.splits[0].iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{:?}", robust.splits[0]);
         }
     }
 

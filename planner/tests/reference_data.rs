@@ -62,8 +62,15 @@ fn lp_reproduces_geant_train_5_opt() {
             line + 1
         );
 
-        let (fast_allocation, fast) = solve_fast(&problem, &FastOptions::default());
-        assert_eq!(problem.evaluate(&fast_allocation).unwrap().mlu, fast);
+        let solution = solve_fast(&problem, &FastOptions::default());
+        let fast = solution.mlu;
+        assert_eq!(problem.evaluate(&solution.allocation).unwrap().mlu, fast);
+        assert!(
+            solution.lower_bound <= lp * (1.0 + 1e-7),
+            "line {}: fast's bound {} above LP {lp}",
+            line + 1,
+            solution.lower_bound
+        );
         assert!(
             fast >= lp * (1.0 - 1e-9),
             "line {}: fast {fast} below LP {lp}",
@@ -102,8 +109,14 @@ fn abilene_with_four_shortest_paths() {
             Problem::with_k_paths(network.clone(), matrix, &PathOptions::k_shortest(4)).unwrap();
         let (allocation, _) = path_lp(&problem, None).unwrap();
         let lp = problem.evaluate(&allocation).unwrap().mlu;
-        let (_, fast) = solve_fast(&problem, &FastOptions::default());
+        let solution = solve_fast(&problem, &FastOptions::default());
+        let fast = solution.mlu;
         let bound = edge_lp_lower_bound(&network, matrix, None).unwrap();
+        assert!(
+            solution.lower_bound <= lp * (1.0 + 1e-7),
+            "fast's bound {} above the LP {lp}",
+            solution.lower_bound
+        );
         assert!(bound <= lp * (1.0 + 1e-7), "bound {bound} above LP {lp}");
         assert!(
             fast >= bound * (1.0 - 1e-9),
