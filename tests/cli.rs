@@ -349,7 +349,7 @@ fn plan_on_the_diamond_fixture() {
     );
 }
 
-/// Gravity matrices are reproducible by seed and feed `aiwan plan`.
+/// Gravity and AI matrices are reproducible by seed and feed `aiwan plan`.
 #[test]
 fn gen_traffic_feeds_plan() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
@@ -391,9 +391,25 @@ fn gen_traffic_feeds_plan() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(report["demands"], 12);
-    let output = aiwan(&["gen-traffic", "--topology", topology, "--model", "ai"]);
+    // The AI model: as many matrices, different from the gravity ones.
+    let output = aiwan(&[
+        "gen-traffic",
+        "--topology",
+        topology,
+        "--model",
+        "ai",
+        "--seed",
+        "5",
+        "--snapshots",
+        "3",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let ai = text(&output.stdout);
+    assert_eq!(ai.lines().count(), 3);
+    assert_ne!(ai, first);
+    let output = aiwan(&["gen-traffic", "--topology", topology, "--load", "-1"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stderr).contains("--model ai is not available"));
+    assert!(text(&output.stderr).contains("--load"));
 }
 
 /// `aiwan bench planner` on GEANT prints one JSON document with both

@@ -327,7 +327,8 @@ pub fn tight_edge_dual_bound(
     // sorted; demands with equal patterns are merged.
     let mut patterns: std::collections::HashMap<Vec<u128>, f64> = Default::default();
     let mut masks = Vec::new();
-    'demands: for demand in &problem.demands {
+    let mut trapped = Vec::new();
+    'demands: for (d, demand) in problem.demands.iter().enumerate() {
         masks.clear();
         for path in &demand.paths {
             let mask = path
@@ -352,6 +353,7 @@ pub fn tight_edge_dual_bound(
             .filter(|&m| !masks.iter().any(|&o| o != m && o & m == o))
             .collect();
         *patterns.entry(minimal).or_insert(0.0) += demand.rate;
+        trapped.push(d);
     }
     let mut patterns: Vec<(Vec<u128>, f64)> = patterns.into_iter().collect();
     // A fixed row order keeps the solve deterministic.
@@ -404,13 +406,29 @@ pub fn tight_edge_dual_bound(
     for (t, &e) in tight_edges.iter().enumerate() {
         prices[e] = x[t].max(0.0) / edges[e].capacity;
     }
-    Ok((price_bound(problem, &prices), prices))
+    // Prices are zero off the tight edges, so every other demand has a
+    // path of price zero: summing over the trapped ones is the whole bound.
+    let bound = price_bound_over(
+        problem,
+        &prices,
+        trapped.iter().map(|&d| &problem.demands[d]),
+    );
+    Ok((bound, prices))
 }
 
 /// `sum_d rate_d * min_p price(p)` for link prices normalised so that
 /// `sum_e c_e y_e = 1`: by weak duality no split over the candidate paths
 /// has a lower MLU. Negative prices count as zero.
 pub fn price_bound(problem: &Problem, prices: &[f64]) -> f64 {
+    price_bound_over(problem, prices, problem.demands.iter())
+}
+
+/// [`price_bound`] over some of the problem's demands.
+fn price_bound_over<'a>(
+    problem: &Problem,
+    prices: &[f64],
+    demands: impl Iterator<Item = &'a crate::allocation::Demand>,
+) -> f64 {
     let edges = &problem.network.edges;
     if prices.len() != edges.len() {
         return 0.0;
@@ -423,9 +441,7 @@ pub fn price_bound(problem: &Problem, prices: &[f64]) -> f64 {
     if !(scale > 0.0 && scale.is_finite()) {
         return 0.0;
     }
-    problem
-        .demands
-        .iter()
+    demands
         .map(|d| {
             let cheapest = d
                 .paths

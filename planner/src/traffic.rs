@@ -101,6 +101,88 @@ pub fn gravity(network: &Network, seed: u64, snapshots: usize, load: f64) -> Vec
         .collect()
 }
 
+/// Share of the traffic that is AI traffic in [`ai`] (at its peak), the
+/// rest being the gravity background.
+const AI_SHARE: f64 = 0.6;
+
+/// `snapshots` matrices of AI-cluster traffic over a gravity background:
+/// the nodes with the most capacity are the datacentres; training jobs
+/// span two to four of them and synchronise in a ring (each datacentre
+/// sends its gradient shard to the next) in bursts that recur with the
+/// job's own period; every job also writes a checkpoint to the largest
+/// datacentre (the storage site) every 12 to 24 snapshots, spread over
+/// two snapshots. The gravity background carries the rest. Totals are
+/// scaled as in [`gravity`]: at the AI peak, spread over shortest paths,
+/// the average link would run at `load`.
+pub fn ai(network: &Network, seed: u64, snapshots: usize, load: f64) -> Vec<TrafficMatrix> {
+    let n = network.nodes.len();
+    let mut background = gravity(network, seed, snapshots, load * (1.0 - AI_SHARE));
+    if n < 2 {
+        return background;
+    }
+    let mut rng = SplitMix64(seed ^ 0xA1A1_A1A1_A1A1_A1A1);
+    let mut capacity_at = vec![0.0; n];
+    for edge in &network.edges {
+        capacity_at[edge.src] += edge.capacity;
+    }
+    let mut by_capacity: Vec<usize> = (0..n).collect();
+    by_capacity.sort_by(|&a, &b| capacity_at[b].total_cmp(&capacity_at[a]).then(a.cmp(&b)));
+    let datacentres: Vec<usize> = by_capacity[..(n / 5).clamp(2, 8).min(n)].to_vec();
+    let storage = datacentres[0];
+    struct Job {
+        ring: Vec<usize>,
+        period: usize,
+        phase: usize,
+        burst: usize,
+        checkpoint_every: usize,
+        weight: f64,
+    }
+    let jobs: Vec<Job> = (0..(datacentres.len() / 2).max(1))
+        .map(|_| {
+            let size = (2 + (rng.next_u64() % 3) as usize).min(datacentres.len());
+            // A random subset of the datacentres, in random order.
+            let mut pool = datacentres.clone();
+            let mut ring = Vec::with_capacity(size);
+            for _ in 0..size {
+                let pick = (rng.next_u64() % pool.len() as u64) as usize;
+                ring.push(pool.swap_remove(pick));
+            }
+            let period = 3 + (rng.next_u64() % 4) as usize;
+            Job {
+                phase: (rng.next_u64() % period as u64) as usize,
+                burst: 1 + (rng.next_u64() % 2) as usize,
+                period,
+                checkpoint_every: 12 + (rng.next_u64() % 13) as usize,
+                weight: 0.5 + rng.unit(),
+                ring,
+            }
+        })
+        .collect();
+    let total_capacity: f64 = network.edges.iter().map(|e| e.capacity).sum();
+    let ai_total = load * AI_SHARE * total_capacity / mean_hops(network);
+    // Each job's sync rate, so that all jobs bursting at once make the AI
+    // share; a checkpoint moves at half a job's sync rate.
+    let weights: f64 = jobs.iter().map(|j| j.weight * j.ring.len() as f64).sum();
+    for (t, matrix) in background.iter_mut().enumerate() {
+        for job in &jobs {
+            let rate = ai_total * job.weight / weights;
+            if (t + job.phase) % job.period < job.burst {
+                for (i, &src) in job.ring.iter().enumerate() {
+                    let dst = job.ring[(i + 1) % job.ring.len()];
+                    if src != dst {
+                        matrix.values[src * n + dst] += rate * (0.9 + 0.2 * rng.unit());
+                    }
+                }
+            }
+            let writer = job.ring[0];
+            if writer != storage && (t + job.phase) % job.checkpoint_every < 2 {
+                matrix.values[writer * n + storage] += 0.5 * rate * job.ring.len() as f64;
+            }
+        }
+    }
+    background
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +202,33 @@ mod tests {
         // Mean hops on the 4-chain: (3*1 + 2*2 + 1*3) * 2 / 12 = 5/3.
         let expected_total = 0.3 * 120.0 / (5.0 / 3.0);
         assert!((a[0].total() - expected_total).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ai_traffic_bursts_between_datacentres_over_the_background() {
+        // A ring of ten nodes; nodes 0 and 5 have fat extra links, so they
+        // are the two datacentres.
+        let mut links: Vec<(usize, usize, f64)> =
+            (0..10).map(|i| (i, (i + 1) % 10, 10.0)).collect();
+        links.push((0, 5, 100.0));
+        let net = network(10, &links);
+        let series = ai(&net, 3, 48, 0.3);
+        assert_eq!(series, ai(&net, 3, 48, 0.3));
+        assert_eq!(series.len(), 48);
+        let background = gravity(&net, 3, 48, 0.3 * (1.0 - AI_SHARE));
+        let extra: Vec<f64> = series
+            .iter()
+            .zip(&background)
+            .map(|(a, b)| a.get(0, 5) + a.get(5, 0) - b.get(0, 5) - b.get(5, 0))
+            .collect();
+        // Between the datacentres: bursts on some snapshots, nothing extra
+        // on others (the job's period is 3 to 6 with bursts of 1 or 2).
+        let bursting = extra.iter().filter(|x| **x > 1e-9).count();
+        assert!(bursting > 0 && bursting < 48, "{extra:?}");
+        // Elsewhere it is the background alone.
+        for (a, b) in series.iter().zip(&background) {
+            assert_eq!(a.get(2, 7), b.get(2, 7));
+            assert!(a.values.iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
     }
 }
