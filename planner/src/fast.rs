@@ -46,6 +46,10 @@ const MIN_STEPS: usize = 100;
 const CHECK_SLACKS: [f64; 1] = [0.01];
 const FINAL_SLACKS: [f64; 4] = [0.01, 0.05, 0.1, 0.2];
 
+/// Steps over which the softmax narrows to its final width; later steps
+/// refine at that width (and a check can stop them once the gap is proven).
+const ANNEAL_STEPS: usize = 50;
+
 /// Relative to the dearest edge's price, the path price below which a
 /// demand is not worth moving (once the softmax has narrowed, that is most
 /// demands of a large network, and a step then costs little more than
@@ -254,8 +258,9 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
         }
         taken = it + 1;
         // Annealing: the softmax looks at edges within `width` of the
-        // maximum; it narrows from 30% to 0.1% of the MLU.
-        let progress = it as f64 / iterations as f64;
+        // maximum; it narrows from 30% to 0.1% of the MLU over the first
+        // ANNEAL_STEPS steps (or all of them, when fewer), then stays there.
+        let progress = (it as f64 / iterations.min(ANNEAL_STEPS) as f64).min(1.0);
         let width = 0.3 * (0.001f64 / 0.3).powf(progress);
         let beta = 1.0 / (width * mlu);
         let mut total = 0.0;
