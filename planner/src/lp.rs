@@ -58,6 +58,28 @@ fn solve(
     }
 }
 
+/// Appends the rows `-x_i <= 0` (that is, `x_i >= 0`) for the variables in
+/// `vars`, starting at `row`, to a triplet matrix and its right-hand side;
+/// returns the next free row.
+fn push_nonnegative(
+    rows: &mut Vec<usize>,
+    cols: &mut Vec<usize>,
+    vals: &mut Vec<f64>,
+    b: &mut Vec<f64>,
+    row: usize,
+    vars: std::ops::Range<usize>,
+) -> usize {
+    let mut next = row;
+    for i in vars {
+        rows.push(next);
+        cols.push(i);
+        vals.push(-1.0);
+        b.push(0.0);
+        next += 1;
+    }
+    next
+}
+
 /// The allocation that minimises MLU over the candidate paths, and that MLU
 /// as the LP reports it (the caller re-evaluates the allocation).
 pub fn path_lp(problem: &Problem, time_limit_s: Option<f64>) -> Result<(Allocation, f64), LpError> {
@@ -132,13 +154,7 @@ pub fn robust_path_lp(
         }
         row += n_edges;
     }
-    for i in 0..n_shares {
-        rows.push(row + i);
-        cols.push(i);
-        vals.push(-1.0);
-        b.push(0.0);
-    }
-    let m = row + n_shares;
+    let m = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..n_shares);
     let a = CscMatrix::new_from_triplets(m, n_vars, rows, cols, vals);
     let mut q = vec![0.0; n_vars];
     q[u] = 1.0;
@@ -258,13 +274,7 @@ pub fn failure_robust_path_lp(
         b.push(0.0);
     }
     row += edges.len();
-    for i in 0..n_shares {
-        rows.push(row + i);
-        cols.push(i);
-        vals.push(-1.0);
-        b.push(0.0);
-    }
-    row += n_shares;
+    let row = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..n_shares);
     let a = CscMatrix::new_from_triplets(row, n_vars, rows, cols, vals);
     let mut q = vec![0.0; n_vars];
     q[u] = 1.0;
@@ -389,13 +399,7 @@ pub fn tight_edge_dual_bound(
             row += 1;
         }
     }
-    for t in 0..n_tight {
-        rows.push(row);
-        cols.push(t);
-        vals.push(-1.0);
-        b.push(0.0);
-        row += 1;
-    }
+    let row = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..n_tight);
     let a = CscMatrix::new_from_triplets(row, n_vars, rows, cols, vals);
     let mut q = vec![0.0; n_vars];
     for w in &mut q[n_tight..] {
@@ -519,13 +523,7 @@ pub fn edge_lp_lower_bound(
         row += 1;
     }
     // Flows >= 0.
-    for i in 0..u {
-        rows.push(row);
-        cols.push(i);
-        vals.push(-1.0);
-        b.push(0.0);
-        row += 1;
-    }
+    let row = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..u);
     let a = CscMatrix::new_from_triplets(row, n_vars, rows, cols, vals);
     let mut q = vec![0.0; n_vars];
     q[u] = 1.0;
