@@ -58,6 +58,19 @@ fn solve(
     }
 }
 
+/// A demand's split from the LP's values of its path variables (shares or
+/// reservations): negatives (solver tolerance) clipped to zero, then scaled
+/// to sum to 1; all zero gives an even split.
+fn split_of(values: &[f64]) -> Vec<f64> {
+    let raw: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
+    let sum: f64 = raw.iter().sum();
+    if sum > 0.0 {
+        raw.iter().map(|v| v / sum).collect()
+    } else {
+        vec![1.0 / raw.len().max(1) as f64; raw.len()]
+    }
+}
+
 /// Appends the rows `-x_i <= 0` (that is, `x_i >= 0`) for the variables in
 /// `vars`, starting at `row`, to a triplet matrix and its right-hand side;
 /// returns the next free row.
@@ -163,17 +176,7 @@ pub fn robust_path_lp(
         .demands
         .iter()
         .enumerate()
-        .map(|(d, demand)| {
-            let raw: Vec<f64> = (0..demand.paths.len())
-                .map(|p| x[offsets[d] + p].max(0.0))
-                .collect();
-            let sum: f64 = raw.iter().sum();
-            if sum > 0.0 {
-                raw.iter().map(|s| s / sum).collect()
-            } else {
-                vec![1.0 / raw.len().max(1) as f64; raw.len()]
-            }
-        })
+        .map(|(d, demand)| split_of(&x[offsets[d]..offsets[d] + demand.paths.len()]))
         .collect();
     Ok((Allocation { splits }, x[u]))
 }
@@ -284,17 +287,9 @@ pub fn failure_robust_path_lp(
         .demands
         .iter()
         .map(|demand| {
-            let raw: Vec<f64> = x[offset..offset + demand.paths.len()]
-                .iter()
-                .map(|r| r.max(0.0))
-                .collect();
+            let split = split_of(&x[offset..offset + demand.paths.len()]);
             offset += demand.paths.len();
-            let sum: f64 = raw.iter().sum();
-            if sum > 0.0 {
-                raw.iter().map(|r| r / sum).collect()
-            } else {
-                vec![1.0 / raw.len().max(1) as f64; raw.len()]
-            }
+            split
         })
         .collect();
     Ok((Allocation { splits }, x[u]))
