@@ -1,7 +1,12 @@
 //! aiwan's telemetry collectors: NetFlow v5/v9, IPFIX and sFlow decoders,
 //! their UDP listeners, and the Polars telemetry store.
 //!
-//! This crate is empty until the collectors issue lands; it reserves its
-//! place in the workspace layout. Architecture invariant, from then on: only
-//! this crate knows Polars, and malformed datagrams are counted, never a
-//! panic.
+//! Architecture invariant: only this crate knows Polars. Decoders are
+//! sans-I/O (bytes and a receive time in, records and counters out), and a
+//! malformed datagram is counted and dropped, never a panic.
+
+pub mod error;
+pub mod netflow;
+pub mod record;
+pub mod sequence;
+pub mod stats;
