@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod netflow;
+pub mod pcap;
 pub mod record;
 pub mod sequence;
+pub mod sflow;
 pub mod stats;
