@@ -12,3 +12,4 @@ pub mod record;
 pub mod sequence;
 pub mod sflow;
 pub mod stats;
+pub mod store;
