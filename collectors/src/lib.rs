@@ -6,8 +6,10 @@
 //! malformed datagram is counted and dropped, never a panic.
 
 pub mod error;
+pub mod listener;
 pub mod netflow;
 pub mod pcap;
+pub mod pipeline;
 pub mod record;
 pub mod sequence;
 pub mod sflow;

@@ -25,9 +25,28 @@ const FORWARD_LIMIT: u32 = 1 << 31;
 /// committed early rather than kept.
 const MAX_PENDING: usize = 16;
 
+/// What an exporter's sequence number counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Convention {
+    /// Not known yet: every datagram so far carried as many units as the
+    /// one before, where both conventions agree.
+    #[default]
+    Unknown,
+    /// The units sent before this datagram (RFC 7011 3.1, RFC 3954 5.1).
+    BeforeThisDatagram,
+    /// The units sent including this datagram's own: softflowd 1.1.0 adds
+    /// a message's records to its counter before stamping the header.
+    IncludingThisDatagram,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SequenceTracker {
     expected: Option<u32>,
+    /// Learnt from the first two consecutive datagrams whose unit counts
+    /// differ: `s2 = s1 + c1` is the RFC's way, `s2 = s1 + c2` the other.
+    pub convention: Convention,
+    /// The last in-order datagram's raw sequence value and units.
+    previous: Option<(u32, u32)>,
     /// Missing ranges `[start, end)` (modulo 2^32) and the datagram count
     /// at which they were opened.
     pending: Vec<(u32, u32, u64)>,
@@ -51,6 +70,7 @@ impl SequenceTracker {
     pub fn observe(&mut self, sequence: u32, count: Option<u32>) {
         self.datagrams += 1;
         self.commit_expired();
+        let sequence = self.normalise(sequence, count);
         let Some(expected) = self.expected else {
             self.expected = count.map(|c| sequence.wrapping_add(c));
             return;
@@ -79,6 +99,34 @@ impl SequenceTracker {
                 self.pending.clear();
                 self.expected = count.map(|c| sequence.wrapping_add(c));
             }
+        }
+    }
+
+    /// The sequence value as the RFCs define it (units before this
+    /// datagram), learning the exporter's convention on the way.
+    fn normalise(&mut self, raw: u32, count: Option<u32>) -> u32 {
+        let Some(count) = count else {
+            self.previous = None;
+            return raw;
+        };
+        if self.convention == Convention::Unknown
+            && let Some((previous_raw, previous_count)) = self.previous
+            && previous_count != count
+        {
+            if raw == previous_raw.wrapping_add(previous_count) {
+                self.convention = Convention::BeforeThisDatagram;
+            } else if raw == previous_raw.wrapping_add(count) {
+                self.convention = Convention::IncludingThisDatagram;
+                // Until now the values were read the RFC's way; what the
+                // previous datagram's value really meant is "everything
+                // up to and including it".
+                self.expected = Some(previous_raw);
+            }
+        }
+        self.previous = Some((raw, count));
+        match self.convention {
+            Convention::IncludingThisDatagram => raw.wrapping_sub(count),
+            _ => raw,
         }
     }
 
@@ -198,6 +246,23 @@ mod tests {
     fn a_restart_resets_instead_of_counting() {
         let t = run(&[(5_000_000, 1), (5_000_001, 1), (0, 1), (1, 1)]);
         assert_eq!((t.gaps, t.resets), (0, 1));
+    }
+
+    #[test]
+    fn an_exporter_counting_its_own_datagram_is_recognised() {
+        // softflowd: each value includes the message's own records.
+        let t = run(&[(3, 3), (8, 5), (10, 2), (14, 4)]);
+        assert_eq!(t.convention, Convention::IncludingThisDatagram);
+        assert_eq!((t.gaps, t.lost, t.reordered), (0, 0, 0));
+        // The same exporter losing the message of 2 records.
+        let t = run(&[(3, 3), (8, 5), (14, 4), (20, 6)]);
+        assert_eq!((t.gaps, t.lost), (1, 2));
+        // The RFC's way is recognised too, and equal counts decide nothing.
+        let t = run(&[(0, 3), (3, 3), (6, 5), (11, 1)]);
+        assert_eq!(t.convention, Convention::BeforeThisDatagram);
+        assert_eq!(t.gaps, 0);
+        let t = run(&[(0, 4), (4, 4), (8, 4)]);
+        assert_eq!(t.convention, Convention::Unknown);
     }
 
     #[test]

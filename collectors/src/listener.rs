@@ -1,0 +1,569 @@
+//! UDP listeners: one socket per shard on the same port (`SO_REUSEPORT`,
+//! so the kernel spreads exporters over shards by their address and port
+//! and one exporter always lands on the same shard), each shard with its
+//! own decoder. Nothing on the path from socket to batch takes a lock
+//! shared between shards: counters are published to the [`StatsBoard`] and
+//! templates to the persister once per flush interval, not per datagram.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::netflow::{NetflowDecoder, NetflowOptions, TemplateSnapshot};
+use crate::record::{FlowBatch, InterfaceCounters};
+use crate::sflow::{SflowDecoder, SflowOptions};
+use crate::stats::{ExporterCounters, ExporterReport};
+
+/// How the collectors listen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// NetFlow v5/v9 and IPFIX (one port takes all three).
+    pub netflow_listen: Option<SocketAddr>,
+    pub sflow_listen: Option<SocketAddr>,
+    /// Sockets (and decoders) per listen address.
+    pub shards: usize,
+    /// Requested socket receive buffer; exporters send in bursts, and a
+    /// small buffer is where collectors lose data first.
+    pub receive_buffer_bytes: usize,
+    pub key_by_source_port: bool,
+    /// Where templates and sampling rates are kept across restarts.
+    pub template_file: Option<PathBuf>,
+    /// A shard hands its batch on when it holds this many records...
+    pub batch_records: usize,
+    /// ...or when this much time has passed.
+    pub flush_interval: Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> ListenerConfig {
+        ListenerConfig {
+            netflow_listen: None,
+            sflow_listen: None,
+            shards: 1,
+            receive_buffer_bytes: 32 << 20,
+            key_by_source_port: false,
+            template_file: None,
+            batch_records: 8192,
+            flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What the listeners hand to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Telemetry {
+    /// Boxed: a batch is a few hundred bytes of column headers, and the
+    /// queue holds many messages.
+    Flows(Box<FlowBatch>),
+    Counters(Vec<InterfaceCounters>),
+}
+
+/// Why the listeners could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("template file {path}: {reason}")]
+    TemplateFile { path: PathBuf, reason: String },
+}
+
+/// A listener's kernel-side view: the receive buffer it got and the
+/// datagrams the kernel dropped because the buffer was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SocketReport {
+    pub address: Option<SocketAddr>,
+    pub receive_buffer_bytes: usize,
+    pub kernel_drops: u64,
+}
+
+/// Counters of every exporter as the shards last published them.
+#[derive(Debug, Default)]
+pub struct StatsBoard {
+    shards: Mutex<BTreeMap<usize, ShardReport>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ShardReport {
+    exporters: Vec<ExporterReport>,
+    rejected_datagrams: u64,
+}
+
+impl StatsBoard {
+    fn publish(&self, shard: usize, report: ShardReport) {
+        self.shards
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shard, report);
+    }
+
+    /// Every exporter's counters, merged over shards (an exporter whose
+    /// source port changed may have moved shard).
+    pub fn exporters(&self) -> Vec<ExporterReport> {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut merged: BTreeMap<_, ExporterReport> = BTreeMap::new();
+        for report in shards.values().flat_map(|shard| &shard.exporters) {
+            merged
+                .entry(report.key)
+                .and_modify(|existing| {
+                    existing.counters.add(&report.counters);
+                    if report.last_error.is_some() {
+                        existing.last_error.clone_from(&report.last_error);
+                    }
+                })
+                .or_insert_with(|| report.clone());
+        }
+        merged.into_values().collect()
+    }
+
+    /// Datagrams dropped because the exporter table was full.
+    pub fn rejected_datagrams(&self) -> u64 {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.values().map(|shard| shard.rejected_datagrams).sum()
+    }
+}
+
+/// The counters of all exporters added up.
+pub fn totals(exporters: &[ExporterReport]) -> ExporterCounters {
+    let mut totals = ExporterCounters::default();
+    for exporter in exporters {
+        totals.add(&exporter.counters);
+    }
+    totals
+}
+
+/// Running listeners.
+pub struct RunningCollector {
+    pub netflow_address: Option<SocketAddr>,
+    pub sflow_address: Option<SocketAddr>,
+    board: Arc<StatsBoard>,
+    buffers: Vec<(SocketAddr, usize)>,
+    stop: watch::Sender<bool>,
+    shards: Vec<JoinHandle<()>>,
+}
+
+impl RunningCollector {
+    pub fn board(&self) -> Arc<StatsBoard> {
+        Arc::clone(&self.board)
+    }
+
+    /// Receive buffers granted and kernel drops, per listen address.
+    pub fn sockets(&self) -> Vec<SocketReport> {
+        let mut reports: Vec<SocketReport> = Vec::new();
+        for &(address, buffer) in &self.buffers {
+            if reports.iter().any(|r| r.address == Some(address)) {
+                continue;
+            }
+            reports.push(SocketReport {
+                address: Some(address),
+                receive_buffer_bytes: buffer,
+                kernel_drops: kernel_drops(address.port()),
+            });
+        }
+        reports
+    }
+
+    /// Stops the shards: each decodes what its socket still holds,
+    /// commits pending sequence gaps, hands on its last batch, publishes
+    /// its counters and saves its templates.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for shard in self.shards {
+            let _ = shard.await;
+        }
+    }
+}
+
+/// Binds the listeners and starts one task per shard. Decoded records go
+/// to `sink`; when the sink is full the shards wait, the socket buffers
+/// fill, and the kernel's drop counter shows it.
+pub async fn start(
+    config: &ListenerConfig,
+    sink: mpsc::Sender<Telemetry>,
+) -> Result<RunningCollector, ListenError> {
+    let saved = match &config.template_file {
+        Some(path) => load_templates(path)?,
+        None => TemplateSnapshot::default(),
+    };
+    let persister = config
+        .template_file
+        .clone()
+        .map(|path| Arc::new(TemplatePersister::new(path)));
+    let board = Arc::new(StatsBoard::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut shards = Vec::new();
+    let mut buffers = Vec::new();
+    let mut netflow_address = None;
+    let mut sflow_address = None;
+    let shard_count = config.shards.max(1);
+    for (listen, is_netflow) in [(config.netflow_listen, true), (config.sflow_listen, false)] {
+        let Some(listen) = listen else { continue };
+        let sockets = bind_shards(listen, shard_count, config.receive_buffer_bytes)?;
+        let bound = sockets
+            .first()
+            .and_then(|(socket, _)| socket.local_addr().ok())
+            .unwrap_or(listen);
+        if is_netflow {
+            netflow_address = Some(bound);
+        } else {
+            sflow_address = Some(bound);
+        }
+        for (socket, buffer) in sockets {
+            buffers.push((bound, buffer));
+            let decoder = if is_netflow {
+                let mut decoder = NetflowDecoder::new(NetflowOptions {
+                    key_by_source_port: config.key_by_source_port,
+                    ..NetflowOptions::default()
+                });
+                decoder.restore(&saved);
+                Decoder::Netflow(decoder)
+            } else {
+                Decoder::Sflow(SflowDecoder::new(SflowOptions {
+                    key_by_source_port: config.key_by_source_port,
+                }))
+            };
+            let shard = Shard {
+                id: shards.len(),
+                socket,
+                decoder,
+                sink: sink.clone(),
+                board: Arc::clone(&board),
+                persister: persister.clone(),
+                batch_records: config.batch_records.max(1),
+                flush_interval: config.flush_interval,
+            };
+            shards.push(tokio::spawn(shard.run(stopped.clone())));
+        }
+    }
+    Ok(RunningCollector {
+        netflow_address,
+        sflow_address,
+        board,
+        buffers,
+        stop,
+        shards,
+    })
+}
+
+/// `shards` sockets on one address and port, with the receive buffer
+/// each got (the kernel reports double what it books; we report what
+/// `SO_RCVBUF` reads back).
+fn bind_shards(
+    listen: SocketAddr,
+    shards: usize,
+    receive_buffer_bytes: usize,
+) -> Result<Vec<(UdpSocket, usize)>, ListenError> {
+    let mut sockets = Vec::with_capacity(shards);
+    let mut address = listen;
+    for _ in 0..shards {
+        let bind_error = |source| ListenError::Bind { address, source };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(bind_error)?;
+        socket.set_reuse_port(true).map_err(bind_error)?;
+        set_receive_buffer(&socket, receive_buffer_bytes);
+        socket.bind(&address.into()).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let granted = socket.recv_buffer_size().unwrap_or(0);
+        if granted < receive_buffer_bytes {
+            tracing::warn!(
+                %address,
+                requested = receive_buffer_bytes,
+                granted,
+                "receive buffer smaller than asked; raise net.core.rmem_max or run with CAP_NET_ADMIN"
+            );
+        }
+        let socket = UdpSocket::from_std(socket.into()).map_err(bind_error)?;
+        // Port 0 picks a port once; the other shards join it.
+        if let Ok(bound) = socket.local_addr() {
+            address = bound;
+        }
+        sockets.push((socket, granted));
+    }
+    Ok(sockets)
+}
+
+/// `SO_RCVBUFFORCE` when privileged (it may pass `net.core.rmem_max`),
+/// `SO_RCVBUF` otherwise.
+fn set_receive_buffer(socket: &socket2::Socket, bytes: usize) {
+    use std::os::fd::AsFd;
+    let forced = nix::sys::socket::setsockopt(
+        &socket.as_fd(),
+        nix::sys::socket::sockopt::RcvBufForce,
+        &bytes,
+    );
+    if forced.is_err() {
+        let _ = socket.set_recv_buffer_size(bytes);
+    }
+}
+
+/// Datagrams the kernel dropped on the UDP sockets bound to `port`
+/// (`/proc/net/udp` and `udp6`, the `drops` column); 0 where the OS does
+/// not expose them.
+pub fn kernel_drops(port: u16) -> u64 {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| drops_in_table(&table, port))
+        .sum()
+}
+
+fn drops_in_table(table: &str, port: u16) -> u64 {
+    let port_hex = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let local = columns.get(1)?;
+            if !local.ends_with(&port_hex) {
+                return None;
+            }
+            columns.last()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+enum Decoder {
+    Netflow(NetflowDecoder),
+    Sflow(SflowDecoder),
+}
+
+struct Shard {
+    id: usize,
+    socket: UdpSocket,
+    decoder: Decoder,
+    sink: mpsc::Sender<Telemetry>,
+    board: Arc<StatsBoard>,
+    persister: Option<Arc<TemplatePersister>>,
+    batch_records: usize,
+    flush_interval: Duration,
+}
+
+/// Decode errors logged at most this often per shard; the counters have
+/// them all.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Shard {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut buffer = vec![0u8; 65_536];
+        let mut flows = FlowBatch::with_capacity(self.batch_records);
+        let mut counters = Vec::new();
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_log: Option<Instant> = None;
+        let mut suppressed = 0u64;
+        loop {
+            tokio::select! {
+                received = self.socket.recv_from(&mut buffer) => {
+                    let Ok((length, source)) = received else { continue };
+                    let datagram = buffer.get(..length).unwrap_or_default();
+                    self.decode(source, datagram, &mut flows, &mut counters, &mut last_log, &mut suppressed);
+                    if flows.len() >= self.batch_records {
+                        self.hand_on(&mut flows, &mut counters).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.hand_on(&mut flows, &mut counters).await;
+                    self.publish();
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        // Whatever the socket still holds was received before the stop.
+        while let Ok((length, source)) = self.socket.try_recv_from(&mut buffer) {
+            let datagram = buffer.get(..length).unwrap_or_default();
+            self.decode(
+                source,
+                datagram,
+                &mut flows,
+                &mut counters,
+                &mut last_log,
+                &mut suppressed,
+            );
+        }
+        match &mut self.decoder {
+            Decoder::Netflow(decoder) => decoder.flush_sequences(),
+            Decoder::Sflow(decoder) => decoder.flush_sequences(),
+        }
+        self.hand_on(&mut flows, &mut counters).await;
+        self.publish();
+        if let Some(persister) = &self.persister {
+            persister.save();
+        }
+    }
+
+    fn decode(
+        &mut self,
+        source: SocketAddr,
+        datagram: &[u8],
+        flows: &mut FlowBatch,
+        counters: &mut Vec<InterfaceCounters>,
+        last_log: &mut Option<Instant>,
+        suppressed: &mut u64,
+    ) {
+        let received_ms = now_ms();
+        let result = match &mut self.decoder {
+            Decoder::Netflow(decoder) => decoder.decode(source, received_ms, datagram, flows),
+            Decoder::Sflow(decoder) => {
+                decoder.decode(source, received_ms, datagram, flows, counters)
+            }
+        };
+        if let Err(error) = result {
+            if last_log.is_some_and(|at| at.elapsed() < ERROR_LOG_INTERVAL) {
+                *suppressed += 1;
+            } else {
+                tracing::warn!(%source, %error, suppressed = *suppressed, "dropped undecodable data");
+                *last_log = Some(Instant::now());
+                *suppressed = 0;
+            }
+        }
+    }
+
+    async fn hand_on(&mut self, flows: &mut FlowBatch, counters: &mut Vec<InterfaceCounters>) {
+        if !flows.is_empty() {
+            let full = std::mem::replace(flows, FlowBatch::with_capacity(self.batch_records));
+            let _ = self.sink.send(Telemetry::Flows(Box::new(full))).await;
+        }
+        if !counters.is_empty() {
+            let _ = self
+                .sink
+                .send(Telemetry::Counters(std::mem::take(counters)))
+                .await;
+        }
+    }
+
+    fn publish(&mut self) {
+        let report = match &mut self.decoder {
+            Decoder::Netflow(decoder) => {
+                if decoder.take_dirty()
+                    && let Some(persister) = &self.persister
+                {
+                    persister.update(self.id, decoder.snapshot());
+                }
+                ShardReport {
+                    exporters: decoder.reports(),
+                    rejected_datagrams: decoder.rejected_datagrams(),
+                }
+            }
+            Decoder::Sflow(decoder) => ShardReport {
+                exporters: decoder.reports(),
+                rejected_datagrams: 0,
+            },
+        };
+        self.board.publish(self.id, report);
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Keeps each shard's latest template snapshot and writes them, merged, to
+/// the template file.
+struct TemplatePersister {
+    path: PathBuf,
+    snapshots: Mutex<BTreeMap<usize, TemplateSnapshot>>,
+}
+
+impl TemplatePersister {
+    fn new(path: PathBuf) -> TemplatePersister {
+        TemplatePersister {
+            path,
+            snapshots: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn update(&self, shard: usize, snapshot: TemplateSnapshot) {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shard, snapshot);
+        self.save();
+    }
+
+    fn save(&self) {
+        let merged = {
+            let snapshots = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if snapshots.is_empty() {
+                return;
+            }
+            let mut exporters: Vec<_> = snapshots
+                .values()
+                .flat_map(|snapshot| snapshot.exporters.iter().cloned())
+                .collect();
+            exporters.sort_by_key(|exporter| exporter.key);
+            exporters.dedup_by_key(|exporter| exporter.key);
+            TemplateSnapshot { exporters }
+        };
+        if let Err(error) = save_templates(&self.path, &merged) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot save templates");
+        }
+    }
+}
+
+/// Reads a template file; a missing file is an empty snapshot.
+pub fn load_templates(path: &Path) -> Result<TemplateSnapshot, ListenError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(TemplateSnapshot::default());
+        }
+        Err(error) => {
+            return Err(ListenError::TemplateFile {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            });
+        }
+    };
+    serde_json::from_str(&text).map_err(|error| ListenError::TemplateFile {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })
+}
+
+/// Writes a template file whole or not at all: to a temporary name in the
+/// same directory, synced, then renamed over the old one.
+pub fn save_templates(path: &Path, snapshot: &TemplateSnapshot) -> std::io::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_vec_pretty(snapshot).map_err(std::io::Error::other)?;
+    let temporary = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&text)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_drops_are_read_from_the_drops_column() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+   12: 00000000:0807 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 17\n\
+   13: 00000000:0807 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1235 2 0000000000000000 3\n\
+   14: 0100007F:18BD 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1236 2 0000000000000000 99\n";
+        assert_eq!(drops_in_table(table, 2055), 20);
+        assert_eq!(drops_in_table(table, 6333), 99);
+        assert_eq!(drops_in_table(table, 9), 0);
+    }
+}
