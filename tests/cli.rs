@@ -55,11 +55,9 @@ fn help_lists_every_subcommand_of_the_contract() {
 fn unlanded_subcommands_say_so_and_fail() {
     for command in [
         &["demo"][..],
-        &["collect"],
         &["agent"],
         &["tui"],
         &["lab"],
-        &["bench", "collector"],
         &["bench", "push"],
     ] {
         let output = aiwan(command);

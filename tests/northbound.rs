@@ -1033,10 +1033,10 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
         .telemetry
         .list_top_flows(pb::ListTopFlowsRequest::default())
         .await
-        .expect_err("no telemetry yet");
+        .expect_err("this controller runs no collector");
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status.message().contains("collectors"),
+        status.message().contains("--netflow-listen"),
         "{}",
         status.message()
     );
@@ -1129,4 +1129,191 @@ async fn tls_when_a_certificate_is_configured() {
     };
     assert!(refused, "plaintext call succeeded against a TLS server");
     controller.shutdown().await.expect("shutdown");
+}
+
+/// TelemetryService with the collectors running: IPFIX from dc1 to dc2
+/// comes back as top flows and as a site-to-site matrix, and the
+/// per-exporter counters reach /metrics.
+#[tokio::test]
+async fn telemetry_answers_from_the_collectors() {
+    use aiwan_collectors::netflow::encode::IpfixExporter;
+    use aiwan_collectors::record::{FlowRecord, ipv4_to_u128};
+
+    let test = "telemetry_answers_from_the_collectors";
+    let Some(db) = TestDb::new(Backend::Sqlite, test).await else {
+        return;
+    };
+    let mut config = support::test_config(&db);
+    config.collector.netflow_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.collector.shards = 1;
+    config.collector.store.close_grace_ms = 100;
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("controller starts");
+    let target = controller
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.collector.netflow_address)
+        .expect("collector listening");
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    // The sites' prefixes reach the store when the topology is imported.
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect("import");
+
+    let start_ms = support::now_ms();
+    let records: Vec<FlowRecord> = (0..20u32)
+        .map(|n| FlowRecord {
+            src_addr: ipv4_to_u128([10, 1, 0, 1 + n as u8]),
+            dst_addr: ipv4_to_u128([10, 2, 0, 1]),
+            src_port: 40_000 + n as u16,
+            dst_port: 4791,
+            protocol: 17,
+            tos: 0x68,
+            packets: 100,
+            bytes: 1_000_000 * u64::from(n + 1),
+            sampling_rate: 1,
+            ..FlowRecord::default()
+        })
+        .collect();
+    let total_bytes: u64 = records.iter().map(|r| r.bytes).sum();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+    for datagram in IpfixExporter::new(1, 10).export(&records, (start_ms / 1000) as u32) {
+        socket.send_to(&datagram, target).expect("send");
+    }
+    let window = |from_ms: i64, to_ms: i64| {
+        (
+            Some(aiwan_controller::convert::timestamp(from_ms)),
+            Some(aiwan_controller::convert::timestamp(to_ms)),
+        )
+    };
+    let (from, to) = window(start_ms - 10_000, start_ms + 50_000);
+    // Buckets close a grace period after they end; wait for ours.
+    let mut flows = Vec::new();
+    for _ in 0..100 {
+        flows = admin
+            .telemetry
+            .list_top_flows(pb::ListTopFlowsRequest {
+                start_time: from,
+                end_time: to,
+                limit: 3,
+            })
+            .await
+            .expect("top flows")
+            .into_inner()
+            .flows;
+        if !flows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let top: Vec<(String, u64)> = flows
+        .iter()
+        .map(|f| (f.src_prefix.clone(), f.bytes))
+        .collect();
+    assert_eq!(
+        top,
+        vec![
+            ("10.1.0.20/32".to_string(), 20_000_000),
+            ("10.1.0.19/32".to_string(), 19_000_000),
+            ("10.1.0.18/32".to_string(), 18_000_000),
+        ]
+    );
+    assert_eq!(
+        (flows[0].dst_port, flows[0].protocol, flows[0].dscp),
+        (4791, 17, 26)
+    );
+
+    let matrix = admin
+        .telemetry
+        .get_traffic_matrix(pb::GetTrafficMatrixRequest {
+            start_time: from,
+            end_time: to,
+        })
+        .await
+        .expect("matrix")
+        .into_inner()
+        .matrix
+        .expect("matrix");
+    let entries: Vec<(String, String, f64)> = matrix
+        .entries
+        .iter()
+        .map(|e| (e.src_site.clone(), e.dst_site.clone(), e.rate_bps))
+        .collect();
+    let expected_rate = total_bytes as f64 * 8.0 / 60.0;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (entries[0].0.as_str(), entries[0].1.as_str()),
+        ("sites/dc1", "sites/dc2")
+    );
+    assert!(
+        (entries[0].2 - expected_rate).abs() < 1e-6 * expected_rate,
+        "{entries:?}"
+    );
+
+    // Requests that are wrong name their field; unknown links are NOT_FOUND.
+    let (late, early) = window(start_ms, start_ms - 1);
+    let status = admin
+        .telemetry
+        .get_traffic_matrix(pb::GetTrafficMatrixRequest {
+            start_time: late,
+            end_time: early,
+        })
+        .await
+        .expect_err("reversed window");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("start_time:"),
+        "{}",
+        status.message()
+    );
+    let status = admin
+        .telemetry
+        .get_link_utilization(pb::GetLinkUtilizationRequest {
+            link: "links/dc1-r:eth9".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such link");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = admin
+        .telemetry
+        .list_top_flows(pb::ListTopFlowsRequest {
+            limit: -1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("negative limit");
+    assert!(
+        status.message().starts_with("limit:"),
+        "{}",
+        status.message()
+    );
+    // A known link without counters yet answers an empty series.
+    let utilization = admin
+        .telemetry
+        .get_link_utilization(pb::GetLinkUtilizationRequest {
+            link: "links/dc1-r:eth1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("known link")
+        .into_inner()
+        .utilization
+        .expect("series");
+    assert!(utilization.points.is_empty());
+
+    let metrics = http_get(controller.metrics_addr.expect("metrics"), "/metrics").await;
+    let line = r#"aiwan_collector_records_total{exporter="127.0.0.1",observation_domain="1",protocol="ipfix"} 20"#;
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    assert!(
+        metrics.contains("aiwan_collector_kernel_drops_total{listen="),
+        "{metrics}"
+    );
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
 }

@@ -52,6 +52,41 @@ pub struct ControllerConfig {
     pub bootstrap_token: Option<String>,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    /// Flow collectors and the telemetry store.
+    pub collector: CollectorConfig,
+}
+
+/// The collectors the controller runs, and the store they feed. Off until a
+/// listen address is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// NetFlow v5/v9 and IPFIX listen address (2055 by convention).
+    pub netflow_listen: Option<SocketAddr>,
+    /// sFlow listen address (6343 by convention).
+    pub sflow_listen: Option<SocketAddr>,
+    /// Sockets and decoders per listen address; 0 for one per core.
+    pub shards: usize,
+    /// Socket receive buffer to ask the kernel for.
+    pub receive_buffer_bytes: usize,
+    /// Tell exporters behind one address apart by source port too.
+    pub key_by_source_port: bool,
+    /// Retention, memory budget and traffic classes of the telemetry
+    /// store. Sites come from the stored topology.
+    pub store: aiwan_collectors::store::StoreConfig,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> CollectorConfig {
+        CollectorConfig {
+            netflow_listen: None,
+            sflow_listen: None,
+            shards: 0,
+            receive_buffer_bytes: 32 << 20,
+            key_by_source_port: false,
+            store: aiwan_collectors::store::StoreConfig::default(),
+        }
+    }
 }
 
 /// TLS for the gRPC server; plain HTTP/2 when neither file is set.
@@ -104,6 +139,7 @@ impl Default for ControllerConfig {
             bootstrap_token: None,
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            collector: CollectorConfig::default(),
         }
     }
 }
@@ -122,6 +158,8 @@ pub struct ConfigOverrides {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub bootstrap_token: Option<String>,
+    pub netflow_listen: Option<SocketAddr>,
+    pub sflow_listen: Option<SocketAddr>,
 }
 
 /// A parsed `ROLE:TOKEN`.
@@ -226,6 +264,12 @@ impl ControllerConfig {
         if let Some(value) = lookup("AIWAN_LOG_LEVEL") {
             self.log.level = value;
         }
+        if let Some(value) = lookup("AIWAN_NETFLOW_LISTEN") {
+            self.collector.netflow_listen = Some(parse_addr("AIWAN_NETFLOW_LISTEN", &value)?);
+        }
+        if let Some(value) = lookup("AIWAN_SFLOW_LISTEN") {
+            self.collector.sflow_listen = Some(parse_addr("AIWAN_SFLOW_LISTEN", &value)?);
+        }
         Ok(())
     }
 
@@ -245,6 +289,12 @@ impl ControllerConfig {
         }
         if let Some(token) = &overrides.bootstrap_token {
             self.bootstrap_token = Some(token.clone());
+        }
+        if let Some(listen) = overrides.netflow_listen {
+            self.collector.netflow_listen = Some(listen);
+        }
+        if let Some(listen) = overrides.sflow_listen {
+            self.collector.sflow_listen = Some(listen);
         }
     }
 
@@ -277,6 +327,19 @@ impl ControllerConfig {
             return Err(invalid(
                 "database_url",
                 "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if let Err(error) = self.collector.store.check() {
+            return Err(invalid("collector.store", error.to_string()));
+        }
+        if let (Some(netflow), Some(sflow)) =
+            (self.collector.netflow_listen, self.collector.sflow_listen)
+            && netflow == sflow
+            && netflow.port() != 0
+        {
+            return Err(invalid(
+                "collector.sflow_listen",
+                format!("{sflow} is also collector.netflow_listen"),
             ));
         }
         match (&self.tls.cert_file, &self.tls.key_file) {

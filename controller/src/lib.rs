@@ -2,7 +2,9 @@
 //! the northbound gRPC server.
 
 pub mod auth;
+pub mod bench_collector;
 pub mod client;
+pub mod collect;
 pub mod config;
 pub mod convert;
 pub mod metrics;
@@ -12,3 +14,4 @@ pub mod planning;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod telemetry;

@@ -23,8 +23,9 @@ enum Command {
     Demo(NotYet),
     /// Run the controller daemon.
     Controller(ControllerArgs),
-    /// Run the flow collectors alone (not available yet).
-    Collect(NotYet),
+    /// Run the flow collectors (NetFlow v5/v9, IPFIX, sFlow) and the
+    /// telemetry store alone, and summarise per exporter.
+    Collect(aiwan_controller::collect::CollectArgs),
     /// Program one Linux router for the controller (not available yet).
     Agent(NotYet),
     /// Operator dashboard in the terminal (not available yet).
@@ -77,10 +78,11 @@ struct ControllerArgs {
     /// ROLE:TOKEN created at start so a fresh install can be administered.
     #[arg(long)]
     bootstrap_token: Option<String>,
-    /// NetFlow/IPFIX listen address (arrives with the collectors).
+    /// NetFlow v5/v9 and IPFIX listen address (collectors off unless this
+    /// or --sflow-listen is set).
     #[arg(long)]
     netflow_listen: Option<std::net::SocketAddr>,
-    /// sFlow listen address (arrives with the collectors).
+    /// sFlow listen address.
     #[arg(long)]
     sflow_listen: Option<std::net::SocketAddr>,
 }
@@ -111,8 +113,9 @@ enum TopologyCommand {
 enum BenchCommand {
     /// Reference LP against the fast solver on the benchmark topologies.
     Planner(aiwan_controller::offline::BenchPlannerArgs),
-    /// Collector throughput (not available yet).
-    Collector(NotYet),
+    /// Collector throughput: IPFIX decoded into the store on one core,
+    /// loopback UDP at half that rate, and nfacctd on the same stream.
+    Collector(aiwan_controller::bench_collector::BenchCollectorArgs),
     /// Route push rate through the agent (not available yet).
     Push(NotYet),
 }
@@ -159,18 +162,14 @@ fn not_yet(command: &str, issue: &str) -> ExitCode {
 }
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
-    if args.netflow_listen.is_some() || args.sflow_listen.is_some() {
-        anyhow::bail!(
-            "--netflow-listen and --sflow-listen are not available in this build; \
-             the collectors land with the collectors issue"
-        );
-    }
     let overrides = ConfigOverrides {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
         bootstrap_token: args.bootstrap_token,
+        netflow_listen: args.netflow_listen,
+        sflow_listen: args.sflow_listen,
     };
     let config = ControllerConfig::load(
         args.config.as_deref(),
@@ -229,7 +228,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(_) => return Ok(not_yet("demo", "collectors, planner and southbound")),
-            Command::Collect(_) => return Ok(not_yet("collect", "collectors")),
+            Command::Collect(args) => {
+                init_logging(LogFormat::Plain, "info");
+                aiwan_controller::collect::collect(&args).await?
+            }
             Command::Agent(_) => return Ok(not_yet("agent", "southbound")),
             Command::Tui(_) => return Ok(not_yet("tui", "operator TUI")),
             Command::Lab(_) => return Ok(not_yet("lab", "southbound (netns lab)")),
@@ -245,8 +247,9 @@ fn main() -> ExitCode {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::offline::gen_traffic(&args)?
             }
-            Command::Bench(BenchCommand::Collector(_)) => {
-                return Ok(not_yet("bench collector", "collectors"));
+            Command::Bench(BenchCommand::Collector(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_collector::bench_collector(&args).await?
             }
             Command::Bench(BenchCommand::Push(_)) => {
                 return Ok(not_yet("bench push", "southbound"));

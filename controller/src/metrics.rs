@@ -66,6 +66,11 @@ impl Metrics {
         }
     }
 
+    /// Adds metrics read from elsewhere at each scrape.
+    pub fn register_collector(&mut self, collector: impl prometheus_client::collector::Collector) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
     /// The registry in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();

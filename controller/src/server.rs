@@ -56,6 +56,10 @@ pub enum ServeError {
     Transport(tonic::transport::Error),
     #[error("server task: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("collectors: {0}")]
+    Collectors(#[from] aiwan_collectors::listener::ListenError),
+    #[error("telemetry store: {0}")]
+    TelemetryStore(aiwan_collectors::store::StoreError),
 }
 
 /// How long shutdown waits for open requests to finish.
@@ -68,6 +72,8 @@ pub struct RunningController {
     /// The metrics address actually bound, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     pub store: Store,
+    /// The collectors and their telemetry store, when configured.
+    pub telemetry: Option<aiwan_collectors::pipeline::Pipeline>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -85,6 +91,9 @@ impl RunningController {
                 Ok(())
             }
         };
+        if let Some(telemetry) = self.telemetry.take() {
+            telemetry.stop().await;
+        }
         self.store.close().await;
         result
     }
@@ -121,7 +130,13 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             .ensure_bootstrap_token(token.role, &token.secret, now_ms())
             .await?;
     }
-    let topology_revision = store.load_topology().await?.revision;
+    let stored_topology = store.load_topology().await?;
+    let topology_revision = stored_topology.revision;
+    let (pipeline, telemetry) =
+        match crate::telemetry::start(config, &stored_topology.topology).await? {
+            Some((pipeline, telemetry)) => (Some(pipeline), Some(telemetry)),
+            None => (None, None),
+        };
     let authenticator = Authenticator::new(store.clone());
     let (stop, stop_rx) = watch::channel(false);
     let state = AppState {
@@ -130,6 +145,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         topology_revision: watch::Sender::new(topology_revision),
         plan_version: watch::Sender::new(0),
         shutdown: stop_rx.clone(),
+        telemetry,
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -149,7 +165,11 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .build_v1alpha()
         .map_err(ServeError::Reflection)?;
 
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(pipeline) = &pipeline {
+        metrics.register_collector(crate::telemetry::CollectorMetrics::new(pipeline));
+    }
+    let metrics = Arc::new(metrics);
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         let read = |path: &std::path::PathBuf| {
@@ -172,7 +192,9 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .add_service(TopologyServiceServer::new(TopologyApi::new(state.clone())))
         .add_service(IntentServiceServer::new(IntentApi::new(state.clone())))
         .add_service(PlanServiceServer::new(PlanApi::new(state.clone())))
-        .add_service(TelemetryServiceServer::new(TelemetryApi))
+        .add_service(TelemetryServiceServer::new(TelemetryApi::new(
+            state.clone(),
+        )))
         .add_service(AdminServiceServer::new(AdminApi::new(state)));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -218,6 +240,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         grpc_addr,
         metrics_addr,
         store,
+        telemetry: pipeline,
         stop,
         task,
     })

@@ -25,6 +25,8 @@ pub struct AppState {
     /// Becomes true when the controller shuts down; streams end then, so
     /// that the graceful shutdown does not wait for watchers forever.
     pub shutdown: watch::Receiver<bool>,
+    /// The collectors' telemetry store, when the controller runs them.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl AppState {

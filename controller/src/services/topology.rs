@@ -69,6 +69,9 @@ impl TopologyService for TopologyApi {
             "topology imported"
         );
         self.state.topology_revision.send_replace(revision);
+        if let Some(telemetry) = &self.state.telemetry {
+            telemetry.refresh_sites(&topology);
+        }
         Ok(Response::new(pb::ImportTopologyResponse {
             topology: Some(current(&self.state).await?),
         }))

@@ -1,0 +1,207 @@
+//! The collectors the controller runs: started from `collector.*` settings
+//! with the stored topology's site prefixes, exported to Prometheus per
+//! exporter, and shared with TelemetryService through the store.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use aiwan_collectors::listener::{ListenerConfig, StatsBoard, kernel_drops};
+use aiwan_collectors::pipeline::{self, Pipeline, SharedStore};
+use aiwan_collectors::store::{SitePrefix, TelemetryStore};
+use aiwan_planner::Topology;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+
+use crate::config::ControllerConfig;
+use crate::server::ServeError;
+
+/// The telemetry store as the services share it, with the site prefixes
+/// the operator configured (the topology's are added to them).
+#[derive(Clone)]
+pub struct Telemetry {
+    pub store: SharedStore,
+    configured_sites: Vec<SitePrefix>,
+}
+
+impl Telemetry {
+    /// Points the store at the sites of a newly imported topology.
+    pub fn refresh_sites(&self, topology: &Topology) {
+        let mut sites = self.configured_sites.clone();
+        sites.extend(site_prefixes(topology));
+        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
+        if let Err(error) = store.set_sites(sites) {
+            tracing::warn!(%error, "telemetry store keeps its old sites");
+        }
+    }
+}
+
+/// Starts the collectors when a listen address is configured.
+pub async fn start(
+    config: &ControllerConfig,
+    topology: &Topology,
+) -> Result<Option<(Pipeline, Telemetry)>, ServeError> {
+    let settings = &config.collector;
+    if settings.netflow_listen.is_none() && settings.sflow_listen.is_none() {
+        return Ok(None);
+    }
+    let mut store_config = settings.store.clone();
+    let configured_sites = store_config.sites.clone();
+    store_config.sites.extend(site_prefixes(topology));
+    let store = TelemetryStore::new(store_config).map_err(ServeError::TelemetryStore)?;
+    let shards = match settings.shards {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let listener = ListenerConfig {
+        netflow_listen: settings.netflow_listen,
+        sflow_listen: settings.sflow_listen,
+        shards,
+        receive_buffer_bytes: settings.receive_buffer_bytes,
+        key_by_source_port: settings.key_by_source_port,
+        template_file: Some(config.data_dir.join("collector-templates.json")),
+        ..ListenerConfig::default()
+    };
+    let running = pipeline::start(&listener, Arc::new(RwLock::new(store))).await?;
+    tracing::info!(
+        netflow = ?running.collector.netflow_address,
+        sflow = ?running.collector.sflow_address,
+        shards,
+        "collectors listening"
+    );
+    let telemetry = Telemetry {
+        store: Arc::clone(&running.store),
+        configured_sites,
+    };
+    Ok(Some((running, telemetry)))
+}
+
+/// The prefixes of each site, as the store maps addresses to sites.
+pub fn site_prefixes(topology: &Topology) -> Vec<SitePrefix> {
+    topology
+        .sites
+        .iter()
+        .flat_map(|site| {
+            site.prefixes.iter().map(|prefix| SitePrefix {
+                prefix: *prefix,
+                site: site.id.clone(),
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExporterLabels {
+    exporter: String,
+    observation_domain: String,
+    protocol: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenLabels {
+    listen: String,
+}
+
+/// Per-exporter counters read from the collectors' board at each scrape.
+#[derive(Debug)]
+pub struct CollectorMetrics {
+    board: Arc<StatsBoard>,
+    listens: Vec<SocketAddr>,
+}
+
+impl CollectorMetrics {
+    pub fn new(pipeline: &Pipeline) -> CollectorMetrics {
+        let collector = &pipeline.collector;
+        CollectorMetrics {
+            board: collector.board(),
+            listens: collector
+                .netflow_address
+                .into_iter()
+                .chain(collector.sflow_address)
+                .collect(),
+        }
+    }
+}
+
+type CounterOf = fn(&aiwan_collectors::stats::ExporterCounters) -> u64;
+
+/// Each exported counter: name (without `_total`), help, field.
+const EXPORTER_COUNTERS: [(&str, &str, CounterOf); 8] = [
+    (
+        "aiwan_collector_datagrams",
+        "Datagrams received per exporter",
+        |c| c.datagrams,
+    ),
+    (
+        "aiwan_collector_records",
+        "Flow records decoded per exporter",
+        |c| c.records,
+    ),
+    (
+        "aiwan_collector_bytes",
+        "Bytes carried in flow records, after sampling",
+        |c| c.bytes_scaled,
+    ),
+    (
+        "aiwan_collector_counter_samples",
+        "sFlow interface counter records",
+        |c| c.counter_samples,
+    ),
+    (
+        "aiwan_collector_decode_errors",
+        "Datagrams, sets or records that could not be decoded",
+        |c| c.decode_errors,
+    ),
+    (
+        "aiwan_collector_template_misses",
+        "Data sets that arrived before their template",
+        |c| c.template_misses,
+    ),
+    (
+        "aiwan_collector_sequence_gaps",
+        "Gaps in exporter sequence numbers, each counted once",
+        |c| c.sequence_gaps,
+    ),
+    (
+        "aiwan_collector_sequence_lost",
+        "Units (flows, packets, records, datagrams) the gaps held",
+        |c| c.sequence_lost,
+    ),
+];
+
+impl Collector for CollectorMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let exporters = self.board.exporters();
+        for (name, help, field) in EXPORTER_COUNTERS {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for exporter in &exporters {
+                let labels = ExporterLabels {
+                    exporter: exporter.key.address.to_string(),
+                    observation_domain: exporter.key.domain.to_string(),
+                    protocol: exporter.key.protocol.as_str().to_string(),
+                };
+                ConstCounter::new(field(&exporter.counters))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "aiwan_collector_kernel_drops",
+            "Datagrams the kernel dropped on the collector's sockets (receive buffer full)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for listen in &self.listens {
+            let labels = ListenLabels {
+                listen: listen.to_string(),
+            };
+            ConstCounter::new(kernel_drops(listen.port()))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
