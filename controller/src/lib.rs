@@ -1,6 +1,7 @@
 //! The aiwan controller: configuration, persistence, intents and plans, and
 //! the northbound gRPC server.
 
+pub mod agent;
 pub mod auth;
 pub mod bench_collector;
 pub mod client;
