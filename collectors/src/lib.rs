@@ -9,9 +9,11 @@ pub mod error;
 pub mod listener;
 pub mod netflow;
 pub mod pcap;
+#[cfg(feature = "store")]
 pub mod pipeline;
 pub mod record;
 pub mod sequence;
 pub mod sflow;
 pub mod stats;
+#[cfg(feature = "store")]
 pub mod store;

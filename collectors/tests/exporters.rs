@@ -416,3 +416,91 @@ async fn pmacctd_probe_replays_are_counted_exactly() {
         }
     }
 }
+
+/// softflowd's datagrams, taken off a plain UDP socket, decoded by our
+/// decoder and by the `netflow_parser` crate: the same flows, record by
+/// record (addresses, ports, protocol), for v5, v9 and IPFIX.
+#[test]
+fn softflowd_datagrams_decode_as_netflow_parser_decodes_them() {
+    use aiwan_collectors::netflow::NetflowDecoder;
+    use aiwan_collectors::record::{FlowBatch, u128_to_addr};
+
+    let test = "softflowd_datagrams_decode_as_netflow_parser_decodes_them";
+    if !have("softflowd") {
+        return skip(test, "softflowd is not installed (apt-get install softflowd)").unwrap_or(());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (version, ipv6) in [("5", false), ("9", true), ("10", true)] {
+        let sub = dir.path().join(version);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let capture = write_capture(&sub, ipv6, false);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let target = socket.local_addr().expect("address");
+        let mut child = softflowd(&capture.path, version, ipv6)(target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("softflowd starts");
+        let mut datagrams = Vec::new();
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok((length, _)) = socket.recv_from(&mut buffer) {
+            datagrams.push(buffer[..length].to_vec());
+            // Every flow has been exported once as many records came.
+            let _ = child.try_wait();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!datagrams.is_empty(), "softflowd -v {version} sent nothing");
+
+        let mut ours = Vec::new();
+        let mut decoder = NetflowDecoder::default();
+        let mut batch = FlowBatch::default();
+        for datagram in &datagrams {
+            decoder
+                .decode(target, 0, datagram, &mut batch)
+                .expect("our decoder takes softflowd's datagrams");
+        }
+        for i in 0..batch.len() {
+            let (_, r) = batch.record(i).expect("row");
+            ours.push((
+                u128_to_addr(r.src_addr),
+                u128_to_addr(r.dst_addr),
+                r.src_port,
+                r.dst_port,
+                r.protocol,
+            ));
+        }
+        let mut theirs = Vec::new();
+        let mut parser = netflow_parser::NetflowParser::default();
+        for datagram in &datagrams {
+            let parsed = parser.parse_bytes(datagram);
+            assert!(parsed.error.is_none(), "netflow_parser: {:?}", parsed.error);
+            for packet in &parsed.packets {
+                let common = packet.as_netflow_common().expect("common form");
+                for set in common.flowsets {
+                    // Template flowsets come out as entries with no field.
+                    if set.src_addr.is_none() && set.src_port.is_none() && set.protocol_number.is_none() {
+                        continue;
+                    }
+                    let (Some(src), Some(dst)) = (set.src_addr, set.dst_addr) else {
+                        panic!("softflowd -v {version}: netflow_parser gave a record without addresses: {set:?}");
+                    };
+                    theirs.push((
+                        src,
+                        dst,
+                        set.src_port.unwrap_or(0),
+                        set.dst_port.unwrap_or(0),
+                        set.protocol_number.unwrap_or(0),
+                    ));
+                }
+            }
+        }
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours.len() as u64, capture.flows, "softflowd -v {version}");
+        assert_eq!(ours, theirs, "softflowd -v {version}");
+    }
+}

@@ -212,7 +212,7 @@ fn flow_end_ms(values: &Values, context: &MessageContext, system_init_ms: Option
         return context.export_unix_ms - i64::from(before_export);
     }
     match values.system_init_ms.or(system_init_ms) {
-        Some(init) => init + i64::from(end_uptime),
+        Some(init) => init.saturating_add(i64::from(end_uptime)),
         None => 0,
     }
 }

@@ -460,7 +460,8 @@ impl Values {
             if taken == 0 {
                 return None;
             }
-            (taken + self.packet_space.unwrap_or(0)) / taken
+            // Saturating: both are exporter-supplied 8-byte values.
+            taken.saturating_add(self.packet_space.unwrap_or(0)) / taken
         } else if let (Some(size), Some(population)) =
             (self.sampling_size, self.sampling_population)
         {
@@ -601,6 +602,11 @@ mod tests {
         assert_eq!(values.sampling_rate(), Some(100));
         values.set(Target::SamplingInterval, &[0]);
         assert_eq!(values.sampling_rate(), None);
+        // Found by the fuzzer: an interval and space adding past 2^64.
+        let mut values = Values::default();
+        values.set(Target::PacketInterval, &[0xff; 8]);
+        values.set(Target::PacketSpace, &[0xff; 8]);
+        assert_eq!(values.sampling_rate(), Some(1));
     }
 
     #[test]
