@@ -459,7 +459,7 @@ impl Shard {
             }
             Decoder::Sflow(decoder) => ShardReport {
                 exporters: decoder.reports(),
-                rejected_datagrams: 0,
+                rejected_datagrams: decoder.rejected_datagrams(),
             },
         };
         self.board.publish(self.id, report);

@@ -108,19 +108,41 @@ impl ExporterState {
     }
 }
 
+/// Agent keys tracked at most, as [`crate::netflow::NetflowOptions`]
+/// bounds NetFlow exporters: a flood of spoofed sources cannot exhaust
+/// memory.
+pub const MAX_AGENTS: usize = 10_000;
+
 #[derive(Debug)]
 pub struct SflowDecoder {
     options: SflowOptions,
     exporters: HashMap<ExporterKey, ExporterState>,
+    /// Datagrams dropped because [`MAX_AGENTS`] keys were tracked already.
+    rejected_datagrams: u64,
     /// Reused buffer for the one-sample datagrams handed to sflow-parser.
     scratch: Vec<u8>,
 }
 
 impl SflowDecoder {
+    /// Datagrams dropped because [`MAX_AGENTS`] keys were tracked already.
+    pub fn rejected_datagrams(&self) -> u64 {
+        self.rejected_datagrams
+    }
+
+    /// The state of `key`, created if there is room.
+    fn state(&mut self, key: ExporterKey) -> Option<&mut ExporterState> {
+        if !self.exporters.contains_key(&key) && self.exporters.len() >= MAX_AGENTS {
+            self.rejected_datagrams += 1;
+            return None;
+        }
+        Some(self.exporters.entry(key).or_default())
+    }
+
     pub fn new(options: SflowOptions) -> SflowDecoder {
         SflowDecoder {
             options,
             exporters: HashMap::new(),
+            rejected_datagrams: 0,
             scratch: Vec::new(),
         }
     }
@@ -150,7 +172,9 @@ impl SflowDecoder {
             Err(error) => {
                 let (agent, sub_agent_id) = partial_identity(datagram);
                 let key = self.exporter_key(source, agent, sub_agent_id);
-                let state = self.exporters.entry(key).or_default();
+                let Some(state) = self.state(key) else {
+                    return Err(too_many_agents());
+                };
                 state.counters.datagrams += 1;
                 state.count_error(&error);
                 return Err(error);
@@ -173,7 +197,9 @@ impl SflowDecoder {
             Err(error) => errors.push(error),
         }
 
-        let state = self.exporters.entry(key).or_default();
+        let Some(state) = self.state(key) else {
+            return Err(too_many_agents());
+        };
         state.counters.datagrams += 1;
         // The datagram arrived, even if it did not decode: not a gap.
         state.sequence.observe(header.sequence_number, Some(1));
@@ -263,6 +289,15 @@ impl SflowDecoder {
     }
 }
 
+fn too_many_agents() -> DecodeError {
+    DecodeError::invalid(
+        "agent",
+        format!(
+            "{MAX_AGENTS} sFlow agent keys are tracked already; datagram from a new one dropped"
+        ),
+    )
+}
+
 fn push_flow(
     state: &mut ExporterState,
     flows: &mut FlowBatch,
@@ -270,12 +305,9 @@ fn push_flow(
     key: &ExporterKey,
     record: &FlowRecord,
 ) {
-    let rate = u64::from(record.sampling_rate);
-    state.counters.records += 1;
-    state.counters.packets += record.packets;
-    state.counters.bytes += record.bytes;
-    state.counters.packets_scaled += record.packets.saturating_mul(rate);
-    state.counters.bytes_scaled += record.bytes.saturating_mul(rate);
+    state
+        .counters
+        .count_record(record.packets, record.bytes, record.sampling_rate);
     let exporter = *batch_exporter.get_or_insert_with(|| flows.exporter_index(key));
     flows.push(exporter, record);
 }

@@ -427,7 +427,11 @@ fn softflowd_datagrams_decode_as_netflow_parser_decodes_them() {
 
     let test = "softflowd_datagrams_decode_as_netflow_parser_decodes_them";
     if !have("softflowd") {
-        return skip(test, "softflowd is not installed (apt-get install softflowd)").unwrap_or(());
+        return skip(
+            test,
+            "softflowd is not installed (apt-get install softflowd)",
+        )
+        .unwrap_or(());
     }
     let dir = tempfile::tempdir().expect("tempdir");
     for (version, ipv6) in [("5", false), ("9", true), ("10", true)] {
@@ -482,11 +486,16 @@ fn softflowd_datagrams_decode_as_netflow_parser_decodes_them() {
                 let common = packet.as_netflow_common().expect("common form");
                 for set in common.flowsets {
                     // Template flowsets come out as entries with no field.
-                    if set.src_addr.is_none() && set.src_port.is_none() && set.protocol_number.is_none() {
+                    if set.src_addr.is_none()
+                        && set.src_port.is_none()
+                        && set.protocol_number.is_none()
+                    {
                         continue;
                     }
                     let (Some(src), Some(dst)) = (set.src_addr, set.dst_addr) else {
-                        panic!("softflowd -v {version}: netflow_parser gave a record without addresses: {set:?}");
+                        panic!(
+                            "softflowd -v {version}: netflow_parser gave a record without addresses: {set:?}"
+                        );
                     };
                     theirs.push((
                         src,

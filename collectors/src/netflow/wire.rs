@@ -22,6 +22,15 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
 /// counter defined as 8 bytes may be sent in 4). Longer fields keep their
 /// last 8 bytes, as a value that large cannot be a count anyway.
 pub fn uint(bytes: &[u8]) -> u64 {
+    // The widths templates use, read directly (this is the decoder's
+    // innermost loop); other widths are folded byte by byte.
+    match *bytes {
+        [a] => return u64::from(a),
+        [a, b] => return u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => return u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => return u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {}
+    }
     let tail = bytes.len().saturating_sub(8);
     bytes
         .get(tail..)
@@ -52,5 +61,7 @@ mod tests {
         assert_eq!(uint(&[0, 0, 1, 0]), 256);
         assert_eq!(uint(&[1, 2, 3, 4, 5, 6, 7, 8]), 0x0102030405060708);
         assert_eq!(uint(&[9, 1, 2, 3, 4, 5, 6, 7, 8]), 0x0102030405060708);
+        assert_eq!(uint(&[1, 2, 3]), 0x010203);
+        assert_eq!(uint(&[0xff, 0, 0, 0, 1]), 0xff_0000_0001);
     }
 }
