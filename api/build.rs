@@ -1,5 +1,9 @@
 //! Compiles the protos with protox (pure Rust, no `protoc`), writes the
-//! encoded descriptor set for server reflection, and generates tonic code.
+//! encoded descriptor sets for server reflection, and generates tonic code.
+//!
+//! The northbound (`aiwan.v1`) and the agent's southbound (`aiwan.agent.v1`)
+//! are compiled apart, so each server's reflection describes only the
+//! services it serves.
 
 use std::path::PathBuf;
 
@@ -13,6 +17,8 @@ const PROTOS: &[&str] = &[
     "aiwan/v1/admin.proto",
 ];
 
+const AGENT_PROTOS: &[&str] = &["aiwan/agent/v1/agent.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -25,5 +31,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+
+    let agent = protox::compile(AGENT_PROTOS, ["proto"])?;
+    std::fs::write(
+        out_dir.join("aiwan_agent_descriptor.bin"),
+        agent.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(agent)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! aiwan's protobuf API: the `aiwan.v1` northbound services and their
-//! generated tonic clients and servers.
+//! aiwan's protobuf API: the `aiwan.v1` northbound services, the
+//! `aiwan.agent.v1` southbound service of `aiwan agent`, and their generated
+//! tonic clients and servers.
 //!
 //! Only this crate knows protobuf. Conversions between these messages and
 //! domain types live at the edges that use both (the controller's services).
@@ -24,3 +25,21 @@ pub const SERVICE_NAMES: &[&str] = &[
     "aiwan.v1.TelemetryService",
     "aiwan.v1.AdminService",
 ];
+
+/// The southbound API between the controller and `aiwan agent`.
+pub mod agent {
+    /// Package `aiwan.agent.v1`.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("aiwan.agent.v1");
+    }
+
+    /// Encoded `FileDescriptorSet` of the agent's protos, for the agent's
+    /// server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/aiwan_agent_descriptor.bin"));
+
+    /// The fully qualified names of the agent's services, as reflection and
+    /// health report them.
+    pub const SERVICE_NAMES: &[&str] = &["aiwan.agent.v1.AgentService"];
+}

@@ -164,8 +164,6 @@ fn parse_default(text: &str) -> anyhow::Result<SocketAddr> {
 
 /// Sleeps for `duration` seconds, or until Ctrl-C or SIGTERM.
 async fn wait(duration: Option<f64>) {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let timer = async {
         match duration {
             Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
@@ -174,13 +172,7 @@ async fn wait(duration: Option<f64>) {
     };
     tokio::select! {
         _ = timer => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
+        _ = crate::server::shutdown_signal() => {}
     }
 }
 
@@ -188,16 +180,7 @@ async fn wait(duration: Option<f64>) {
 /// belong to its site.
 pub fn site_prefixes(path: &std::path::Path) -> anyhow::Result<Vec<SitePrefix>> {
     let topology = aiwan_lab::clab::load_clab(path)?;
-    Ok(topology
-        .sites
-        .iter()
-        .flat_map(|site| {
-            site.prefixes.iter().map(|prefix| SitePrefix {
-                prefix: *prefix,
-                site: site.id.clone(),
-            })
-        })
-        .collect())
+    Ok(crate::telemetry::site_prefixes(&topology))
 }
 
 fn exporter_json(report: &ExporterReport) -> Value {

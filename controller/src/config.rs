@@ -54,6 +54,48 @@ pub struct ControllerConfig {
     pub log: LogConfig,
     /// Flow collectors and the telemetry store.
     pub collector: CollectorConfig,
+    /// How plans reach the routers.
+    pub southbound: SouthboundConfig,
+}
+
+/// What pushes plans to the routers. Off until `driver` is set: plans are
+/// then stored as the desired state and stay `applying`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SouthboundConfig {
+    pub driver: Option<SouthboundDriver>,
+    /// Time between reconcile rounds (a new plan starts one at once).
+    pub reconcile_interval_ms: u64,
+    /// How long one call to an agent may take before it counts as down.
+    pub agent_timeout_ms: u64,
+    /// Each node's agent endpoint, `unix:/path.sock` or `http://host:port`.
+    pub agents: std::collections::BTreeMap<String, String>,
+    /// The endpoint of nodes `agents` does not list, `{node}` replaced by
+    /// the node's id: `unix:/run/aiwan/lab/ai-wan/{node}.sock`.
+    pub agent_endpoint_template: Option<String>,
+}
+
+/// The driver behind the reconcile loop.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SouthboundDriver {
+    /// The router agents (`aiwan agent`) over gRPC.
+    Agents,
+    /// The flow-level simulated dataplane: for the demo and large tests,
+    /// not a substitute for routers.
+    Simulated,
+}
+
+impl Default for SouthboundConfig {
+    fn default() -> SouthboundConfig {
+        SouthboundConfig {
+            driver: None,
+            reconcile_interval_ms: 1000,
+            agent_timeout_ms: 5000,
+            agents: std::collections::BTreeMap::new(),
+            agent_endpoint_template: None,
+        }
+    }
 }
 
 /// The collectors the controller runs, and the store they feed. Off until a
@@ -140,6 +182,7 @@ impl Default for ControllerConfig {
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             collector: CollectorConfig::default(),
+            southbound: SouthboundConfig::default(),
         }
     }
 }
@@ -328,6 +371,15 @@ impl ControllerConfig {
                 "database_url",
                 "must start with sqlite:, postgres:// or postgresql://",
             ));
+        }
+        if self.southbound.reconcile_interval_ms < 100 {
+            return Err(invalid(
+                "southbound.reconcile_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        if self.southbound.agent_timeout_ms == 0 {
+            return Err(invalid("southbound.agent_timeout_ms", "must be positive"));
         }
         if let Err(error) = self.collector.store.check() {
             return Err(invalid("collector.store", error.to_string()));

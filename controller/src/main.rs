@@ -8,6 +8,13 @@ use clap::{Args, Parser, Subcommand};
 
 use aiwan_controller::client;
 
+// mimalloc rather than the system allocator: the telemetry store builds and
+// drops large column buffers every second, and glibc's malloc hands them
+// back to the kernel and faults them in again (about a tenth of the
+// collector's time in `aiwan bench collector`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use aiwan_controller::config::{ConfigOverrides, ControllerConfig, LogFormat};
 
 #[derive(Parser)]
@@ -26,8 +33,10 @@ enum Command {
     /// Run the flow collectors (NetFlow v5/v9, IPFIX, sFlow) and the
     /// telemetry store alone, and summarise per exporter.
     Collect(aiwan_controller::collect::CollectArgs),
-    /// Program one Linux router for the controller (not available yet).
-    Agent(NotYet),
+    /// Program one Linux router (or lab namespace) for the controller:
+    /// serves the southbound gRPC API aiwan.agent.v1 on a unix socket or a
+    /// loopback address only (no authentication yet).
+    Agent(AgentArgs),
     /// Operator dashboard in the terminal (not available yet).
     Tui(NotYet),
     /// Import and show the topology stored in the controller.
@@ -36,8 +45,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Deploy lab topologies into network namespaces (not available yet).
-    Lab(NotYet),
+    /// Deploy lab topologies into network namespaces.
+    #[command(subcommand)]
+    Lab(aiwan_controller::lab_cli::LabCommand),
     /// Compute a TE plan for a topology and traffic matrix, with the
     /// reference LP and/or the fast solver.
     Plan(aiwan_controller::offline::PlanArgs),
@@ -87,6 +97,25 @@ struct ControllerArgs {
     sflow_listen: Option<std::net::SocketAddr>,
 }
 
+#[derive(Args)]
+struct AgentArgs {
+    /// Where to serve: unix:/path/to.sock (created mode 0600, a stale
+    /// socket replaced) or HOST:PORT on a loopback address. The agent has
+    /// no authentication yet, so other addresses are refused.
+    #[arg(long, default_value = aiwan_controller::agent::service::DEFAULT_LISTEN)]
+    listen: String,
+    /// Program the network namespace /var/run/netns/NAME (as made by `ip
+    /// netns add`) instead of the agent's own; the process itself stays in
+    /// its namespace, so its unix socket is reachable from there.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// Delete aiwan's leftovers (routes, rules, qdiscs of an earlier run)
+    /// at start. Without it they stay until the first ApplyState, which
+    /// adopts what it wants and removes the rest.
+    #[arg(long)]
+    purge: bool,
+}
+
 #[derive(Subcommand)]
 enum TopologyCommand {
     /// Import a topology file into the controller, replacing the stored one.
@@ -116,8 +145,9 @@ enum BenchCommand {
     /// Collector throughput: IPFIX decoded into the store on one core,
     /// loopback UDP at half that rate, and nfacctd on the same stream.
     Collector(aiwan_controller::bench_collector::BenchCollectorArgs),
-    /// Route push rate through the agent (not available yet).
-    Push(NotYet),
+    /// Route push rate through the agent: N weighted multipath routes in a
+    /// scratch namespace, against `ip -batch` (needs root).
+    Push(aiwan_controller::agent::bench::BenchPushArgs),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +191,34 @@ fn not_yet(command: &str, issue: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    use aiwan_controller::agent::{AgentError, AgentOptions, KernelError, Listen, service};
+    init_logging(LogFormat::Plain, "info");
+    let listen: Listen = args.listen.parse().context("--listen")?;
+    let options = AgentOptions {
+        namespace: args.netns.clone(),
+        purge: args.purge,
+    };
+    let running = match service::start(&listen, &options).await {
+        Ok(running) => running,
+        Err(error @ (AgentError::Bind { .. } | AgentError::Listen { .. })) => {
+            return Err(anyhow::Error::new(error).context(format!("--listen {listen}")));
+        }
+        Err(error @ AgentError::Kernel(KernelError::Namespace { .. })) => {
+            let name = args.netns.unwrap_or_default();
+            return Err(anyhow::Error::new(error).context(format!("--netns {name}")));
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context("agent failed to start")),
+    };
+    running
+        .run_until(async {
+            aiwan_controller::server::shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await
+        .context("agent stopped with an error")
+}
+
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let overrides = ConfigOverrides {
         listen: args.listen,
@@ -182,17 +240,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         .context("controller failed to start")?;
     running
         .run_until(async {
-            let mut terminate =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async {
-                    match terminate.as_mut() {
-                        Some(signal) => { signal.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
-            }
+            aiwan_controller::server::shutdown_signal().await;
             tracing::info!("shutting down");
         })
         .await
@@ -232,9 +280,15 @@ fn main() -> ExitCode {
                 init_logging(LogFormat::Plain, "info");
                 aiwan_controller::collect::collect(&args).await?
             }
-            Command::Agent(_) => return Ok(not_yet("agent", "southbound")),
+            Command::Agent(args) => run_agent(args).await?,
             Command::Tui(_) => return Ok(not_yet("tui", "operator TUI")),
-            Command::Lab(_) => return Ok(not_yet("lab", "southbound (netns lab)")),
+            Command::Lab(aiwan_controller::lab_cli::LabCommand::Run(_)) => {
+                return Ok(not_yet("lab run", "lab traffic scenarios"));
+            }
+            Command::Lab(command) => {
+                init_logging(LogFormat::Plain, "warn");
+                return aiwan_controller::lab_cli::run(command);
+            }
             Command::Plan(args) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::offline::plan(&args)?
@@ -251,8 +305,9 @@ fn main() -> ExitCode {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::bench_collector::bench_collector(&args).await?
             }
-            Command::Bench(BenchCommand::Push(_)) => {
-                return Ok(not_yet("bench push", "southbound"));
+            Command::Bench(BenchCommand::Push(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::agent::bench::bench_push(&args).await?
             }
             Command::Bench(BenchCommand::Planner(args)) => {
                 init_logging(LogFormat::Plain, "warn");

@@ -74,6 +74,9 @@ pub struct RunningController {
     pub store: Store,
     /// The collectors and their telemetry store, when configured.
     pub telemetry: Option<aiwan_collectors::pipeline::Pipeline>,
+    /// The simulated dataplane, when it is the southbound driver.
+    pub simulated: Option<Arc<crate::southbound::simulated::SimulatedDataplane>>,
+    reconciler: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -91,6 +94,9 @@ impl RunningController {
                 Ok(())
             }
         };
+        if let Some(reconciler) = self.reconciler.take() {
+            let _ = reconciler.await;
+        }
         if let Some(telemetry) = self.telemetry.take() {
             telemetry.stop().await;
         }
@@ -105,6 +111,50 @@ impl RunningController {
     ) -> Result<(), ServeError> {
         signal.await;
         self.shutdown().await
+    }
+}
+
+/// The driver the configuration names, and the simulated dataplane when
+/// that is it (the API and tests look at its link loads).
+type Southbound = (
+    Option<Arc<dyn crate::southbound::Driver>>,
+    Option<Arc<crate::southbound::simulated::SimulatedDataplane>>,
+);
+
+fn southbound_driver(config: &ControllerConfig, topology: &aiwan_planner::Topology) -> Southbound {
+    use crate::config::SouthboundDriver;
+    use crate::southbound::agents::{AgentDriver, AgentEndpoints};
+    use crate::southbound::simulated::SimulatedDataplane;
+    match config.southbound.driver {
+        None => (None, None),
+        Some(SouthboundDriver::Simulated) => {
+            let simulated = Arc::new(SimulatedDataplane::new(topology.clone()));
+            (Some(simulated.clone()), Some(simulated))
+        }
+        Some(SouthboundDriver::Agents) => {
+            let endpoints = AgentEndpoints {
+                by_node: config.southbound.agents.clone(),
+                template: config.southbound.agent_endpoint_template.clone(),
+            };
+            let timeout = std::time::Duration::from_millis(config.southbound.agent_timeout_ms);
+            (Some(Arc::new(AgentDriver::new(endpoints, timeout))), None)
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: how every long-running subcommand is
+/// asked to stop.
+pub async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }
 
@@ -139,6 +189,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         };
     let authenticator = Authenticator::new(store.clone());
     let (stop, stop_rx) = watch::channel(false);
+    let (driver, simulated) = southbound_driver(config, &stored_topology.topology);
     let state = AppState {
         store: store.clone(),
         authenticator: authenticator.clone(),
@@ -146,7 +197,16 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         plan_version: watch::Sender::new(0),
         shutdown: stop_rx.clone(),
         telemetry,
+        simulated: simulated.clone(),
     };
+    let reconciler = driver.map(|driver| {
+        let reconciler = crate::southbound::reconcile::Reconciler::new(
+            store.clone(),
+            driver,
+            std::time::Duration::from_millis(config.southbound.reconcile_interval_ms),
+        );
+        tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in aiwan_api::SERVICE_NAMES {
@@ -241,6 +301,8 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         metrics_addr,
         store,
         telemetry: pipeline,
+        simulated,
+        reconciler,
         stop,
         task,
     })

@@ -849,6 +849,78 @@ impl Store {
         Ok(rows)
     }
 
+    /// Gives every router a desired-state row for `version` (routers the
+    /// plan sends nothing through get an empty route list: the underlay
+    /// only), so that push status is tracked for all of them.
+    pub async fn ensure_desired_rows(
+        &self,
+        version: i64,
+        routers: &[String],
+    ) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let present: Vec<String> =
+            sqlx::query_scalar("SELECT node_id FROM desired_state WHERE plan_version = $1")
+                .bind(version)
+                .fetch_all(&mut *tx)
+                .await?;
+        for router in routers.iter().filter(|r| !present.contains(r)) {
+            sqlx::query(
+                "INSERT INTO desired_state (node_id, plan_version, state_json, push_status, \
+                 pushed_ms) VALUES ($1, $2, '{\"routes\":[]}', 'pending', NULL)",
+            )
+            .bind(router)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records how pushing `version` to `node` went: `applied`, `pending`
+    /// (not yet, or the agent did not answer) or `failed` (refused).
+    pub async fn set_push_status(
+        &self,
+        version: i64,
+        node: &str,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        sqlx::query(
+            "UPDATE desired_state SET push_status = $1, pushed_ms = $2 \
+             WHERE plan_version = $3 AND node_id = $4 AND push_status <> $1",
+        )
+        .bind(status)
+        .bind(now_ms)
+        .bind(version)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves a plan that is still the desired state (applying, applied or
+    /// partial) to `status`; a superseded or failed plan stays as it is.
+    /// True when the status changed.
+    pub async fn set_plan_status(
+        &self,
+        version: i64,
+        status: PlanStatus,
+    ) -> Result<bool, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let result = sqlx::query(
+            "UPDATE plans SET status = $1 WHERE version = $2 \
+             AND status IN ('applying', 'applied', 'partial') AND status <> $1",
+        )
+        .bind(status.as_str())
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// The plan that is the desired state: the newest one being applied,
     /// applied or partially applied.
     pub async fn current_plan(&self) -> Result<Option<PlanRecord>, StoreError> {

@@ -76,18 +76,24 @@ pub async fn start(
     Ok(Some((running, telemetry)))
 }
 
-/// The prefixes of each site, as the store maps addresses to sites.
+/// The prefixes of each site, as the store maps addresses to sites: the
+/// site's own and those of its nodes.
 pub fn site_prefixes(topology: &Topology) -> Vec<SitePrefix> {
-    topology
-        .sites
-        .iter()
-        .flat_map(|site| {
-            site.prefixes.iter().map(|prefix| SitePrefix {
+    let own = topology.sites.iter().flat_map(|site| {
+        site.prefixes.iter().map(|prefix| SitePrefix {
+            prefix: *prefix,
+            site: site.id.clone(),
+        })
+    });
+    let of_nodes = topology.nodes.iter().flat_map(|node| {
+        node.site.iter().flat_map(|site| {
+            node.prefixes.iter().map(|prefix| SitePrefix {
                 prefix: *prefix,
-                site: site.id.clone(),
+                site: site.clone(),
             })
         })
-        .collect()
+    });
+    own.chain(of_nodes).collect()
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -203,5 +209,25 @@ impl Collector for CollectorMetrics {
                 .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_owns_its_nodes_prefixes() {
+        let topology = aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+            .expect("lab file");
+        let sites: Vec<(String, String)> = site_prefixes(&topology)
+            .into_iter()
+            .map(|p| (p.prefix.to_string(), p.site))
+            .collect();
+        assert!(
+            sites.contains(&("10.1.1.0/24".to_string(), "dc1".to_string())),
+            "{sites:?}"
+        );
+        assert!(sites.iter().any(|(_, site)| site == "dc2"), "{sites:?}");
     }
 }

@@ -1,8 +1,10 @@
-//! aiwan's lab: containerlab-format topologies and their conversion to the
-//! planner's topology. The network-namespace deployer arrives with the
-//! southbound issue.
+//! aiwan's lab: containerlab-format topologies, their conversion to the
+//! planner's topology, the lab's addressing plan, and the deployer that
+//! brings a topology up in network namespaces.
 //!
 //! Architecture invariant: this crate never touches controller internals;
 //! it produces `aiwan_planner` types and the controller converts them.
 
+pub mod addressing;
 pub mod clab;
+pub mod deploy;

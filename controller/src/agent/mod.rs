@@ -14,6 +14,12 @@
 //!   purges aiwan's objects and reads interface counters.
 //! - [`monitor`]: [`Monitor`], which reports drift (aiwan's objects changed
 //!   or deleted by someone else).
+//! - [`service`]: the gRPC service `aiwan.agent.v1.AgentService` over a
+//!   [`Kernel`] (desired state and generation, drift repair, counter and
+//!   drift streams) and its start-up, what `aiwan agent` runs;
+//!   [`convert`]: its messages to and from [`NodeState`] and the rest;
+//!   [`client`]: the controller's connection to an agent.
+//! - [`bench`]: `aiwan bench push`, the route push rate through an agent.
 //!
 //! Start-up, in the manner of holo: create the [`Monitor`] first (subscribe
 //! before the first dump), then either [`Kernel::purge`] the leftovers of a
@@ -35,18 +41,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
+pub mod client;
+pub mod convert;
 pub mod kernel;
 pub mod messages;
 pub mod monitor;
+pub mod service;
 pub mod state;
 pub mod tc;
 
 #[cfg(test)]
 mod lab_tests;
 
+pub use client::{AgentClient, AgentClientError};
 pub use kernel::{ApplyReport, InterfaceStats, Kernel, KernelError, Snapshot};
 pub use messages::{Interfaces, MessageError};
 pub use monitor::{DriftEvent, DriftKind, Monitor};
+pub use service::{AgentError, AgentOptions, Listen, RunningAgent};
 pub use state::{
     ClassLimit, Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, QDISC_MAJOR,
     ROUTE_PROTOCOL, RULE_PRIORITY_RANGE, RateLimit, Srv6Action, Srv6Policy, StateError,

@@ -27,6 +27,9 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The collectors' telemetry store, when the controller runs them.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// The simulated dataplane, when it is the southbound driver (it
+    /// follows topology imports).
+    pub simulated: Option<std::sync::Arc<crate::southbound::simulated::SimulatedDataplane>>,
 }
 
 impl AppState {

@@ -72,6 +72,9 @@ impl TopologyService for TopologyApi {
         if let Some(telemetry) = &self.state.telemetry {
             telemetry.refresh_sites(&topology);
         }
+        if let Some(simulated) = &self.state.simulated {
+            simulated.set_topology(topology.clone());
+        }
         Ok(Response::new(pb::ImportTopologyResponse {
             topology: Some(current(&self.state).await?),
         }))

@@ -1,0 +1,303 @@
+//! `aiwan lab up|down|status`: the lab deployer of `aiwan-lab` from the
+//! command line. `aiwan lab run` (traffic scenarios) is not here yet.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use aiwan_lab::clab::{load_clab, parse_rate};
+use aiwan_lab::deploy::{self, DEFAULT_SHAPE_CAP_BPS, DeployOptions, DeployedNode, Deployment};
+use anyhow::Context;
+
+/// The `aiwan lab` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Deploy a *.clab.yml file into network namespaces, one per node
+    /// (`{lab}-{node}`), with veths, addresses, forwarding and SRv6 on
+    /// (needs root and iproute2).
+    Up(UpArgs),
+    /// Remove a lab's namespaces and state file (safe when it is down).
+    Down(DownArgs),
+    /// Show a deployed lab and whatever differs from its deployment; exits
+    /// 0 when the lab is up and healthy, 1 otherwise.
+    Status(StatusArgs),
+    /// Run a traffic scenario on a deployed lab (not available yet).
+    Run(RunArgs),
+}
+
+/// Arguments of `aiwan lab up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// A containerlab *.clab.yml file (labels described in lab/README.md).
+    pub file: PathBuf,
+    /// Lab name, the prefix of its namespaces [default: the file's `name:`].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Put a tbf on both ends of each link at the link's capacity.
+    #[arg(long)]
+    pub shape: bool,
+    /// With --shape: multiply capacities by this first, keeping their
+    /// ratios within what veths carry (0.01 makes 100G into 1G).
+    #[arg(long, default_value_t = 1.0, requires = "shape")]
+    pub shape_scale: f64,
+    /// With --shape: the highest rate set, as in aiwan.capacity labels
+    /// [default: 10G, about what one veth pair carries here].
+    #[arg(long, requires = "shape", value_parser = rate_arg)]
+    pub shape_cap: Option<u64>,
+    /// Tear the lab down first if it is already up.
+    #[arg(long)]
+    pub force: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which lab: from a clab file's `name:`, or by name.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct LabTarget {
+    /// The lab's *.clab.yml file (its `name:` is the lab name).
+    pub file: Option<PathBuf>,
+    /// The lab name given to `aiwan lab up --name`.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Arguments of `aiwan lab down`.
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub target: LabTarget,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `aiwan lab status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: LabTarget,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `aiwan lab run`, accepted so that it can say it has not
+/// landed.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+fn rate_arg(text: &str) -> Result<u64, String> {
+    parse_rate(text).ok_or_else(|| format!("{text:?} is not a rate (examples: 10G, 400M)"))
+}
+
+/// Runs `aiwan lab up`, `down` or `status`; `run` is the caller's to refuse.
+pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LabCommand::Up(args) => up(&args),
+        LabCommand::Down(args) => down(&args),
+        LabCommand::Status(args) => status(&args),
+        LabCommand::Run(_) => anyhow::bail!("aiwan lab run: not available in this build"),
+    }
+}
+
+fn lab_name(target: &LabTarget) -> anyhow::Result<String> {
+    match (&target.name, &target.file) {
+        (Some(name), _) => Ok(name.clone()),
+        (None, Some(file)) => Ok(load_topology(file)?.name),
+        // clap's group makes one of them required.
+        (None, None) => anyhow::bail!("name a lab: FILE or --name NAME"),
+    }
+}
+
+fn load_topology(file: &Path) -> anyhow::Result<aiwan_planner::Topology> {
+    Ok(load_clab(file)?)
+}
+
+fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let topology = load_topology(&args.file)?;
+    let lab = args.name.clone().unwrap_or_else(|| topology.name.clone());
+    let options = DeployOptions {
+        shape: args.shape,
+        shape_scale: args.shape_scale,
+        shape_cap_bps: args.shape_cap.unwrap_or(DEFAULT_SHAPE_CAP_BPS),
+        force: args.force,
+    };
+    let started = Instant::now();
+    let deployment = deploy::deploy(&topology, &lab, &options)
+        .with_context(|| format!("lab up {}", args.file.display()))?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    if args.json {
+        print_json(&serde_json::json!({
+            "lab": lab,
+            "elapsed_ms": elapsed_ms,
+            "deployment": deployment,
+        }))?;
+    } else {
+        let links: usize = deployment
+            .nodes
+            .iter()
+            .map(|n| n.interfaces.len())
+            .sum::<usize>()
+            / 2;
+        let mut out = String::new();
+        writeln!(
+            out,
+            "lab {lab} up in {:.2} s: {} namespaces, {links} links, {}",
+            elapsed_ms / 1e3,
+            deployment.nodes.len(),
+            if deployment.shaped {
+                "shaped"
+            } else {
+                "unshaped"
+            }
+        )?;
+        write_deployment(&mut out, &deployment)?;
+        writeln!(
+            out,
+            "enter a node with `ip netns exec {lab}-NODE ...`; remove with `aiwan lab down --name {lab}`"
+        )?;
+        emit(&out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
+    let lab = lab_name(&args.target)?;
+    let started = Instant::now();
+    let destroyed = deploy::destroy(&lab).with_context(|| format!("lab down {lab}"))?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    if args.json {
+        let mut value = serde_json::to_value(&destroyed)?;
+        value["elapsed_ms"] = serde_json::json!(elapsed_ms);
+        print_json(&value)?;
+    } else {
+        let mut out = String::new();
+        if destroyed.namespaces_removed.is_empty() && !destroyed.state_file_removed {
+            writeln!(out, "lab {lab} was not up")?;
+        } else {
+            writeln!(
+                out,
+                "lab {lab} down in {:.2} s: {} namespaces removed",
+                elapsed_ms / 1e3,
+                destroyed.namespaces_removed.len()
+            )?;
+        }
+        if !destroyed.left_alone.is_empty() {
+            writeln!(
+                out,
+                "left alone (share the prefix {lab}- but are not this lab's): {}",
+                destroyed.left_alone.join(", ")
+            )?;
+        }
+        emit(&out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let lab = lab_name(&args.target)?;
+    let report = deploy::status(&lab).with_context(|| format!("lab status {lab}"))?;
+    if args.json {
+        print_json(&serde_json::to_value(&report)?)?;
+    } else {
+        let mut out = String::new();
+        match &report.deployment {
+            Some(deployment) => {
+                writeln!(
+                    out,
+                    "lab {lab}: {} ({} of {} namespaces present{})",
+                    if report.healthy { "up" } else { "degraded" },
+                    report.namespaces_present.len(),
+                    deployment.nodes.len(),
+                    if deployment.shaped { ", shaped" } else { "" }
+                )?;
+                write_deployment(&mut out, deployment)?;
+            }
+            None if report.namespaces_present.is_empty() => writeln!(out, "lab {lab}: down")?,
+            None => writeln!(
+                out,
+                "lab {lab}: no state file, {} namespaces left",
+                report.namespaces_present.len()
+            )?,
+        }
+        for namespace in &report.namespaces_missing {
+            writeln!(out, "missing: namespace {namespace}")?;
+        }
+        for problem in &report.problems {
+            writeln!(out, "problem: {problem}")?;
+        }
+        emit(&out)?;
+    }
+    Ok(if report.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    emit(&(serde_json::to_string_pretty(value)? + "\n"))
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) is an error, not a
+/// panic as in `println!`.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
+}
+
+/// One line per node, then one per interface.
+fn write_deployment(out: &mut String, deployment: &Deployment) -> std::fmt::Result {
+    for node in &deployment.nodes {
+        write_node(out, node)?;
+    }
+    Ok(())
+}
+
+fn write_node(out: &mut String, node: &DeployedNode) -> std::fmt::Result {
+    write!(
+        out,
+        "  {} ({}) netns {}  lo {} {}",
+        node.node, node.role, node.namespace, node.loopback.v4, node.loopback.v6
+    )?;
+    for host in &node.prefix_hosts {
+        write!(out, " {host}")?;
+    }
+    if let Some(gateway) = &node.default_gateway {
+        write!(
+            out,
+            "  default via {} / {} dev {}",
+            gateway.v4, gateway.v6, gateway.interface
+        )?;
+    }
+    writeln!(out)?;
+    for interface in &node.interfaces {
+        write!(
+            out,
+            "    {:<6} {:<16} {:<20} -> {}:{}",
+            interface.name,
+            interface.address.v4.to_string(),
+            interface.address.v6.to_string(),
+            interface.peer_node,
+            interface.peer_interface
+        )?;
+        if !interface.admin_up {
+            write!(out, "  (down)")?;
+        }
+        if let Some(rate) = interface.shaped_bps {
+            write!(out, "  tbf {rate} bit/s")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The driver that pushes kernel state to the router agents over gRPC
+//! (`aiwan.agent.v1`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aiwan_api::agent::v1 as pb;
+use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use super::{Driver, DriverError, Observed};
+use crate::agent::client::AgentClient;
+use crate::agent::convert::{node_state_from_pb, node_state_to_pb, report_from_pb};
+use crate::agent::{ApplyReport, NodeState};
+
+/// Where each node's agent listens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentEndpoints {
+    /// Per node id.
+    pub by_node: BTreeMap<String, String>,
+    /// For nodes not listed: `{node}` is replaced by the node id
+    /// (`unix:/run/aiwan/lab/ai-wan/{node}.sock`).
+    pub template: Option<String>,
+}
+
+impl AgentEndpoints {
+    pub fn endpoint(&self, node: &str) -> Option<String> {
+        self.by_node.get(node).cloned().or_else(|| {
+            self.template
+                .as_ref()
+                .map(|template| template.replace("{node}", node))
+        })
+    }
+}
+
+/// See the module documentation.
+pub struct AgentDriver {
+    endpoints: AgentEndpoints,
+    /// How long one call may take before the agent counts as unreachable.
+    timeout: Duration,
+    clients: Mutex<BTreeMap<String, AgentServiceClient<Channel>>>,
+}
+
+impl AgentDriver {
+    pub fn new(endpoints: AgentEndpoints, timeout: Duration) -> AgentDriver {
+        AgentDriver {
+            endpoints,
+            timeout,
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    async fn client(&self, node: &str) -> Result<AgentServiceClient<Channel>, DriverError> {
+        let unreachable = |reason: String| DriverError::Unreachable {
+            node: node.to_string(),
+            reason,
+        };
+        if let Some(client) = self.clients.lock().await.get(node) {
+            return Ok(client.clone());
+        }
+        let endpoint = self
+            .endpoints
+            .endpoint(node)
+            .ok_or_else(|| unreachable("no agent endpoint configured for it".into()))?;
+        let client = tokio::time::timeout(self.timeout, AgentClient::connect(&endpoint))
+            .await
+            .map_err(|_| unreachable(format!("{endpoint}: no answer in {:?}", self.timeout)))?
+            .map_err(|error| unreachable(error.to_string()))?;
+        self.clients
+            .lock()
+            .await
+            .insert(node.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A failed call: the connection is dropped (the next call dials again)
+    /// and the status sorted into unreachable or refused.
+    async fn failed(&self, node: &str, status: tonic::Status) -> DriverError {
+        self.clients.lock().await.remove(node);
+        let reason = format!("{:?}: {}", status.code(), status.message());
+        match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+                DriverError::Refused {
+                    node: node.to_string(),
+                    reason,
+                }
+            }
+            _ => DriverError::Unreachable {
+                node: node.to_string(),
+                reason,
+            },
+        }
+    }
+
+    fn timed_out(&self, node: &str) -> DriverError {
+        DriverError::Unreachable {
+            node: node.to_string(),
+            reason: format!("no answer in {:?}", self.timeout),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Driver for AgentDriver {
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+
+    async fn apply(
+        &self,
+        node: &str,
+        generation: u64,
+        state: &NodeState,
+    ) -> Result<ApplyReport, DriverError> {
+        let mut client = self.client(node).await?;
+        let request = pb::ApplyStateRequest {
+            generation,
+            state: Some(node_state_to_pb(state)),
+        };
+        let call = client.apply_state(request);
+        let response = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                self.clients.lock().await.remove(node);
+                return Err(self.timed_out(node));
+            }
+            Ok(Err(status)) => return Err(self.failed(node, status).await),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        Ok(response
+            .report
+            .as_ref()
+            .map(report_from_pb)
+            .unwrap_or_default())
+    }
+
+    async fn observe(&self, node: &str) -> Result<Observed, DriverError> {
+        let mut client = self.client(node).await?;
+        let call = client.get_state(pb::GetStateRequest {});
+        let response = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                self.clients.lock().await.remove(node);
+                return Err(self.timed_out(node));
+            }
+            Ok(Err(status)) => return Err(self.failed(node, status).await),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let state = node_state_from_pb("observed_state", response.observed_state.as_ref())
+            .map_err(|error| DriverError::Refused {
+                node: node.to_string(),
+                reason: format!("the agent reported a state we cannot read: {error}"),
+            })?;
+        Ok(Observed {
+            generation: response.desired_generation,
+            state,
+        })
+    }
+}

@@ -1,0 +1,583 @@
+//! The reconcile loop: brings every router to the current plan's desired
+//! state, and keeps it there.
+//!
+//! Each round reads the desired state from the database (the plan and the
+//! topology, both written before anything is pushed), renders each
+//! router's kernel state, observes what every router holds, and pushes to
+//! the routers that differ. A push is ordered make-before-break, across
+//! routers, from what they hold now:
+//!
+//! 1. every router gets the routes for prefixes it had no route for (new
+//!    paths exist before anything is sent onto them; nothing else moves);
+//! 2. then, step by step, the routers nearest each destination take their
+//!    new routes for it first (step `k` switches every router `k` hops or
+//!    fewer from the destination along the new paths), so a router shifts
+//!    its weights only once everything downstream already forwards by the
+//!    new plan, and no transient loop or black hole forms;
+//! 3. last, each router gets exactly its desired state, which removes what
+//!    only the old plan had.
+//!
+//! Because each push starts from what the routers hold, a controller killed
+//! halfway (or a router that missed a step) simply continues from there.
+//! A router whose agent does not answer is left out and retried with
+//! backoff; the plan is `partial` meanwhile, naming it. A router that
+//! refuses its state makes the plan `failed` and the previous plan is put
+//! back as a new version.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aiwan_planner::NodeRole;
+use ipnet::IpNet;
+use tokio::sync::watch;
+
+use super::render::render;
+use super::{Driver, DriverError, Observed};
+use crate::agent::{NodeState, UcmpRoute};
+use crate::model::{PlanStatus, now_ms};
+use crate::store::Store;
+
+/// Shortest and longest wait before a router that did not answer is tried
+/// again.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// The plan version reconciled (0: none is current).
+    pub plan_version: i64,
+    /// Routers that hold the desired state after the round.
+    pub in_sync: Vec<String>,
+    /// Routers pushed to in this round.
+    pub pushed: Vec<String>,
+    /// Routers whose agent did not answer (left for a later round).
+    pub unreachable: Vec<String>,
+    /// Routers that refused their state.
+    pub refused: Vec<String>,
+    /// Push steps (make-before-break) the round took.
+    pub steps: usize,
+}
+
+pub struct Reconciler {
+    store: Store,
+    driver: Arc<dyn Driver>,
+    interval: Duration,
+    backoff: BTreeMap<String, (Instant, Duration)>,
+}
+
+impl Reconciler {
+    pub fn new(store: Store, driver: Arc<dyn Driver>, interval: Duration) -> Reconciler {
+        Reconciler {
+            store,
+            driver,
+            interval,
+            backoff: BTreeMap::new(),
+        }
+    }
+
+    /// Reconciles every `interval`, and at once when a new plan is stored,
+    /// until `stop` turns true.
+    pub async fn run(mut self, mut plans: watch::Receiver<i64>, mut stop: watch::Receiver<bool>) {
+        loop {
+            match self.round().await {
+                Ok(report) if !report.pushed.is_empty() || !report.unreachable.is_empty() => {
+                    tracing::info!(?report, driver = self.driver.name(), "reconciled");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "reconcile round failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                changed = plans.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One round (see the module documentation).
+    pub async fn round(&mut self) -> Result<RoundReport, ReconcileError> {
+        let Some(plan) = self.store.current_plan().await? else {
+            return Ok(RoundReport::default());
+        };
+        let version = plan.version;
+        let topology = self.store.load_topology().await?.topology;
+        let addressing = aiwan_lab::addressing::link_addresses(&topology)
+            .map_err(|error| ReconcileError::Render(error.to_string()))?;
+        let routers: Vec<String> = topology
+            .nodes
+            .iter()
+            .filter(|node| node.role != NodeRole::Host)
+            .map(|node| node.id.clone())
+            .collect();
+        self.store.ensure_desired_rows(version, &routers).await?;
+        let (_, rows) = self
+            .store
+            .plan_content(version)
+            .await?
+            .ok_or(ReconcileError::PlanVanished(version))?;
+        let planned: BTreeMap<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(node, json)| {
+                let value = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+                (node, value)
+            })
+            .collect();
+        let desired = render(&topology, &addressing, &planned)
+            .map_err(|error| ReconcileError::Render(error.to_string()))?;
+        let generation = final_generation(version);
+
+        let mut report = RoundReport {
+            plan_version: version,
+            ..RoundReport::default()
+        };
+        // What every router holds now, skipping those in backoff.
+        let now = Instant::now();
+        let mut observed: BTreeMap<String, Observed> = BTreeMap::new();
+        for router in &routers {
+            if self
+                .backoff
+                .get(router)
+                .is_some_and(|(until, _)| *until > now)
+            {
+                report.unreachable.push(router.clone());
+                continue;
+            }
+            match self.driver.observe(router).await {
+                Ok(state) => {
+                    observed.insert(router.clone(), state);
+                }
+                Err(error) => self.note_unreachable(router, &error, &mut report),
+            }
+        }
+        let empty = NodeState::default();
+        let stale: BTreeSet<String> = observed
+            .iter()
+            .filter(|(router, held)| {
+                let want = desired.get(*router).unwrap_or(&empty);
+                held.generation != generation || !same_state(&held.state, want)
+            })
+            .map(|(router, _)| router.clone())
+            .collect();
+        for router in observed.keys().filter(|r| !stale.contains(*r)) {
+            report.in_sync.push(router.clone());
+            self.store
+                .set_push_status(version, router, "applied", now_ms())
+                .await?;
+        }
+        if !stale.is_empty() {
+            let steps = transition(&observed, &desired, &stale, &topology);
+            report.steps = steps.len();
+            let mut failed: BTreeSet<String> = BTreeSet::new();
+            let last = report.steps.saturating_sub(1);
+            for (index, step) in steps.into_iter().enumerate() {
+                let step_generation = if index == last {
+                    generation
+                } else {
+                    step_generation(version, index)
+                };
+                for (router, state) in step {
+                    if failed.contains(&router) {
+                        continue;
+                    }
+                    match self.driver.apply(&router, step_generation, &state).await {
+                        Ok(_) => {}
+                        Err(error) => {
+                            failed.insert(router.clone());
+                            match &error {
+                                DriverError::Unreachable { .. } => {
+                                    self.note_unreachable(&router, &error, &mut report)
+                                }
+                                DriverError::Refused { .. } => {
+                                    tracing::error!(%error, "router refused its state");
+                                    report.refused.push(router.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for router in stale.iter().filter(|r| !failed.contains(*r)) {
+                self.backoff.remove(router);
+                report.pushed.push(router.clone());
+                report.in_sync.push(router.clone());
+                self.store
+                    .set_push_status(version, router, "applied", now_ms())
+                    .await?;
+            }
+            for router in &report.refused {
+                self.store
+                    .set_push_status(version, router, "failed", now_ms())
+                    .await?;
+            }
+        }
+        for router in &report.unreachable {
+            self.store
+                .set_push_status(version, router, "pending", now_ms())
+                .await?;
+        }
+        report.in_sync.sort();
+        let status = if !report.refused.is_empty() {
+            PlanStatus::Failed
+        } else if report.unreachable.is_empty() {
+            PlanStatus::Applied
+        } else {
+            PlanStatus::Partial
+        };
+        if self.store.set_plan_status(version, status).await? {
+            tracing::info!(plan = version, status = status.as_str(), "plan status");
+        }
+        if status == PlanStatus::Failed {
+            self.roll_back(version).await?;
+        }
+        Ok(report)
+    }
+
+    fn note_unreachable(&mut self, router: &str, error: &DriverError, report: &mut RoundReport) {
+        let wait = self
+            .backoff
+            .get(router)
+            .map_or(BACKOFF_MIN, |(_, last)| (*last * 2).min(BACKOFF_MAX));
+        tracing::warn!(%error, retry_in = ?wait, "router not reachable");
+        self.backoff
+            .insert(router.to_string(), (Instant::now() + wait, wait));
+        if !report.unreachable.iter().any(|r| r == router) {
+            report.unreachable.push(router.to_string());
+        }
+    }
+
+    /// Puts the newest earlier plan that was applied back as a new version.
+    async fn roll_back(&self, failed: i64) -> Result<(), ReconcileError> {
+        let earlier = self.store.list_plans(failed, 50).await?;
+        let Some(previous) = earlier.iter().find(|plan| {
+            matches!(
+                plan.status,
+                PlanStatus::Applied | PlanStatus::Partial | PlanStatus::Superseded
+            )
+        }) else {
+            tracing::warn!(
+                plan = failed,
+                "plan failed and there is no earlier plan to go back to"
+            );
+            return Ok(());
+        };
+        let Some((allocation, rows)) = self.store.plan_content(previous.version).await? else {
+            return Ok(());
+        };
+        let record = self
+            .store
+            .insert_desired_plan(
+                previous.mlu.unwrap_or(0.0),
+                &previous.metrics_json,
+                &allocation,
+                &rows,
+                &format!("automatic rollback: plans/{failed} was refused"),
+                "aiwan controller",
+                "reconcile/RollbackPlan",
+                now_ms(),
+            )
+            .await?;
+        tracing::warn!(
+            failed,
+            restored = previous.version,
+            new = record.version,
+            "rolled back"
+        );
+        Ok(())
+    }
+}
+
+/// The generation a router holds once it has exactly plan `version`'s
+/// state. Each plan has 2^16 generations: its make-before-break steps take
+/// the ones below, so an agent, which refuses a generation older than the
+/// one it holds, sees them in order, and a newer plan is always newer.
+pub fn final_generation(version: i64) -> u64 {
+    (u64::try_from(version).unwrap_or(0) << 16) | 0xffff
+}
+
+fn step_generation(version: i64, step: usize) -> u64 {
+    (u64::try_from(version).unwrap_or(0) << 16) | (step.min(0xfffe) as u64)
+}
+
+/// Why a round could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("rendering the plan: {0}")]
+    Render(String),
+    #[error("plans/{0} disappeared during the round")]
+    PlanVanished(i64),
+}
+
+/// Equal as the kernel sees it: the same objects, in any order.
+fn same_state(a: &NodeState, b: &NodeState) -> bool {
+    a.normalized() == b.normalized()
+}
+
+/// The states to push, step by step, to move the `stale` routers from what
+/// they hold to what they should (module documentation, 1 to 3).
+fn transition(
+    observed: &BTreeMap<String, Observed>,
+    desired: &BTreeMap<String, NodeState>,
+    stale: &BTreeSet<String>,
+    topology: &aiwan_planner::Topology,
+) -> Vec<Vec<(String, NodeState)>> {
+    let empty = NodeState::default();
+    let old_routes = |router: &str| -> BTreeMap<(u32, IpNet), UcmpRoute> {
+        observed
+            .get(router)
+            .map(|o| {
+                o.state
+                    .routes
+                    .iter()
+                    .map(|r| ((r.table, r.prefix), r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let new_routes = |router: &str| -> BTreeMap<(u32, IpNet), UcmpRoute> {
+        desired
+            .get(router)
+            .unwrap_or(&empty)
+            .routes
+            .iter()
+            .map(|r| ((r.table, r.prefix), r.clone()))
+            .collect()
+    };
+    let depth = depths(desired, topology);
+    let max_depth = depth
+        .values()
+        .flat_map(|d| d.values())
+        .copied()
+        .max()
+        .unwrap_or(0);
+    // A state made of the old routes, with the new route wherever `take`
+    // says so or where there was no old route; the rest of the desired
+    // state (rules, policies, limits) comes with the last step.
+    let blend = |router: &str, take: &dyn Fn(&(u32, IpNet)) -> bool| -> NodeState {
+        let mut routes = old_routes(router);
+        for (key, route) in new_routes(router) {
+            if take(&key) || !routes.contains_key(&key) {
+                routes.insert(key, route);
+            }
+        }
+        let held = observed.get(router).map(|o| &o.state).unwrap_or(&empty);
+        NodeState {
+            routes: routes.into_values().collect(),
+            ..held.clone()
+        }
+    };
+    let mut steps: Vec<Vec<(String, NodeState)>> = Vec::new();
+    // 1: only the missing routes appear.
+    steps.push(
+        stale
+            .iter()
+            .map(|router| (router.clone(), blend(router, &|_| false)))
+            .collect(),
+    );
+    // 2: nearest the destination first.
+    for k in 1..=max_depth {
+        steps.push(
+            stale
+                .iter()
+                .map(|router| {
+                    let mine = depth.get(router.as_str());
+                    let take = |key: &(u32, IpNet)| {
+                        mine.and_then(|d| d.get(key)).is_some_and(|&hops| hops <= k)
+                    };
+                    (router.clone(), blend(router, &take))
+                })
+                .collect(),
+        );
+    }
+    // 3: exactly the desired state.
+    steps.push(
+        stale
+            .iter()
+            .map(|router| {
+                (
+                    router.clone(),
+                    desired.get(router).cloned().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    );
+    // Steps that change nothing for anyone are dropped.
+    let mut last: BTreeMap<String, NodeState> = stale
+        .iter()
+        .map(|router| {
+            let held = observed
+                .get(router)
+                .map(|o| o.state.clone())
+                .unwrap_or_default();
+            (router.clone(), held)
+        })
+        .collect();
+    let mut useful = Vec::new();
+    let final_step = steps.last().cloned().unwrap_or_default();
+    for step in steps {
+        let changes = step
+            .iter()
+            .any(|(router, state)| last.get(router).is_none_or(|held| !same_state(held, state)));
+        if changes {
+            for (router, state) in &step {
+                last.insert(router.clone(), state.clone());
+            }
+            useful.push(step);
+        }
+    }
+    // Routers that hold the right routes under an old generation still
+    // get one push: it is what records the generation.
+    if useful.is_empty() {
+        useful.push(final_step);
+    }
+    useful
+}
+
+/// Per router, per route key, how many hops the router is from where the
+/// prefix leaves the desired routes (is delivered): 1 for a router whose
+/// next hops hold no route for it, 1 + the deepest next hop otherwise.
+/// Next hops are found through the topology's links by interface.
+fn depths(
+    desired: &BTreeMap<String, NodeState>,
+    topology: &aiwan_planner::Topology,
+) -> BTreeMap<String, BTreeMap<(u32, IpNet), usize>> {
+    let neighbour = |router: &str, interface: &str| -> Option<String> {
+        topology
+            .links
+            .iter()
+            .find(|link| link.src == router && link.src_interface == interface)
+            .map(|link| link.dst.clone())
+    };
+    let mut memo: BTreeMap<(String, (u32, IpNet)), usize> = BTreeMap::new();
+    let limit = desired.len() + 1;
+    fn depth_of(
+        router: &str,
+        key: (u32, IpNet),
+        desired: &BTreeMap<String, NodeState>,
+        neighbour: &dyn Fn(&str, &str) -> Option<String>,
+        memo: &mut BTreeMap<(String, (u32, IpNet)), usize>,
+        budget: usize,
+    ) -> usize {
+        if let Some(&known) = memo.get(&(router.to_string(), key)) {
+            return known;
+        }
+        let route = desired.get(router).and_then(|state| {
+            state
+                .routes
+                .iter()
+                .find(|route| (route.table, route.prefix) == key)
+        });
+        let Some(route) = route else {
+            return 0;
+        };
+        if budget == 0 {
+            return 1; // a loop in the desired routes: stop counting
+        }
+        let deepest = route
+            .next_hops
+            .iter()
+            .filter_map(|hop| neighbour(router, &hop.interface))
+            .map(|next| depth_of(&next, key, desired, neighbour, memo, budget - 1))
+            .max()
+            .unwrap_or(0);
+        let depth = deepest + 1;
+        memo.insert((router.to_string(), key), depth);
+        depth
+    }
+    let mut out: BTreeMap<String, BTreeMap<(u32, IpNet), usize>> = BTreeMap::new();
+    for (router, state) in desired {
+        for route in &state.routes {
+            let key = (route.table, route.prefix);
+            let depth = depth_of(router, key, desired, &neighbour, &mut memo, limit);
+            out.entry(router.clone()).or_default().insert(key, depth);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::southbound::render::render;
+
+    fn diamond() -> aiwan_planner::Topology {
+        aiwan_lab::clab::parse_clab(
+            r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+"#,
+        )
+        .expect("fixture")
+    }
+
+    #[test]
+    fn routers_nearest_the_destination_switch_first() {
+        let topology = diamond();
+        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        let old = render(&topology, &addressing, &BTreeMap::new()).expect("underlay");
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
+                {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
+        )]);
+        let new = render(&topology, &addressing, &planned).expect("plan");
+        let depth = depths(&new, &topology);
+        let key: (u32, IpNet) = (
+            crate::agent::MAIN_TABLE,
+            "10.4.0.0/24".parse().expect("prefix"),
+        );
+        assert_eq!(depth["r2"][&key], 1);
+        assert_eq!(depth["r1"][&key], 2);
+
+        // From nothing at all (a fresh lab): first every route appears.
+        let observed: BTreeMap<String, Observed> = BTreeMap::new();
+        let stale: BTreeSet<String> = new.keys().cloned().collect();
+        let steps = transition(&observed, &new, &stale, &topology);
+        let first: BTreeMap<&str, &NodeState> =
+            steps[0].iter().map(|(r, s)| (r.as_str(), s)).collect();
+        assert!(same_state(first["r1"], &new["r1"]));
+        assert!(same_state(
+            &steps.last().expect("steps")[0].1,
+            &new[&steps.last().expect("steps")[0].0]
+        ));
+
+        // From the underlay to the plan: only r1 changes, and in one step.
+        let observed: BTreeMap<String, Observed> = old
+            .iter()
+            .map(|(r, s)| {
+                (
+                    r.clone(),
+                    Observed {
+                        generation: 1,
+                        state: s.clone(),
+                    },
+                )
+            })
+            .collect();
+        let stale: BTreeSet<String> = ["r1".to_string()].into();
+        let steps = transition(&observed, &new, &stale, &topology);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert!(same_state(&steps[0][0].1, &new["r1"]));
+    }
+}

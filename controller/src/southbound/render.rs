@@ -1,0 +1,472 @@
+//! A plan's per-router next-hop weights, made into each router's kernel
+//! state: weighted multipath routes for every destination prefix, with the
+//! interface and the gateway address of each next hop.
+//!
+//! Destinations the plan routes (those its demands go to) get the plan's
+//! weights. Every other prefix gets shortest-path routes (lowest latency,
+//! equal-cost next hops share equally), the underlay an IGP would give,
+//! so that everything stays reachable, replies included.
+//!
+//! A plan's destination that is a site's WAN router stands for its site:
+//! routers outside the site send all of the site's prefixes by the plan's
+//! weights towards it; inside the site the shortest paths take over.
+//!
+//! Gateways come from the interconnect's addressing plan
+//! (`aiwan_lab::addressing`), which the lab deploys and the controller
+//! recomputes from the stored topology.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use aiwan_lab::addressing::LinkAddressing;
+use aiwan_planner::{NodeRole, Topology};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::agent::{MAIN_TABLE, NextHop, NodeState, UcmpRoute, weights_from_ratios};
+
+/// Why a plan could not be made into kernel state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("plan for node {node}: {reason}")]
+    Plan { node: String, reason: String },
+    #[error("node {node}: next hop {next_hop}: no link between them")]
+    NoLink { node: String, next_hop: String },
+    #[error("link {node}:{interface} has no address in the addressing plan")]
+    NoAddress { node: String, interface: String },
+}
+
+/// One router's part of a plan, as `planning` stores it.
+#[derive(Debug, Clone, Deserialize)]
+struct PlannedRoutes {
+    routes: Vec<PlannedRoute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PlannedRoute {
+    destination: String,
+    next_hops: Vec<PlannedHop>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PlannedHop {
+    next_hop: String,
+    weight: f64,
+}
+
+/// Next-hop node -> share, per destination node, per router.
+type Shares = BTreeMap<String, f64>;
+
+/// The kernel state of every router (every node but hosts) for a plan
+/// whose per-router next-hop weights are `planned` (node -> the JSON
+/// `planning` stores).
+pub fn render(
+    topology: &Topology,
+    addressing: &LinkAddressing,
+    planned: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, NodeState>, RenderError> {
+    let planned = parse_planned(planned)?;
+    let routers: Vec<&aiwan_planner::Node> = topology
+        .nodes
+        .iter()
+        .filter(|node| node.role != NodeRole::Host)
+        .collect();
+    let graph = Graph::new(topology);
+    let mut states = BTreeMap::new();
+    for router in &routers {
+        let mut shares_by_prefix: BTreeMap<IpNet, Shares> = BTreeMap::new();
+        // The underlay first: every prefix of every other node.
+        for destination in &topology.nodes {
+            if destination.id == router.id || destination.prefixes.is_empty() {
+                continue;
+            }
+            let hops = graph.shortest_next_hops(&router.id, &destination.id);
+            if hops.is_empty() {
+                continue; // unreachable: no route rather than a wrong one
+            }
+            let share = 1.0 / hops.len() as f64;
+            let shares: Shares = hops.into_iter().map(|hop| (hop, share)).collect();
+            for prefix in &destination.prefixes {
+                shares_by_prefix.insert(*prefix, shares.clone());
+            }
+        }
+        // Site prefixes that no node originates are delivered at the
+        // site's WAN routers: routed to the nearest of them.
+        for site in topology
+            .sites
+            .iter()
+            .filter(|site| !site.prefixes.is_empty())
+        {
+            let edges: Vec<&str> = topology
+                .nodes
+                .iter()
+                .filter(|n| n.role == NodeRole::WanRouter && n.site.as_ref() == Some(&site.id))
+                .map(|n| n.id.as_str())
+                .collect();
+            if edges.contains(&router.id.as_str()) {
+                continue; // delivered here
+            }
+            let Some(hops) = edges
+                .iter()
+                .map(|edge| {
+                    (
+                        graph.distance(&router.id, edge),
+                        graph.shortest_next_hops(&router.id, edge),
+                    )
+                })
+                .filter(|(distance, hops)| distance.is_some() && !hops.is_empty())
+                .min_by_key(|(distance, _)| *distance)
+                .map(|(_, hops)| hops)
+            else {
+                continue;
+            };
+            let share = 1.0 / hops.len() as f64;
+            let shares: Shares = hops.into_iter().map(|hop| (hop, share)).collect();
+            for prefix in &site.prefixes {
+                shares_by_prefix.insert(*prefix, shares.clone());
+            }
+        }
+        // Then the plan's weights, which win where they apply.
+        if let Some(by_destination) = planned.get(&router.id) {
+            for (destination, shares) in by_destination {
+                for prefix in planned_prefixes(topology, &router.id, destination) {
+                    shares_by_prefix.insert(prefix, shares.clone());
+                }
+            }
+        }
+        // A router's own prefixes are local, and so are its site's own
+        // prefixes at a WAN router of the site.
+        for prefix in &router.prefixes {
+            shares_by_prefix.remove(prefix);
+        }
+        if router.role == NodeRole::WanRouter
+            && let Some(site) = topology
+                .sites
+                .iter()
+                .find(|s| Some(&s.id) == router.site.as_ref())
+        {
+            for prefix in &site.prefixes {
+                shares_by_prefix.remove(prefix);
+            }
+        }
+        let mut routes = Vec::with_capacity(shares_by_prefix.len());
+        for (prefix, shares) in shares_by_prefix {
+            routes.push(route(topology, addressing, &router.id, prefix, &shares)?);
+        }
+        states.insert(
+            router.id.clone(),
+            NodeState {
+                routes,
+                ..NodeState::default()
+            },
+        );
+    }
+    Ok(states)
+}
+
+fn parse_planned(
+    planned: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, BTreeMap<String, Shares>>, RenderError> {
+    let mut out = BTreeMap::new();
+    for (node, value) in planned {
+        let routes: PlannedRoutes =
+            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
+                node: node.clone(),
+                reason: error.to_string(),
+            })?;
+        let mut by_destination = BTreeMap::new();
+        for route in routes.routes {
+            let mut shares = Shares::new();
+            for hop in route.next_hops {
+                if !(hop.weight.is_finite() && hop.weight >= 0.0) {
+                    return Err(RenderError::Plan {
+                        node: node.clone(),
+                        reason: format!("next hop {} has weight {}", hop.next_hop, hop.weight),
+                    });
+                }
+                if hop.weight > 0.0 {
+                    *shares.entry(hop.next_hop).or_default() += hop.weight;
+                }
+            }
+            if !shares.is_empty() {
+                by_destination.insert(route.destination, shares);
+            }
+        }
+        out.insert(node.clone(), by_destination);
+    }
+    Ok(out)
+}
+
+/// The prefixes a plan's route from `router` to `destination` carries: the
+/// destination's own, and when it is a WAN router seen from outside its
+/// site, every prefix of its site.
+fn planned_prefixes(topology: &Topology, router: &str, destination: &str) -> Vec<IpNet> {
+    let Some(node) = topology.nodes.iter().find(|node| node.id == destination) else {
+        return Vec::new();
+    };
+    let mut prefixes: BTreeSet<IpNet> = node.prefixes.iter().copied().collect();
+    let router_site = topology
+        .nodes
+        .iter()
+        .find(|n| n.id == router)
+        .and_then(|n| n.site.clone());
+    if node.role == NodeRole::WanRouter
+        && let Some(site) = &node.site
+        && router_site.as_ref() != Some(site)
+    {
+        for member in topology
+            .nodes
+            .iter()
+            .filter(|n| n.site.as_ref() == Some(site))
+        {
+            prefixes.extend(member.prefixes.iter().copied());
+        }
+        if let Some(site) = topology.sites.iter().find(|s| &s.id == site) {
+            prefixes.extend(site.prefixes.iter().copied());
+        }
+    }
+    prefixes.into_iter().collect()
+}
+
+/// One weighted multipath route: each next-hop node's share spread over
+/// the links to it, each link's gateway the neighbour's address on it.
+fn route(
+    topology: &Topology,
+    addressing: &LinkAddressing,
+    router: &str,
+    prefix: IpNet,
+    shares: &Shares,
+) -> Result<UcmpRoute, RenderError> {
+    let mut hops: Vec<(String, Option<std::net::IpAddr>, f64)> = Vec::new();
+    for (next_hop, share) in shares {
+        let links: Vec<&aiwan_planner::Link> = topology
+            .links
+            .iter()
+            .filter(|link| link.src == router && &link.dst == next_hop && link.admin_up)
+            .collect();
+        if links.is_empty() {
+            return Err(RenderError::NoLink {
+                node: router.to_string(),
+                next_hop: next_hop.clone(),
+            });
+        }
+        for link in &links {
+            let (_, _, peer) =
+                addressing
+                    .peer_of(router, &link.src_interface)
+                    .ok_or_else(|| RenderError::NoAddress {
+                        node: router.to_string(),
+                        interface: link.src_interface.clone(),
+                    })?;
+            let gateway = match prefix {
+                IpNet::V4(_) => std::net::IpAddr::V4(peer.v4.addr()),
+                IpNet::V6(_) => std::net::IpAddr::V6(peer.v6.addr()),
+            };
+            hops.push((
+                link.src_interface.clone(),
+                Some(gateway),
+                share / links.len() as f64,
+            ));
+        }
+    }
+    let ratios: Vec<f64> = hops.iter().map(|(_, _, share)| *share).collect();
+    let weights = weights_from_ratios(&ratios);
+    Ok(UcmpRoute {
+        prefix,
+        table: MAIN_TABLE,
+        next_hops: hops
+            .into_iter()
+            .zip(weights)
+            .map(|((interface, gateway, _), weight)| NextHop {
+                gateway,
+                interface,
+                weight,
+            })
+            .collect(),
+    })
+}
+
+/// The admin-up links as a graph weighted by latency (1 µs at least, so
+/// hop count breaks ties between zero-latency links).
+struct Graph<'a> {
+    edges: BTreeMap<&'a str, Vec<(&'a str, u64)>>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(topology: &'a Topology) -> Graph<'a> {
+        let mut edges: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+        for link in topology.links.iter().filter(|link| link.admin_up) {
+            edges
+                .entry(link.src.as_str())
+                .or_default()
+                .push((link.dst.as_str(), link.latency_us.max(1)));
+        }
+        Graph { edges }
+    }
+
+    /// The length of the shortest path from `from` to `to`.
+    fn distance(&self, from: &str, to: &str) -> Option<u64> {
+        self.distances_to(to).get(from).copied()
+    }
+
+    /// Distances to `to` from every node that reaches it (Dijkstra from
+    /// the destination; links come in symmetric pairs, so the forward
+    /// lists serve).
+    fn distances_to(&self, to: &'a str) -> BTreeMap<&'a str, u64> {
+        let mut distance: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut queue = BinaryHeap::new();
+        distance.insert(to, 0);
+        queue.push(Reverse((0u64, to)));
+        while let Some(Reverse((d, node))) = queue.pop() {
+            if distance.get(node).is_some_and(|&best| d > best) {
+                continue;
+            }
+            for &(neighbour, cost) in self.edges.get(node).into_iter().flatten() {
+                let candidate = d.saturating_add(cost);
+                if distance.get(neighbour).is_none_or(|&best| candidate < best) {
+                    distance.insert(neighbour, candidate);
+                    queue.push(Reverse((candidate, neighbour)));
+                }
+            }
+        }
+        distance
+    }
+
+    /// The neighbours of `from` on some shortest path to `to`.
+    fn shortest_next_hops(&self, from: &str, to: &'a str) -> Vec<String> {
+        let distance = self.distances_to(to);
+        let Some(&own) = distance.get(from) else {
+            return Vec::new();
+        };
+        let mut hops: Vec<String> = self
+            .edges
+            .get(from)
+            .into_iter()
+            .flatten()
+            .filter(|(neighbour, cost)| {
+                distance
+                    .get(neighbour)
+                    .is_some_and(|&d| d.saturating_add(*cost) == own)
+            })
+            .map(|(neighbour, _)| neighbour.to_string())
+            .collect();
+        hops.sort();
+        hops.dedup();
+        hops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// r1 - r2 - r4 and r1 - r3 - r4, the r3 path longer; r1 and r4 carry
+    /// prefixes.
+    fn diamond() -> (Topology, LinkAddressing) {
+        let text = r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+"#;
+        let topology = aiwan_lab::clab::parse_clab(text).expect("fixture");
+        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        (topology, addressing)
+    }
+
+    fn hops(state: &NodeState, prefix: &str) -> Vec<(String, String, u32)> {
+        let prefix: IpNet = prefix.parse().expect("prefix");
+        state
+            .routes
+            .iter()
+            .find(|route| route.prefix == prefix)
+            .map(|route| {
+                route
+                    .next_hops
+                    .iter()
+                    .map(|hop| {
+                        (
+                            hop.interface.clone(),
+                            hop.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                            hop.weight,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn without_a_plan_routes_follow_the_shortest_paths() {
+        let (topology, addressing) = diamond();
+        let states = render(&topology, &addressing, &BTreeMap::new()).expect("renders");
+        assert_eq!(states.len(), 4);
+        let r1 = &states["r1"];
+        // 10.4.0.0/24 via r2 (2 ms against 4 ms); r1's own prefix is local.
+        let via = hops(r1, "10.4.0.0/24");
+        assert_eq!(via.len(), 1);
+        assert_eq!(via[0].0, "eth1");
+        let peer = addressing.peer_of("r1", "eth1").expect("peer").2.v4.addr();
+        assert_eq!(via[0].1, peer.to_string());
+        assert!(hops(r1, "10.1.0.0/24").is_empty());
+        // r4 reaches r1's prefix back the short way too.
+        assert_eq!(hops(&states["r4"], "10.1.0.0/24")[0].0, "eth1");
+    }
+
+    #[test]
+    fn the_plan_splits_a_site_s_prefixes_by_its_weights() {
+        let (topology, addressing) = diamond();
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
+                {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
+        )]);
+        let states = render(&topology, &addressing, &planned).expect("renders");
+        let via: Vec<(String, u32)> = hops(&states["r1"], "10.4.0.0/24")
+            .into_iter()
+            .map(|(interface, _, weight)| (interface, weight))
+            .collect();
+        assert_eq!(via.len(), 2);
+        let total: u32 = via.iter().map(|(_, w)| w).sum();
+        let eth1 = via
+            .iter()
+            .find(|(i, _)| i == "eth1")
+            .map(|(_, w)| *w)
+            .unwrap_or(0);
+        assert!(
+            (f64::from(eth1) / f64::from(total) - 0.7).abs() < 0.01,
+            "{via:?}"
+        );
+        // Every state passes the agent's own checks.
+        for state in states.values() {
+            state.check().expect("valid node state");
+        }
+    }
+
+    #[test]
+    fn a_plan_naming_a_missing_link_is_refused() {
+        let (topology, addressing) = diamond();
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
+                {"next_hop": "r4", "weight": 1.0}]}]}),
+        )]);
+        let error = render(&topology, &addressing, &planned).expect_err("no r1-r4 link");
+        assert_eq!(
+            error.to_string(),
+            "node r1: next hop r4: no link between them"
+        );
+    }
+}

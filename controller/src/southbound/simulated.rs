@@ -1,0 +1,380 @@
+//! The simulated dataplane: a flow-level model of the routers that applies
+//! the same kernel state the agents would and produces link loads from a
+//! traffic matrix. It is a simulator, named as one everywhere: the demo and
+//! large tests use it where no namespaces exist; it is not a substitute for
+//! the netns lab, which runs the real kernel.
+//!
+//! Forwarding follows each node's weighted multipath routes by longest
+//! prefix match, splitting a flow's rate by the weights, hop by hop. Flow
+//! rules, SRv6 policies and rate limits are stored and reported back but
+//! do not steer the simulated traffic.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
+use aiwan_planner::Topology;
+use ipnet::IpNet;
+
+use super::{Driver, DriverError, Observed};
+use crate::agent::{ApplyReport, NodeState};
+
+/// Most hops a simulated packet takes before it counts as looping.
+const MAX_HOPS: usize = 64;
+
+/// A flow of the simulated traffic: from an address to an address, at a
+/// rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimulatedFlow {
+    pub source: IpAddr,
+    pub destination: IpAddr,
+    pub rate_bps: f64,
+}
+
+/// Where the simulated traffic went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimulatedLoads {
+    /// bit/s per directed link, `node:interface` as in `links/{id}`.
+    pub links: BTreeMap<String, f64>,
+    /// Reached a node that owns the destination.
+    pub delivered_bps: f64,
+    /// Met a node with no route, or a next hop with no link.
+    pub dropped_bps: f64,
+    /// Went round for more than the hop limit.
+    pub looped_bps: f64,
+}
+
+#[derive(Debug, Default)]
+struct NodeEntry {
+    generation: u64,
+    state: NodeState,
+}
+
+/// See the module documentation.
+pub struct SimulatedDataplane {
+    topology: Mutex<Topology>,
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
+    /// Nodes whose (simulated) agent does not answer.
+    unreachable: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl SimulatedDataplane {
+    pub fn new(topology: Topology) -> SimulatedDataplane {
+        SimulatedDataplane {
+            topology: Mutex::new(topology),
+            nodes: Mutex::new(BTreeMap::new()),
+            unreachable: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The topology changed (imported again): forwarding follows the new
+    /// links from now on; the nodes keep the state they were given.
+    pub fn set_topology(&self, topology: Topology) {
+        *self.topology.lock().unwrap_or_else(PoisonError::into_inner) = topology;
+    }
+
+    /// Makes a node's agent stop (or start again) answering, to exercise
+    /// partial pushes.
+    pub fn set_reachable(&self, node: &str, reachable: bool) {
+        let mut unreachable = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if reachable {
+            unreachable.remove(node);
+        } else {
+            unreachable.insert(node.to_string());
+        }
+    }
+
+    /// Link loads of `flows` under the state applied so far.
+    pub fn loads(&self, flows: &[SimulatedFlow]) -> SimulatedLoads {
+        let topology = self.topology.lock().unwrap_or_else(PoisonError::into_inner);
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut loads = SimulatedLoads::default();
+        for flow in flows {
+            let Some(ingress) = owner(&topology, flow.source) else {
+                loads.dropped_bps += flow.rate_bps;
+                continue;
+            };
+            forward(
+                &topology,
+                &nodes,
+                &ingress,
+                flow.destination,
+                flow.rate_bps,
+                0,
+                &mut loads,
+            );
+        }
+        loads
+    }
+}
+
+fn forward(
+    topology: &Topology,
+    nodes: &BTreeMap<String, NodeEntry>,
+    node: &str,
+    destination: IpAddr,
+    rate: f64,
+    hops: usize,
+    loads: &mut SimulatedLoads,
+) {
+    if rate <= 0.0 {
+        return;
+    }
+    if owner(topology, destination).as_deref() == Some(node) {
+        loads.delivered_bps += rate;
+        return;
+    }
+    if hops >= MAX_HOPS {
+        loads.looped_bps += rate;
+        return;
+    }
+    let route = nodes.get(node).and_then(|entry| {
+        entry
+            .state
+            .routes
+            .iter()
+            .filter(|route| route.prefix.contains(&destination))
+            .max_by_key(|route| route.prefix.prefix_len())
+    });
+    let Some(route) = route else {
+        loads.dropped_bps += rate;
+        return;
+    };
+    let total: f64 = route
+        .next_hops
+        .iter()
+        .map(|hop| f64::from(hop.weight))
+        .sum();
+    for hop in &route.next_hops {
+        let share = rate * f64::from(hop.weight) / total.max(1.0);
+        let link = topology
+            .links
+            .iter()
+            .find(|link| link.src == node && link.src_interface == hop.interface);
+        let Some(link) = link else {
+            loads.dropped_bps += share;
+            continue;
+        };
+        *loads
+            .links
+            .entry(format!("{}:{}", link.src, link.src_interface))
+            .or_default() += share;
+        forward(
+            topology,
+            nodes,
+            &link.dst,
+            destination,
+            share,
+            hops + 1,
+            loads,
+        );
+    }
+}
+
+/// The node that delivers `address`: the one whose prefixes hold it most
+/// specifically, or for a site's own prefix, the site's first WAN router.
+fn owner(topology: &Topology, address: IpAddr) -> Option<String> {
+    let by_node = topology.nodes.iter().flat_map(|node| {
+        node.prefixes
+            .iter()
+            .map(move |prefix| (node.id.clone(), *prefix))
+    });
+    let by_site = topology.sites.iter().flat_map(|site| {
+        let edge = topology
+            .nodes
+            .iter()
+            .find(|n| {
+                n.role == aiwan_planner::NodeRole::WanRouter && n.site.as_ref() == Some(&site.id)
+            })
+            .map(|n| n.id.clone());
+        site.prefixes
+            .iter()
+            .filter_map(move |prefix| edge.clone().map(|edge| (edge, *prefix)))
+    });
+    by_node
+        .chain(by_site)
+        .filter(|(_, prefix)| prefix.contains(&address))
+        .max_by_key(|(_, prefix)| prefix.prefix_len())
+        .map(|(node, _)| node)
+}
+
+#[tonic::async_trait]
+impl Driver for SimulatedDataplane {
+    fn name(&self) -> &'static str {
+        "simulated-dataplane"
+    }
+
+    async fn apply(
+        &self,
+        node: &str,
+        generation: u64,
+        state: &NodeState,
+    ) -> Result<ApplyReport, DriverError> {
+        if self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(node)
+        {
+            return Err(DriverError::Unreachable {
+                node: node.to_string(),
+                reason: "the simulated agent is switched off".into(),
+            });
+        }
+        state.check().map_err(|error| DriverError::Refused {
+            node: node.to_string(),
+            reason: error.to_string(),
+        })?;
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = nodes.entry(node.to_string()).or_default();
+        if generation < entry.generation {
+            return Err(DriverError::Refused {
+                node: node.to_string(),
+                reason: format!(
+                    "generation {generation} is older than the {} it holds",
+                    entry.generation
+                ),
+            });
+        }
+        let report = diff_report(&entry.state, state);
+        entry.generation = generation;
+        entry.state = state.clone();
+        Ok(report)
+    }
+
+    async fn observe(&self, node: &str) -> Result<Observed, DriverError> {
+        if self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(node)
+        {
+            return Err(DriverError::Unreachable {
+                node: node.to_string(),
+                reason: "the simulated agent is switched off".into(),
+            });
+        }
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(nodes
+            .get(node)
+            .map(|entry| Observed {
+                generation: entry.generation,
+                state: entry.state.clone(),
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// What applying `new` over `old` changes, counted as the kernel layer
+/// counts it (routes only: the rest is not simulated).
+fn diff_report(old: &NodeState, new: &NodeState) -> ApplyReport {
+    let key = |route: &crate::agent::UcmpRoute| (route.table, route.prefix);
+    let old_routes: BTreeMap<(u32, IpNet), &crate::agent::UcmpRoute> =
+        old.routes.iter().map(|r| (key(r), r)).collect();
+    let new_routes: BTreeMap<(u32, IpNet), &crate::agent::UcmpRoute> =
+        new.routes.iter().map(|r| (key(r), r)).collect();
+    let mut report = ApplyReport::default();
+    for (k, route) in &new_routes {
+        match old_routes.get(k) {
+            None => report.created += 1,
+            Some(old) if old == route => report.unchanged += 1,
+            Some(_) => report.replaced += 1,
+        }
+    }
+    report.deleted = old_routes
+        .keys()
+        .filter(|k| !new_routes.contains_key(k))
+        .count();
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::southbound::render::render;
+
+    fn diamond() -> Topology {
+        aiwan_lab::clab::parse_clab(
+            r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+"#,
+        )
+        .expect("fixture")
+    }
+
+    fn flow(rate_bps: f64) -> SimulatedFlow {
+        SimulatedFlow {
+            source: "10.1.0.9".parse().expect("address"),
+            destination: "10.4.0.9".parse().expect("address"),
+            rate_bps,
+        }
+    }
+
+    #[tokio::test]
+    async fn traffic_splits_as_the_applied_weights_say() {
+        let topology = diamond();
+        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
+                {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
+        )]);
+        let states = render(&topology, &addressing, &planned).expect("renders");
+        let dataplane = SimulatedDataplane::new(topology);
+        // Nothing applied yet: the traffic has nowhere to go.
+        assert_eq!(dataplane.loads(&[flow(1e9)]).dropped_bps, 1e9);
+        for (node, state) in &states {
+            dataplane.apply(node, 1, state).await.expect("applies");
+        }
+        let loads = dataplane.loads(&[flow(1e9)]);
+        assert!((loads.delivered_bps - 1e9).abs() < 1.0, "{loads:?}");
+        let via_r2 = loads.links["r1:eth1"];
+        let via_r3 = loads.links["r1:eth2"];
+        assert!((via_r2 / 1e9 - 0.7).abs() < 0.01, "{loads:?}");
+        assert!((via_r2 + via_r3 - 1e9).abs() < 1.0);
+        assert!((loads.links["r2:eth2"] - via_r2).abs() < 1.0);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_and_an_old_generation_are_refused() {
+        let dataplane = SimulatedDataplane::new(diamond());
+        dataplane.set_reachable("r2", false);
+        let error = dataplane
+            .apply("r2", 1, &NodeState::default())
+            .await
+            .expect_err("switched off");
+        assert!(matches!(error, DriverError::Unreachable { .. }));
+        dataplane
+            .apply("r1", 5, &NodeState::default())
+            .await
+            .expect("applies");
+        let error = dataplane
+            .apply("r1", 4, &NodeState::default())
+            .await
+            .expect_err("older");
+        assert!(
+            error
+                .to_string()
+                .contains("generation 4 is older than the 5"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! `aiwan agent` end to end: the real binary programming a scratch network
+//! namespace (`--netns`), driven over its unix socket through gRPC, checked
+//! with `ip` in the namespace. Needs root and `ip netns`; skipped with a
+//! reason elsewhere, failed under `AIWAN_REQUIRE_LAB=1`.
+//!
+//! The lab: namespace `node` (the router the agent programs) with `veth1`
+//! (10.0.1.1/24) and `veth2` (10.0.2.1/24), whose peers sit in namespace
+//! `peer` as 10.0.1.2 and 10.0.2.2, so that the routes' gateways answer and
+//! packets really cross the veths.
+
+mod support;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aiwan_api::agent::v1 as pb;
+use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
+use aiwan_controller::agent::AgentClient;
+use serde_json::Value;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// Runs a command, returning its stdout or its stderr as the error.
+fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Two scratch namespaces joined by two veth pairs, deleted on drop (the
+/// veths go with them).
+struct Lab {
+    node: String,
+    peer: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.node, &self.peer] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns.as_str()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Lab {
+    fn new(test: &str) -> Option<Lab> {
+        if !nix::unistd::geteuid().is_root() {
+            return support::skip(test, "not root");
+        }
+        let tag = format!("{}-{}", std::process::id(), rand::random::<u16>());
+        let lab = Lab {
+            node: format!("aiwan-agent-{tag}"),
+            peer: format!("aiwan-peer-{tag}"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for ns in [&lab.node, &lab.peer] {
+            if let Err(e) = sh(&["ip", "netns", "add", ns]) {
+                return support::skip(test, &format!("ip netns add failed ({e})"));
+            }
+        }
+        let (n, p) = (lab.node.as_str(), lab.peer.as_str());
+        let setup: Vec<Vec<&str>> = vec![
+            vec!["ip", "-n", n, "link", "set", "lo", "up"],
+            vec!["ip", "-n", p, "link", "set", "lo", "up"],
+            vec![
+                "ip", "-n", n, "link", "add", "veth1", "type", "veth", "peer", "name", "veth1p",
+                "netns", p,
+            ],
+            vec![
+                "ip", "-n", n, "link", "add", "veth2", "type", "veth", "peer", "name", "veth2p",
+                "netns", p,
+            ],
+            vec!["ip", "-n", n, "addr", "add", "10.0.1.1/24", "dev", "veth1"],
+            vec!["ip", "-n", n, "addr", "add", "10.0.2.1/24", "dev", "veth2"],
+            vec!["ip", "-n", p, "addr", "add", "10.0.1.2/24", "dev", "veth1p"],
+            vec!["ip", "-n", p, "addr", "add", "10.0.2.2/24", "dev", "veth2p"],
+            vec!["ip", "-n", n, "link", "set", "veth1", "up"],
+            vec!["ip", "-n", n, "link", "set", "veth2", "up"],
+            vec!["ip", "-n", p, "link", "set", "veth1p", "up"],
+            vec!["ip", "-n", p, "link", "set", "veth2p", "up"],
+        ];
+        for cmd in setup {
+            if let Err(e) = sh(&cmd) {
+                return support::skip(test, &format!("lab setup failed ({e})"));
+            }
+        }
+        Some(lab)
+    }
+
+    /// `ip ARGS` in the node namespace.
+    fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", self.node.as_str()];
+        full.extend_from_slice(args);
+        sh(&full).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The routes of `table` in the node namespace, as `ip -j` gives them.
+    fn routes(&self, table: &str) -> Vec<Value> {
+        let out = self.ip(&["-j", "route", "show", "table", table]);
+        if out.trim().is_empty() {
+            return Vec::new();
+        }
+        match serde_json::from_str(&out) {
+            Ok(Value::Array(routes)) => routes,
+            other => panic!("ip -j route show table {table}: {other:?}"),
+        }
+    }
+
+    fn route(&self, table: &str, dst: &str) -> Option<Value> {
+        self.routes(table).into_iter().find(|r| r["dst"] == dst)
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Sends `count` UDP datagrams of `size` bytes from the node namespace
+    /// to `to` (a thread enters the namespace; the test's threads stay).
+    fn send_udp(&self, to: &str, count: usize, size: usize) {
+        let path = format!("/var/run/netns/{}", self.node);
+        let to = to.to_string();
+        std::thread::spawn(move || {
+            let ns = File::open(&path).expect("open netns");
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+            let payload = vec![0u8; size];
+            for _ in 0..count {
+                // The peer has no listener and answers with ICMP; what counts
+                // is the datagram leaving through the veth.
+                let _ = socket.send_to(&payload, &to);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .join()
+        .expect("sender thread");
+    }
+}
+
+/// A running `aiwan agent`, killed on drop; its stderr goes to a file.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// Starts `aiwan agent --listen unix:SOCKET --netns NS [extra]` and
+    /// waits until it answers.
+    async fn start(lab: &Lab, name: &str, extra: &[&str]) -> (Agent, AgentServiceClient<Channel>) {
+        let socket = lab.socket(&format!("{name}.sock"));
+        let log = lab.socket(&format!("{name}.log"));
+        let listen = format!("unix:{}", socket.display());
+        let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .args(["agent", "--listen", &listen, "--netns", &lab.node])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn aiwan agent");
+        let mut agent = Agent { child, socket, log };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("aiwan agent exited with {status}: {}", agent.log_text());
+            }
+            if agent.socket.exists()
+                && let Ok(client) = AgentClient::connect(&listen).await
+            {
+                return (agent, client);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiwan agent did not answer within 15 s: {}",
+                agent.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status (within 10 s).
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiwan agent ignored SIGTERM: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn next_hop(gateway: &str, interface: &str, weight: u32) -> pb::NextHop {
+    pb::NextHop {
+        gateway: gateway.into(),
+        interface: interface.into(),
+        weight,
+    }
+}
+
+/// 10.2.0.0/16 in table 20001, 70 % via veth1 and 30 % via veth2.
+fn split_70_30() -> pb::NodeState {
+    pb::NodeState {
+        routes: vec![pb::UcmpRoute {
+            prefix: "10.2.0.0/16".into(),
+            table: 20001,
+            next_hops: vec![
+                next_hop("10.0.1.2", "veth1", 70),
+                next_hop("10.0.2.2", "veth2", 30),
+            ],
+        }],
+        ..pb::NodeState::default()
+    }
+}
+
+/// (gateway, dev, weight) of each next hop of an `ip -j` route.
+fn hops(route: &Value) -> Vec<(String, String, u64)> {
+    assert_eq!(route["protocol"], "170", "{route}");
+    route["nexthops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not multipath: {route}"))
+        .iter()
+        .map(|h| {
+            (
+                h["gateway"].as_str().unwrap_or_default().to_string(),
+                h["dev"].as_str().unwrap_or_default().to_string(),
+                h["weight"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect()
+}
+
+fn expected_hops() -> Vec<(String, String, u64)> {
+    vec![
+        ("10.0.1.2".into(), "veth1".into(), 70),
+        ("10.0.2.2".into(), "veth2".into(), 30),
+    ]
+}
+
+fn tx_bytes(update: &pb::StreamCountersResponse, name: &str) -> u64 {
+    let update = update.update.as_ref().expect("update");
+    update
+        .interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {update:?}"))
+        .tx_bytes
+}
+
+fn seconds(ts: &Option<prost_types::Timestamp>) -> f64 {
+    let ts = ts.as_ref().expect("time");
+    ts.seconds as f64 + f64::from(ts.nanos) / 1e9
+}
+
+#[tokio::test]
+async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counters() {
+    let test = "agent_applies_repairs_drift_refuses_old_generations_and_streams_counters";
+    let Some(lab) = Lab::new(test) else {
+        return;
+    };
+    let (mut agent, mut client) = Agent::start(&lab, "agent", &[]).await;
+
+    // Nothing held yet.
+    let state = client
+        .get_state(pb::GetStateRequest {})
+        .await
+        .expect("GetState")
+        .into_inner();
+    assert_eq!(state.desired_generation, 0);
+    assert!(!state.in_sync);
+
+    let mut drift = client
+        .watch_drift(pb::WatchDriftRequest {})
+        .await
+        .expect("WatchDrift")
+        .into_inner();
+
+    // A 70/30 split, as the kernel holds it.
+    let applied = client
+        .apply_state(pb::ApplyStateRequest {
+            generation: 5,
+            state: Some(split_70_30()),
+        })
+        .await
+        .expect("ApplyState")
+        .into_inner();
+    assert_eq!(applied.generation, 5);
+    let report = applied.report.expect("report");
+    assert_eq!((report.created, report.deleted), (1, 0));
+    let route = lab.route("20001", "10.2.0.0/16").expect("route installed");
+    assert_eq!(hops(&route), expected_hops());
+
+    let state = client
+        .get_state(pb::GetStateRequest {})
+        .await
+        .expect("GetState")
+        .into_inner();
+    assert_eq!(state.desired_generation, 5);
+    assert!(state.in_sync, "{state:?}");
+    assert_eq!(state.observed_state, Some(split_70_30()));
+
+    // Deleted by hand: restored within 2 s, and reported.
+    lab.ip(&["route", "del", "10.2.0.0/16", "table", "20001"]);
+    let deleted = Instant::now();
+    let restored = loop {
+        if let Some(route) = lab.route("20001", "10.2.0.0/16") {
+            break route;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "route not restored within 2 s: {}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(hops(&restored), expected_hops());
+    let event = tokio::time::timeout(Duration::from_secs(2), drift.next())
+        .await
+        .expect("a drift event within 2 s")
+        .expect("stream open")
+        .expect("event")
+        .event
+        .expect("event");
+    assert_eq!(event.kind(), pb::DriftKind::Deleted, "{event:?}");
+    assert_eq!(event.object, "route 10.2.0.0/16 table 20001");
+    assert_eq!(event.outcome(), pb::RepairOutcome::Repaired, "{event:?}");
+    assert_eq!(event.generation, 5);
+    assert_eq!(event.repair.expect("repair").created, 1);
+    assert!(event.time.is_some());
+
+    // An older generation is refused, naming both; the held one may be sent
+    // again with the same state (nothing to do), not with another.
+    let refused = client
+        .apply_state(pb::ApplyStateRequest {
+            generation: 4,
+            state: Some(pb::NodeState::default()),
+        })
+        .await
+        .expect_err("older generation");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("generation: 4") && refused.message().contains("generation 5"),
+        "{refused:?}"
+    );
+    assert!(lab.route("20001", "10.2.0.0/16").is_some());
+    let again = client
+        .apply_state(pb::ApplyStateRequest {
+            generation: 5,
+            state: Some(split_70_30()),
+        })
+        .await
+        .expect("same generation again")
+        .into_inner()
+        .report
+        .expect("report");
+    assert_eq!((again.created, again.replaced, again.unchanged), (0, 0, 1));
+    let changed = client
+        .apply_state(pb::ApplyStateRequest {
+            generation: 5,
+            state: Some(pb::NodeState::default()),
+        })
+        .await
+        .expect_err("same generation, other state");
+    assert_eq!(changed.code(), tonic::Code::FailedPrecondition);
+    // A bad field is named, and nothing changes.
+    let mut bad = split_70_30();
+    bad.routes[0].next_hops[1].gateway = "10.0.2.x".into();
+    let invalid = client
+        .apply_state(pb::ApplyStateRequest {
+            generation: 6,
+            state: Some(bad),
+        })
+        .await
+        .expect_err("bad gateway");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        invalid.message(),
+        r#"state.routes[0].next_hops[1].gateway: "10.0.2.x" is not an address"#
+    );
+
+    // Counters: the interval is checked, then samples come every 100 ms and
+    // show the datagrams sent across veth1.
+    let too_fast = client
+        .stream_counters(pb::StreamCountersRequest {
+            interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 50_000_000,
+            }),
+        })
+        .await
+        .expect_err("50 ms");
+    assert_eq!(too_fast.code(), tonic::Code::InvalidArgument);
+    assert!(too_fast.message().starts_with("interval: "), "{too_fast:?}");
+    let mut counters = client
+        .stream_counters(pb::StreamCountersRequest {
+            interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 100_000_000,
+            }),
+        })
+        .await
+        .expect("StreamCounters")
+        .into_inner();
+    let first = counters.next().await.expect("open").expect("update");
+    let before = tx_bytes(&first, "veth1");
+    lab.send_udp("10.0.1.2:9", 20, 500);
+    let sent = Instant::now();
+    let mut previous = seconds(&first.update.as_ref().expect("update").time);
+    let mut samples = 0;
+    loop {
+        let update = tokio::time::timeout(Duration::from_secs(2), counters.next())
+            .await
+            .expect("a sample within 2 s")
+            .expect("open")
+            .expect("update");
+        let time = seconds(&update.update.as_ref().expect("update").time);
+        // 100 ms apart, give or take how long each read took.
+        assert!(
+            time - previous >= 0.05,
+            "samples {:.3} s apart",
+            time - previous
+        );
+        previous = time;
+        samples += 1;
+        if tx_bytes(&update, "veth1") >= before + 20 * 500 {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(3),
+            "veth1 tx_bytes stayed at {} after 20 datagrams of 500 bytes ({samples} samples)",
+            tx_bytes(&update, "veth1")
+        );
+    }
+
+    // SIGTERM: a clean exit, the socket removed, the repair logged.
+    let status = agent.terminate().await;
+    let log = agent.log_text();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(!agent.socket.exists());
+    assert!(
+        log.contains("drift repaired") && log.contains("route 10.2.0.0/16 table 20001"),
+        "{log}"
+    );
+    // The agent leaves the forwarding state in place when it stops.
+    assert!(lab.route("20001", "10.2.0.0/16").is_some());
+}
+
+#[tokio::test]
+async fn agent_purge_at_start_removes_only_aiwan_leftovers() {
+    let test = "agent_purge_at_start_removes_only_aiwan_leftovers";
+    let Some(lab) = Lab::new(test) else {
+        return;
+    };
+    // An aiwan leftover (protocol 170) and someone else's route, in the same
+    // table.
+    lab.ip(&[
+        "route",
+        "add",
+        "10.5.0.0/16",
+        "table",
+        "20001",
+        "proto",
+        "170",
+        "via",
+        "10.0.1.2",
+    ]);
+    lab.ip(&[
+        "route",
+        "add",
+        "10.6.0.0/16",
+        "table",
+        "20001",
+        "proto",
+        "static",
+        "via",
+        "10.0.2.2",
+    ]);
+
+    // Without --purge the leftover stays, and is reported.
+    let (mut agent, mut client) = Agent::start(&lab, "keep", &[]).await;
+    let state = client
+        .get_state(pb::GetStateRequest {})
+        .await
+        .expect("GetState")
+        .into_inner();
+    let observed = state.observed_state.expect("observed");
+    assert_eq!(observed.routes.len(), 1, "{observed:?}");
+    assert_eq!(observed.routes[0].prefix, "10.5.0.0/16");
+    assert_eq!(state.desired_generation, 0);
+    assert!(!state.in_sync);
+    assert!(agent.terminate().await.success());
+    assert!(lab.route("20001", "10.5.0.0/16").is_some());
+
+    // With --purge it goes; the static route survives.
+    let (mut agent, mut client) = Agent::start(&lab, "purge", &["--purge"]).await;
+    let state = client
+        .get_state(pb::GetStateRequest {})
+        .await
+        .expect("GetState")
+        .into_inner();
+    assert_eq!(state.observed_state, Some(pb::NodeState::default()));
+    assert!(lab.route("20001", "10.5.0.0/16").is_none());
+    let other = lab
+        .route("20001", "10.6.0.0/16")
+        .expect("static route kept");
+    assert_eq!(other["protocol"], "static", "{other}");
+    assert!(agent.terminate().await.success());
+}
+
+#[test]
+fn agent_refuses_to_listen_beyond_loopback() {
+    // No root needed: the address is refused before anything is opened.
+    let out = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .args(["agent", "--listen", "0.0.0.0:50061"])
+        .output()
+        .expect("run aiwan agent");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains("no authentication"),
+        "{stderr}"
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .args(["agent", "--help"])
+        .output()
+        .expect("aiwan agent --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("loopback") && help.contains("--netns"),
+        "{help}"
+    );
+}

@@ -1,0 +1,111 @@
+//! The reconcile loop end to end on the simulated dataplane: a plan
+//! applied through the API reaches every router and the traffic follows
+//! it; a router whose agent is down makes the plan partial, and is brought
+//! up to date when it answers again. (The same loop against real routers in
+//! namespaces is in tests/agent.rs.)
+
+mod support;
+
+use std::time::Duration;
+
+use aiwan_api::v1 as pb;
+use aiwan_controller::southbound::simulated::SimulatedFlow;
+use support::{ADMIN_SECRET, Backend, Clients, TestDb, small_topology, sync_job};
+
+async fn current_plan(clients: &mut Clients) -> pb::Plan {
+    clients
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect("current plan")
+        .into_inner()
+        .plan
+        .expect("a plan")
+}
+
+/// Waits until the current plan has `status` (or fails after 15 s).
+async fn wait_for(clients: &mut Clients, status: pb::PlanStatus) -> pb::Plan {
+    for _ in 0..150 {
+        let plan = current_plan(clients).await;
+        if plan.status == status as i32 {
+            return plan;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plan = current_plan(clients).await;
+    panic!("plan never became {status:?}: {plan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_reach_the_simulated_routers_and_a_silent_one_is_partial() {
+    let test = "plans_reach_the_simulated_routers_and_a_silent_one_is_partial";
+    let Some(db) = TestDb::new(Backend::Sqlite, test).await else {
+        return;
+    };
+    let mut config = support::test_config(&db);
+    config.southbound.driver = Some(aiwan_controller::config::SouthboundDriver::Simulated);
+    config.southbound.reconcile_interval_ms = 100;
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("controller starts");
+    let simulated = controller.simulated.clone().expect("simulated dataplane");
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect("import");
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "train-1".into(),
+            job: Some(sync_job()),
+        })
+        .await
+        .expect("job");
+    admin
+        .plans
+        .apply_plan(pb::ApplyPlanRequest::default())
+        .await
+        .expect("apply");
+    let plan = wait_for(&mut admin, pb::PlanStatus::Applied).await;
+    assert!(plan.pending_nodes.is_empty(), "{plan:?}");
+
+    // Traffic from dc1 to dc2 is delivered, over the WAN routers.
+    let flow = SimulatedFlow {
+        source: "10.1.255.7".parse().expect("address"),
+        destination: "10.2.0.9".parse().expect("address"),
+        rate_bps: 10e9,
+    };
+    let loads = simulated.loads(&[flow]);
+    assert!((loads.delivered_bps - 10e9).abs() < 1.0, "{loads:?}");
+    let out_of_dc1: f64 = ["dc1-r:eth1", "dc1-r:eth2"]
+        .iter()
+        .map(|link| loads.links.get(*link).copied().unwrap_or(0.0))
+        .sum();
+    assert!((out_of_dc1 - 10e9).abs() < 1.0, "{loads:?}");
+
+    // wan-b's agent stops answering; a new plan is partial, naming it.
+    simulated.set_reachable("wan-b", false);
+    admin
+        .plans
+        .apply_plan(pb::ApplyPlanRequest {
+            reason: "again".into(),
+        })
+        .await
+        .expect("apply");
+    let plan = wait_for(&mut admin, pb::PlanStatus::Partial).await;
+    assert_eq!(
+        plan.pending_nodes,
+        vec!["nodes/wan-b".to_string()],
+        "{plan:?}"
+    );
+    // Back: brought up to date (after its backoff) without another plan.
+    simulated.set_reachable("wan-b", true);
+    let plan = wait_for(&mut admin, pb::PlanStatus::Applied).await;
+    assert!(plan.pending_nodes.is_empty(), "{plan:?}");
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}
