@@ -73,6 +73,9 @@ pub struct SouthboundConfig {
     /// The endpoint of nodes `agents` does not list, `{node}` replaced by
     /// the node's id: `unix:/run/aiwan/lab/ai-wan/{node}.sock`.
     pub agent_endpoint_template: Option<String>,
+    /// Time between the interface counter samples each agent streams into
+    /// the telemetry store (link utilisation); 0 turns that off.
+    pub counters_interval_ms: u64,
 }
 
 /// The driver behind the reconcile loop.
@@ -94,6 +97,7 @@ impl Default for SouthboundConfig {
             agent_timeout_ms: 5000,
             agents: std::collections::BTreeMap::new(),
             agent_endpoint_template: None,
+            counters_interval_ms: 1000,
         }
     }
 }
@@ -376,6 +380,14 @@ impl ControllerConfig {
             return Err(invalid(
                 "southbound.reconcile_interval_ms",
                 "must be at least 100",
+            ));
+        }
+        if self.southbound.counters_interval_ms != 0
+            && !(100..=3_600_000).contains(&self.southbound.counters_interval_ms)
+        {
+            return Err(invalid(
+                "southbound.counters_interval_ms",
+                "must be 0 (off) or from 100 to 3600000",
             ));
         }
         if self.southbound.agent_timeout_ms == 0 {

@@ -1,5 +1,6 @@
 //! `aiwan lab up|down|status`: the lab deployer of `aiwan-lab` from the
-//! command line. `aiwan lab run` (traffic scenarios) is not here yet.
+//! command line, and with `up --agents` one `aiwan agent` per router
+//! namespace. `aiwan lab run` (traffic scenarios) is not here yet.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -49,6 +50,12 @@ pub struct UpArgs {
     /// Tear the lab down first if it is already up.
     #[arg(long)]
     pub force: bool,
+    /// Start an `aiwan agent` for every node but hosts, programming its
+    /// namespace and listening on /run/aiwan/lab/{lab}/{node}.sock (logs
+    /// beside it); `lab down` stops them. The controller then takes
+    /// `agent_endpoint_template = "unix:/run/aiwan/lab/{lab}/{node}.sock"`.
+    #[arg(long)]
+    pub agents: bool,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -130,14 +137,31 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         force: args.force,
     };
     let started = Instant::now();
+    if args.force {
+        stop_agents(&lab)?;
+    }
     let deployment = deploy::deploy(&topology, &lab, &options)
         .with_context(|| format!("lab up {}", args.file.display()))?;
+    let agents = if args.agents {
+        match start_agents(&lab, &deployment) {
+            Ok(agents) => agents,
+            Err(error) => {
+                // Leave nothing half up.
+                let _ = stop_agents(&lab);
+                let _ = deploy::destroy(&lab);
+                return Err(error.context(format!("lab up {}: agents", args.file.display())));
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     if args.json {
         print_json(&serde_json::json!({
             "lab": lab,
             "elapsed_ms": elapsed_ms,
             "deployment": deployment,
+            "agents": agents,
         }))?;
     } else {
         let links: usize = deployment
@@ -159,6 +183,14 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             }
         )?;
         write_deployment(&mut out, &deployment)?;
+        if !agents.is_empty() {
+            writeln!(
+                out,
+                "{} agents; controller: agent_endpoint_template = \"{}\"",
+                agents.len(),
+                agent_endpoint_template(&lab)
+            )?;
+        }
         writeln!(
             out,
             "enter a node with `ip netns exec {lab}-NODE ...`; remove with `aiwan lab down --name {lab}`"
@@ -171,6 +203,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
     let lab = lab_name(&args.target)?;
     let started = Instant::now();
+    stop_agents(&lab)?;
     let destroyed = deploy::destroy(&lab).with_context(|| format!("lab down {lab}"))?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     if args.json {
@@ -240,6 +273,138 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where a lab's agents keep their sockets, logs and pid files.
+pub fn agents_dir(lab: &str) -> PathBuf {
+    PathBuf::from("/run/aiwan/lab").join(lab)
+}
+
+/// The controller's `southbound.agent_endpoint_template` for a lab.
+pub fn agent_endpoint_template(lab: &str) -> String {
+    format!("unix:{}/{{node}}.sock", agents_dir(lab).display())
+}
+
+/// One agent `lab up --agents` started.
+#[derive(Debug, serde::Serialize)]
+pub struct LabAgent {
+    pub node: String,
+    pub pid: u32,
+    pub endpoint: String,
+    pub log: PathBuf,
+}
+
+/// How long an agent may take to open its socket.
+const AGENT_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts this binary as `aiwan agent --netns {namespace} --purge` for each
+/// node but hosts, in its own process group (so that it outlives this
+/// command and a Ctrl-C in its terminal), and waits for every socket.
+fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAgent>> {
+    use std::os::unix::process::CommandExt as _;
+    let dir = agents_dir(lab);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let binary = std::env::current_exe().context("cannot find this binary to run agents")?;
+    let mut agents = Vec::new();
+    for node in deployment.nodes.iter().filter(|node| node.role != "host") {
+        let socket = dir.join(format!("{}.sock", node.node));
+        let log = dir.join(format!("{}.log", node.node));
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = std::process::Command::new(&binary)
+            .arg("agent")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--netns", &node.namespace, "--purge"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start the agent of {}", node.node))?;
+        let pid = child.id();
+        std::fs::write(dir.join(format!("{}.pid", node.node)), format!("{pid}\n"))?;
+        agents.push(LabAgent {
+            node: node.node.clone(),
+            pid,
+            endpoint: format!("unix:{}", socket.display()),
+            log,
+        });
+    }
+    let started = Instant::now();
+    for agent in &agents {
+        let socket = dir.join(format!("{}.sock", agent.node));
+        while !socket.exists() {
+            if started.elapsed() > AGENT_START_TIMEOUT || !process_alive(agent.pid) {
+                let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+                anyhow::bail!(
+                    "the agent of {} did not open {} ({})",
+                    agent.node,
+                    socket.display(),
+                    log.trim()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok(agents)
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie (started by us, not yet reaped) is not alive.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Stops the agents a `lab up --agents` of this lab started (those whose
+/// pid file names a live `aiwan agent` process listening under the lab's
+/// directory: a recycled pid is left alone), then removes the directory.
+pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
+    let dir = agents_dir(lab);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut stopped = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(" agent ") && cmdline.contains(&dir.display().to_string()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            stopped.push(pid);
+        }
+    }
+    // Give them a moment to close their sockets; then insist.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for pid in &stopped {
+        while process_alive(*pid as u32) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if process_alive(*pid as u32) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(stopped.len())
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

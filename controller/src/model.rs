@@ -58,6 +58,20 @@ pub struct NewJob {
     pub max_latency_us: Option<i64>,
     /// One per source-destination pair, in source-major order.
     pub demands: Vec<DemandRecord>,
+    /// An explicit path (node IDs) with the packets it takes; `None` when
+    /// the planner chooses.
+    pub pin: Option<PathPin>,
+}
+
+/// A job's explicit path, stored as JSON in `jobs.pin_json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathPin {
+    /// Node IDs, first to last; at least two.
+    pub path: Vec<String>,
+    /// IP protocol number; any when `None`.
+    pub ip_protocol: Option<u8>,
+    /// Inclusive destination ports; any when `None`.
+    pub destination_ports: Option<(u16, u16)>,
 }
 
 /// A source-destination pair of a job and the rate reserved for it.

@@ -14,7 +14,7 @@ use aiwan_planner::paths::ShortestPaths;
 use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
 
-use crate::model::{Endpoint, JobRecord, JobState, TrafficClass};
+use crate::model::{Endpoint, JobRecord, JobState, PathPin, TrafficClass};
 
 /// Candidate paths per node pair for controller plans.
 pub const PATHS_PER_PAIR: usize = 4;
@@ -124,6 +124,13 @@ pub fn job_demands(
             continue;
         }
         let job = &record.job;
+        if let Some(pin) = &job.pin {
+            match pinned_demand(topology, network, record, pin) {
+                Ok(demand) => demands.push(demand),
+                Err(reason) => unresolved.push(format!("jobs/{}: {reason}", job.job_id)),
+            }
+            continue;
+        }
         for demand in &job.demands {
             let (Some(src), Some(dst)) = (
                 usize::try_from(demand.src_position)
@@ -171,12 +178,136 @@ pub fn job_demands(
                         rate: share,
                         class,
                         max_latency_us,
+                        pinned_path: None,
                     });
                 }
             }
         }
     }
     (demands, unresolved)
+}
+
+/// A pinned job's one demand: all of its rate on its path, which must
+/// start where its source enters the WAN and end where its destination
+/// leaves it.
+fn pinned_demand(
+    topology: &Topology,
+    network: &Network,
+    record: &JobRecord,
+    pin: &PathPin,
+) -> Result<ClassDemand, String> {
+    let job = &record.job;
+    let nodes = pin_nodes(network, pin)?;
+    let edges = pin_edges(network, pin, &nodes)?;
+    let (Some(source), Some(destination)) = (job.sources.first(), job.destinations.first()) else {
+        return Err("a pinned job needs one source and one destination".into());
+    };
+    let (first, last) = (nodes[0], nodes[nodes.len() - 1]);
+    if !endpoint_nodes(topology, network, source).contains(&first) {
+        return Err(format!(
+            "the pinned path starts at {}, where {} does not enter the WAN",
+            pin.path[0],
+            describe(source)
+        ));
+    }
+    if !endpoint_nodes(topology, network, destination).contains(&last) {
+        return Err(format!(
+            "the pinned path ends at {}, where {} does not leave the WAN",
+            pin.path[pin.path.len() - 1],
+            describe(destination)
+        ));
+    }
+    Ok(ClassDemand {
+        src: first,
+        dst: last,
+        rate: job.demands.iter().map(|d| d.rate_bps as f64).sum(),
+        class: class_of(job.class),
+        max_latency_us: None,
+        pinned_path: Some(edges),
+    })
+}
+
+fn pin_nodes(network: &Network, pin: &PathPin) -> Result<Vec<usize>, String> {
+    let index = network.index();
+    pin.path
+        .iter()
+        .map(|id| {
+            index
+                .get(id.as_str())
+                .copied()
+                .ok_or_else(|| format!("pinned path: node {id} is not in the topology"))
+        })
+        .collect()
+}
+
+fn pin_edges(network: &Network, pin: &PathPin, nodes: &[usize]) -> Result<Vec<usize>, String> {
+    nodes
+        .windows(2)
+        .zip(pin.path.windows(2))
+        .map(|(pair, ids)| {
+            network
+                .edges
+                .iter()
+                .position(|e| e.src == pair[0] && e.dst == pair[1])
+                .ok_or_else(|| format!("pinned path: no link from {} to {}", ids[0], ids[1]))
+        })
+        .collect()
+}
+
+/// The prefixes a job's destination stands for: a prefix itself; a site's
+/// own prefixes and those of its nodes.
+fn destination_prefixes(topology: &Topology, endpoint: &Endpoint) -> Vec<IpNet> {
+    match endpoint {
+        Endpoint::Prefix(prefix) => vec![*prefix],
+        Endpoint::Site(site) => {
+            let own = topology
+                .sites
+                .iter()
+                .filter(|s| &s.id == site)
+                .flat_map(|s| s.prefixes.iter().copied());
+            let of_nodes = topology
+                .nodes
+                .iter()
+                .filter(|n| n.site.as_ref() == Some(site))
+                .flat_map(|n| n.prefixes.iter().copied());
+            let mut prefixes: Vec<IpNet> = own.chain(of_nodes).collect();
+            prefixes.sort();
+            prefixes.dedup();
+            prefixes
+        }
+    }
+}
+
+/// The SRv6 pins of the active pinned jobs whose paths hold, by head-end
+/// router: what `southbound::render` turns into policies and SIDs.
+fn pins_by_router(
+    topology: &Topology,
+    network: &Network,
+    jobs: &[JobRecord],
+    now_ms: i64,
+) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut pins: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for record in jobs {
+        let (Some(pin), JobState::Active) = (&record.job.pin, record.state_at(now_ms)) else {
+            continue;
+        };
+        if pinned_demand(topology, network, record, pin).is_err() {
+            continue; // reported with the demands
+        }
+        let Some(destination) = record.job.destinations.first() else {
+            continue;
+        };
+        pins.entry(pin.path[0].clone())
+            .or_default()
+            .push(serde_json::json!({
+                "job": record.job.job_id,
+                "path": pin.path,
+                "prefixes": destination_prefixes(topology, destination),
+                "ip_protocol": pin.ip_protocol,
+                "destination_ports": pin.destination_ports,
+            }));
+    }
+    pins
 }
 
 fn describe(endpoint: &Endpoint) -> String {
@@ -198,7 +329,15 @@ pub fn compute_plan(
     let network = Network::from_topology(topology);
     let (demands, unresolved) = job_demands(topology, &network, jobs, now_ms);
     let plan = plan_classes(&network, &demands, PATHS_PER_PAIR, &FastOptions::default());
-    Ok(describe_plan(&network, &plan, unresolved))
+    let mut computed = describe_plan(&network, &plan, unresolved);
+    for (router, pins) in pins_by_router(topology, &network, jobs, now_ms) {
+        let state = computed
+            .desired_state
+            .entry(router)
+            .or_insert_with(|| serde_json::json!({ "routes": [] }));
+        state["pins"] = serde_json::Value::Array(pins);
+    }
+    Ok(computed)
 }
 
 fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -> ComputedPlan {
@@ -215,14 +354,18 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
         demands: Vec::new(),
     };
     let mut combined_allocation = Allocation { splits: Vec::new() };
+    let mut combined_pinned = Vec::new();
     let mut entries = Vec::new();
     for outcome in &plan.outcomes {
-        for (demand, split) in outcome
+        for (i, (demand, split)) in outcome
             .problem
             .demands
             .iter()
             .zip(&outcome.allocation.splits)
+            .enumerate()
         {
+            let pinned = outcome.pinned.get(i).copied().unwrap_or(false);
+            combined_pinned.push(pinned);
             combined.demands.push(demand.clone());
             combined_allocation.splits.push(split.clone());
             let paths: Vec<serde_json::Value> = demand
@@ -245,6 +388,7 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
                 "class": outcome.class.as_str(),
                 "rate_bps": demand.rate,
                 "paths": paths,
+                "pinned": pinned,
             }));
         }
     }
@@ -280,20 +424,25 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
         mlu: plan.mlu,
         metrics,
         allocation: serde_json::Value::Array(entries),
-        desired_state: desired_state(network, &combined, &combined_allocation),
+        desired_state: desired_state(network, &combined, &combined_allocation, &combined_pinned),
     }
 }
 
 /// Per node, per destination node, the share of traffic to send to each
-/// next hop (weighted multipath), summed over all demands through the node.
+/// next hop (weighted multipath), summed over all demands through the node
+/// but the pinned ones, which SRv6 carries past the weights.
 fn desired_state(
     network: &Network,
     problem: &Problem,
     allocation: &Allocation,
+    pinned: &[bool],
 ) -> BTreeMap<String, serde_json::Value> {
     // node -> destination -> next hop -> bit/s
     let mut flows: BTreeMap<usize, BTreeMap<usize, BTreeMap<usize, f64>>> = BTreeMap::new();
-    for (demand, split) in problem.demands.iter().zip(&allocation.splits) {
+    for (i, (demand, split)) in problem.demands.iter().zip(&allocation.splits).enumerate() {
+        if pinned.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         for (path, share) in demand.paths.iter().zip(split) {
             let rate = demand.rate * share;
             if rate <= 0.0 {

@@ -123,7 +123,7 @@ type Southbound = (
 
 fn southbound_driver(config: &ControllerConfig, topology: &aiwan_planner::Topology) -> Southbound {
     use crate::config::SouthboundDriver;
-    use crate::southbound::agents::{AgentDriver, AgentEndpoints};
+    use crate::southbound::agents::AgentDriver;
     use crate::southbound::simulated::SimulatedDataplane;
     match config.southbound.driver {
         None => (None, None),
@@ -132,13 +132,17 @@ fn southbound_driver(config: &ControllerConfig, topology: &aiwan_planner::Topolo
             (Some(simulated.clone()), Some(simulated))
         }
         Some(SouthboundDriver::Agents) => {
-            let endpoints = AgentEndpoints {
-                by_node: config.southbound.agents.clone(),
-                template: config.southbound.agent_endpoint_template.clone(),
-            };
+            let endpoints = agent_endpoints(config);
             let timeout = std::time::Duration::from_millis(config.southbound.agent_timeout_ms);
             (Some(Arc::new(AgentDriver::new(endpoints, timeout))), None)
         }
+    }
+}
+
+fn agent_endpoints(config: &ControllerConfig) -> crate::southbound::agents::AgentEndpoints {
+    crate::southbound::agents::AgentEndpoints {
+        by_node: config.southbound.agents.clone(),
+        template: config.southbound.agent_endpoint_template.clone(),
     }
 }
 
@@ -182,13 +186,17 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     }
     let stored_topology = store.load_topology().await?;
     let topology_revision = stored_topology.revision;
-    let (pipeline, telemetry) =
-        match crate::telemetry::start(config, &stored_topology.topology).await? {
-            Some((pipeline, telemetry)) => (Some(pipeline), Some(telemetry)),
-            None => (None, None),
-        };
-    let authenticator = Authenticator::new(store.clone());
     let (stop, stop_rx) = watch::channel(false);
+    let agent_counters = config.southbound.driver == Some(crate::config::SouthboundDriver::Agents)
+        && config.southbound.counters_interval_ms > 0;
+    let (pipeline, telemetry) = crate::telemetry::start(
+        config,
+        &stored_topology.topology,
+        agent_counters,
+        stop_rx.clone(),
+    )
+    .await?;
+    let authenticator = Authenticator::new(store.clone());
     let (driver, simulated) = southbound_driver(config, &stored_topology.topology);
     let state = AppState {
         store: store.clone(),
@@ -207,6 +215,15 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         );
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });
+    if let (true, Some(telemetry)) = (agent_counters, &state.telemetry) {
+        let feed = crate::southbound::counters::CounterFeed {
+            db: store.clone(),
+            telemetry: telemetry.store.clone(),
+            endpoints: agent_endpoints(config),
+            interval: std::time::Duration::from_millis(config.southbound.counters_interval_ms),
+        };
+        tokio::spawn(feed.run(state.topology_revision.subscribe(), stop_rx.clone()));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in aiwan_api::SERVICE_NAMES {

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job max latency",
         include_str!("../../migrations/0002_job_max_latency.sql"),
     ),
+    (
+        3,
+        "job pin",
+        include_str!("../../migrations/0003_job_pin.sql"),
+    ),
 ];
 
 /// Why a store operation failed.
@@ -494,8 +499,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
              deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
-             creator, max_latency_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12)",
+             creator, max_latency_us, pin_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13)",
         )
         .bind(&job.job_id)
         .bind(&job.tenant)
@@ -509,6 +514,13 @@ impl Store {
         .bind(now_ms)
         .bind(creator)
         .bind(job.max_latency_us)
+        .bind(
+            job.pin
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| corrupt(format!("pin of job {}: {e}", job.job_id)))?,
+        )
         .execute(&mut *tx)
         .await?;
         let sides = [("src", &job.sources), ("dst", &job.destinations)];
@@ -659,7 +671,7 @@ impl Store {
         let Some(row) = sqlx::query(
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
              start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
-             max_latency_us FROM jobs WHERE job_id = $1",
+             max_latency_us, pin_json FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1162,6 +1174,13 @@ fn job_from_row(
             priority: row.try_get("priority")?,
             max_latency_us: row.try_get("max_latency_us")?,
             demands,
+            pin: match row.try_get::<Option<String>, _>("pin_json")? {
+                None => None,
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| corrupt(format!("pin_json of job {job_id}: {e}")))?,
+                ),
+            },
             job_id,
         },
         cancelled_ms: row.try_get("cancelled_ms")?,

@@ -36,19 +36,34 @@ impl Telemetry {
     }
 }
 
-/// Starts the collectors when a listen address is configured.
+/// The collectors (when a listen address is configured) and the telemetry
+/// store they and the router agents' counters feed: the store exists when
+/// either does. Without collectors a clock task moves the store's time
+/// once a second (closing buckets, applying retention) until `stop`.
 pub async fn start(
     config: &ControllerConfig,
     topology: &Topology,
-) -> Result<Option<(Pipeline, Telemetry)>, ServeError> {
+    agent_counters: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(Option<Pipeline>, Option<Telemetry>), ServeError> {
     let settings = &config.collector;
-    if settings.netflow_listen.is_none() && settings.sflow_listen.is_none() {
-        return Ok(None);
+    let collectors = settings.netflow_listen.is_some() || settings.sflow_listen.is_some();
+    if !collectors && !agent_counters {
+        return Ok((None, None));
     }
     let mut store_config = settings.store.clone();
     let configured_sites = store_config.sites.clone();
     store_config.sites.extend(site_prefixes(topology));
     let store = TelemetryStore::new(store_config).map_err(ServeError::TelemetryStore)?;
+    let store: SharedStore = Arc::new(RwLock::new(store));
+    let telemetry = Telemetry {
+        store: Arc::clone(&store),
+        configured_sites,
+    };
+    if !collectors {
+        tokio::spawn(store_clock(Arc::clone(&store), stop));
+        return Ok((None, Some(telemetry)));
+    }
     let shards = match settings.shards {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n => n,
@@ -62,18 +77,30 @@ pub async fn start(
         template_file: Some(config.data_dir.join("collector-templates.json")),
         ..ListenerConfig::default()
     };
-    let running = pipeline::start(&listener, Arc::new(RwLock::new(store))).await?;
+    let running = pipeline::start(&listener, store).await?;
     tracing::info!(
         netflow = ?running.collector.netflow_address,
         sflow = ?running.collector.sflow_address,
         shards,
         "collectors listening"
     );
-    let telemetry = Telemetry {
-        store: Arc::clone(&running.store),
-        configured_sites,
-    };
-    Ok(Some((running, telemetry)))
+    Ok((Some(running), Some(telemetry)))
+}
+
+/// The store's clock when no collector pipeline moves it.
+async fn store_clock(store: SharedStore, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+        let now = aiwan_collectors::listener::now_ms();
+        if let Err(error) = pipeline::with_store(&store, move |store| store.advance(now)).await {
+            tracing::warn!(%error, "telemetry store could not move its clock");
+        }
+    }
 }
 
 /// The prefixes of each site, as the store maps addresses to sites: the

@@ -40,6 +40,9 @@ pub struct ClassDemand {
     pub class: Class,
     /// Only paths at most this long (one way, microseconds) may carry it.
     pub max_latency_us: Option<f64>,
+    /// An explicit path (edge indices from `src` to `dst`) that alone
+    /// carries the demand, whatever its latency: an operator's pin.
+    pub pinned_path: Option<Vec<usize>>,
 }
 
 /// A demand that could not be placed at all, and why.
@@ -65,6 +68,8 @@ pub struct ClassOutcome {
     /// 1 / residual MLU (placed demand over total, unplaced demands count
     /// as not fitting).
     pub satisfaction: f64,
+    /// Per demand of `problem`: whether it is pinned to its one path.
+    pub pinned: Vec<bool>,
 }
 
 /// The plan for all classes.
@@ -110,20 +115,44 @@ pub fn plan_classes(
     let mut outcomes = Vec::new();
     let mut unplaced = Vec::new();
     for class in Class::ALL {
-        // Demands of the class, summed per (pair, latency bound).
-        let mut summed: BTreeMap<(usize, usize, Option<u64>), f64> = BTreeMap::new();
+        // Demands of the class, summed per (pair, latency bound, pin).
+        type Key = (usize, usize, Option<u64>, Option<Vec<usize>>);
+        let mut summed: BTreeMap<Key, f64> = BTreeMap::new();
         for demand in demands.iter().filter(|d| d.class == class && d.rate > 0.0) {
             let bound = demand.max_latency_us.map(|b| b.to_bits());
-            *summed.entry((demand.src, demand.dst, bound)).or_insert(0.0) += demand.rate;
+            let key = (demand.src, demand.dst, bound, demand.pinned_path.clone());
+            *summed.entry(key).or_insert(0.0) += demand.rate;
         }
         if summed.is_empty() {
             continue;
         }
         let mut finder = ShortestPaths::new(network);
         let mut class_demands: Vec<Demand> = Vec::new();
+        let mut pinned = Vec::new();
         let mut total_rate = 0.0;
-        for (&(src, dst, bound), &rate) in &summed {
+        for ((src, dst, bound, pin), &rate) in &summed {
+            let (src, dst, bound) = (*src, *dst, *bound);
             total_rate += rate;
+            if let Some(path) = pin {
+                if path_joins(network, path, src, dst) {
+                    class_demands.push(Demand {
+                        src,
+                        dst,
+                        rate,
+                        paths: vec![path.clone()],
+                    });
+                    pinned.push(true);
+                } else {
+                    unplaced.push(Unplaced {
+                        src,
+                        dst,
+                        class,
+                        rate,
+                        reason: "the pinned path does not join its ends".to_string(),
+                    });
+                }
+                continue;
+            }
             let options = PathOptions {
                 max_latency_us: bound.map(f64::from_bits),
                 ..PathOptions::k_shortest(k)
@@ -157,6 +186,7 @@ pub fn plan_classes(
                 rate,
                 paths,
             });
+            pinned.push(false);
         }
         let problem = Problem {
             network: residual.clone(),
@@ -193,6 +223,7 @@ pub fn plan_classes(
             allocation,
             residual_mlu,
             satisfaction,
+            pinned,
         });
     }
     let mlu = loads
@@ -206,6 +237,24 @@ pub fn plan_classes(
         loads,
         mlu,
     }
+}
+
+/// True when `path` is a chain of existing edges from `src` to `dst`
+/// visiting no node twice.
+pub fn path_joins(network: &Network, path: &[usize], src: usize, dst: usize) -> bool {
+    let mut at = src;
+    let mut seen = vec![src];
+    for &e in path {
+        let Some(edge) = network.edges.get(e) else {
+            return false;
+        };
+        if edge.src != at || seen.contains(&edge.dst) {
+            return false;
+        }
+        at = edge.dst;
+        seen.push(at);
+    }
+    !path.is_empty() && at == dst
 }
 
 #[cfg(test)]
@@ -241,6 +290,51 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_demand_takes_its_path_alone_and_a_broken_pin_is_unplaced() {
+        let pinned = ClassDemand {
+            src: 0,
+            dst: 3,
+            rate: 4.0,
+            class: Class::AiSync,
+            // The long path is beyond the bound; the pin wins.
+            max_latency_us: Some(2000.0),
+            pinned_path: Some(vec![4, 6]),
+        };
+        let free = ClassDemand {
+            pinned_path: None,
+            ..pinned.clone()
+        };
+        let broken = ClassDemand {
+            src: 0,
+            dst: 3,
+            rate: 1.0,
+            class: Class::AiBulk,
+            max_latency_us: None,
+            pinned_path: Some(vec![4, 2]),
+        };
+        let plan = plan_classes(
+            &network(),
+            &[pinned, free, broken],
+            2,
+            &FastOptions::default(),
+        );
+        let sync = &plan.outcomes[0];
+        assert_eq!(sync.pinned, vec![false, true]);
+        assert_eq!(sync.problem.demands[1].paths, vec![vec![4, 6]]);
+        assert!((plan.loads[4] - 4.0).abs() < 1e-9, "{:?}", plan.loads);
+        assert!((plan.loads[0] - 4.0).abs() < 1e-9, "{:?}", plan.loads);
+        assert_eq!(plan.unplaced.len(), 1);
+        assert_eq!(
+            plan.unplaced[0].reason,
+            "the pinned path does not join its ends"
+        );
+        assert!(path_joins(&network(), &[0, 2], 0, 3));
+        assert!(!path_joins(&network(), &[0, 1], 0, 0), "revisits a node");
+        assert!(!path_joins(&network(), &[], 0, 0));
+        assert!(!path_joins(&network(), &[99], 0, 1));
+    }
+
+    #[test]
     fn sync_first_on_short_paths_bulk_on_what_is_left() {
         let demands = [
             ClassDemand {
@@ -249,6 +343,7 @@ mod tests {
                 rate: 8.0,
                 class: Class::AiSync,
                 max_latency_us: Some(2000.0),
+                pinned_path: None,
             },
             ClassDemand {
                 src: 0,
@@ -256,6 +351,7 @@ mod tests {
                 rate: 50.0,
                 class: Class::AiBulk,
                 max_latency_us: None,
+                pinned_path: None,
             },
         ];
         let plan = plan_classes(&network(), &demands, 2, &FastOptions::default());
@@ -287,6 +383,7 @@ mod tests {
                 rate: 20.0,
                 class: Class::AiSync,
                 max_latency_us: Some(2000.0),
+                pinned_path: None,
             },
             ClassDemand {
                 src: 0,
@@ -294,6 +391,7 @@ mod tests {
                 rate: 5.0,
                 class: Class::AiSync,
                 max_latency_us: Some(100.0),
+                pinned_path: None,
             },
         ];
         let plan = plan_classes(&network(), &demands, 2, &FastOptions::default());

@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status};
 use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
-use crate::model::{DemandRecord, Endpoint, JobRecord, JobState, NewJob, TrafficClass, now_ms};
+use crate::model::{
+    DemandRecord, Endpoint, JobRecord, JobState, NewJob, PathPin, TrafficClass, now_ms,
+};
 
 /// Longest job ID and tenant.
 pub const MAX_NAME_LEN: usize = 63;
@@ -254,6 +256,7 @@ pub fn validate_job(
             "must be between 0 and 1000",
         ));
     }
+    let pin = validate_pin(job, sources.len(), destinations.len())?;
     // The rate is shared evenly by the pairs, rounded up so that no pair
     // gets zero.
     let pairs = (sources.len() * destinations.len()) as i64;
@@ -281,7 +284,94 @@ pub fn validate_job(
         priority: i64::from(job.priority),
         max_latency_us,
         demands,
+        pin,
     })
+}
+
+/// Longest pinned path, in routers.
+const MAX_PINNED_PATH: usize = 64;
+
+/// `pinned_path` and `flow`: well-formed here; whether the routers exist
+/// and are linked is the planner's to say (the topology may change
+/// between the job and its plan), in the plan's unplaced demands.
+fn validate_pin(
+    job: &pb::Job,
+    sources: usize,
+    destinations: usize,
+) -> Result<Option<PathPin>, FieldViolation> {
+    if job.pinned_path.is_empty() {
+        if job.flow.is_some() {
+            return Err(FieldViolation::new("job.flow", "only with job.pinned_path"));
+        }
+        return Ok(None);
+    }
+    if sources != 1 || destinations != 1 {
+        return Err(FieldViolation::new(
+            "job.pinned_path",
+            "needs exactly one source and one destination",
+        ));
+    }
+    if !(2..=MAX_PINNED_PATH).contains(&job.pinned_path.len()) {
+        return Err(FieldViolation::new(
+            "job.pinned_path",
+            format!("must name 2 to {MAX_PINNED_PATH} routers"),
+        ));
+    }
+    let mut path: Vec<String> = Vec::with_capacity(job.pinned_path.len());
+    for (i, name) in job.pinned_path.iter().enumerate() {
+        let field = format!("job.pinned_path[{i}]");
+        let id = resource_id(&field, name, "nodes")?;
+        if path.iter().any(|seen| seen == id) {
+            return Err(FieldViolation::new(
+                &field,
+                format!("{name} appears twice: a path visits a router once"),
+            ));
+        }
+        path.push(id.to_string());
+    }
+    let (ip_protocol, destination_ports) = match &job.flow {
+        None => (None, None),
+        Some(flow) => {
+            let ip_protocol = match flow.ip_protocol {
+                None => None,
+                Some(p) => Some(u8::try_from(p).map_err(|_| {
+                    FieldViolation::new("job.flow.ip_protocol", "must be 0 to 255")
+                })?),
+            };
+            let ports = match (flow.destination_port_first, flow.destination_port_last) {
+                (0, 0) => None,
+                (first, last) => {
+                    let first = u16::try_from(first).ok().filter(|p| *p > 0);
+                    let last = u16::try_from(last).ok().filter(|p| *p > 0);
+                    let (Some(first), Some(last)) = (first, last) else {
+                        return Err(FieldViolation::new(
+                            "job.flow.destination_port_first",
+                            "ports must be 1 to 65535 (both 0 for any)",
+                        ));
+                    };
+                    if first > last {
+                        return Err(FieldViolation::new(
+                            "job.flow.destination_port_last",
+                            "must not be below destination_port_first",
+                        ));
+                    }
+                    if !matches!(ip_protocol, Some(6 | 17 | 132)) {
+                        return Err(FieldViolation::new(
+                            "job.flow.ip_protocol",
+                            "ports need a protocol with ports: 6 (TCP), 17 (UDP) or 132 (SCTP)",
+                        ));
+                    }
+                    Some((first, last))
+                }
+            };
+            (ip_protocol, ports)
+        }
+    };
+    Ok(Some(PathPin {
+        path,
+        ip_protocol,
+        destination_ports,
+    }))
 }
 
 fn endpoint_to_pb(endpoint: &Endpoint) -> pb::Endpoint {
@@ -345,6 +435,20 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
             seconds: us / 1_000_000,
             nanos: ((us % 1_000_000) * 1000) as i32,
         }),
+        pinned_path: job
+            .pin
+            .iter()
+            .flat_map(|pin| pin.path.iter().map(|node| format!("nodes/{node}")))
+            .collect(),
+        flow: job
+            .pin
+            .as_ref()
+            .filter(|pin| pin.ip_protocol.is_some() || pin.destination_ports.is_some())
+            .map(|pin| pb::FlowMatch {
+                ip_protocol: pin.ip_protocol.map(u32::from),
+                destination_port_first: pin.destination_ports.map_or(0, |(f, _)| u32::from(f)),
+                destination_port_last: pin.destination_ports.map_or(0, |(_, l)| u32::from(l)),
+            }),
     }
 }
 

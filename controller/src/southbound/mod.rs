@@ -3,6 +3,7 @@
 //! gRPC, or the simulated dataplane (`simulated`), behind one trait.
 
 pub mod agents;
+pub mod counters;
 pub mod reconcile;
 pub mod render;
 pub mod simulated;

@@ -11,19 +11,35 @@
 //! routers outside the site send all of the site's prefixes by the plan's
 //! weights towards it; inside the site the shortest paths take over.
 //!
+//! A pinned job's path (the plan's `pins` at its first router) becomes SRv6:
+//! at the first router, a FIB rule per destination prefix (with the job's
+//! protocol and ports) into a table of the pin's own, holding an encap
+//! route whose segments are an `End` SID of each router after it and a
+//! decapsulating SID at the last (`End.DX4` towards the prefix's next hop
+//! there for IPv4, `End.DT6` for IPv6); every router of the path but the
+//! last gets a /128 route for the next router's SID over the link between
+//! them, so the encapsulated packet follows the path link by link. SIDs
+//! come from each router's locator `fd00:5e6:{n}::/64` (`n` its position in
+//! the sorted node IDs, from 1): `::1` End, `::2` End.DT6, `::100` onwards
+//! End.DX4 per next hop.
+//!
 //! Gateways come from the interconnect's addressing plan
 //! (`aiwan_lab::addressing`), which the lab deploys and the controller
 //! recomputes from the stored topology.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::Ipv6Addr;
 
 use aiwan_lab::addressing::LinkAddressing;
 use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::agent::{MAIN_TABLE, NextHop, NodeState, UcmpRoute, weights_from_ratios};
+use crate::agent::{
+    Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, RULE_PRIORITY_RANGE, Srv6Action,
+    Srv6Policy, TABLE_RANGE, UcmpRoute, weights_from_ratios,
+};
 
 /// Why a plan could not be made into kernel state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +56,18 @@ pub enum RenderError {
 #[derive(Debug, Clone, Deserialize)]
 struct PlannedRoutes {
     routes: Vec<PlannedRoute>,
+    /// Pinned paths that start at this router.
+    #[serde(default)]
+    pins: Vec<PlannedPin>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PlannedPin {
+    job: String,
+    path: Vec<String>,
+    prefixes: Vec<IpNet>,
+    ip_protocol: Option<u8>,
+    destination_ports: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +93,7 @@ pub fn render(
     addressing: &LinkAddressing,
     planned: &BTreeMap<String, serde_json::Value>,
 ) -> Result<BTreeMap<String, NodeState>, RenderError> {
+    let pins = parse_pins(planned)?;
     let planned = parse_planned(planned)?;
     let routers: Vec<&aiwan_planner::Node> = topology
         .nodes
@@ -161,7 +190,252 @@ pub fn render(
             },
         );
     }
+    add_pins(topology, addressing, &pins, &mut states)?;
     Ok(states)
+}
+
+fn parse_pins(
+    planned: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<(String, PlannedPin)>, RenderError> {
+    let mut pins = Vec::new();
+    for (node, value) in planned {
+        let routes: PlannedRoutes =
+            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
+                node: node.clone(),
+                reason: error.to_string(),
+            })?;
+        for pin in routes.pins {
+            if pin.path.len() < 2 || pin.path.first() != Some(node) {
+                return Err(RenderError::Plan {
+                    node: node.clone(),
+                    reason: format!("pin of jobs/{} does not start here", pin.job),
+                });
+            }
+            pins.push((node.clone(), pin));
+        }
+    }
+    Ok(pins)
+}
+
+/// The SID of `function` in `node`'s locator.
+fn sid(locators: &BTreeMap<&str, u16>, node: &str, function: u16) -> Option<Ipv6Addr> {
+    let n = *locators.get(node)?;
+    Some(Ipv6Addr::new(0xfd00, 0x05e6, n, 0, 0, 0, 0, function))
+}
+
+const SID_END: u16 = 1;
+const SID_END_DT6: u16 = 2;
+const SID_END_DX4_FIRST: u16 = 0x100;
+
+/// The link from `node` to `next`: its interface and the neighbour's
+/// addresses on it.
+fn link_to(
+    topology: &Topology,
+    addressing: &LinkAddressing,
+    node: &str,
+    next: &str,
+) -> Result<(String, std::net::Ipv4Addr, Ipv6Addr), RenderError> {
+    let link = topology
+        .links
+        .iter()
+        .find(|link| link.src == node && link.dst == next && link.admin_up)
+        .ok_or_else(|| RenderError::NoLink {
+            node: node.to_string(),
+            next_hop: next.to_string(),
+        })?;
+    let (_, _, peer) = addressing
+        .peer_of(node, &link.src_interface)
+        .ok_or_else(|| RenderError::NoAddress {
+            node: node.to_string(),
+            interface: link.src_interface.clone(),
+        })?;
+    Ok((link.src_interface.clone(), peer.v4.addr(), peer.v6.addr()))
+}
+
+/// Adds the SRv6 state of every pin (see the module documentation).
+fn add_pins(
+    topology: &Topology,
+    addressing: &LinkAddressing,
+    pins: &[(String, PlannedPin)],
+    states: &mut BTreeMap<String, NodeState>,
+) -> Result<(), RenderError> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = topology.nodes.iter().map(|n| n.id.as_str()).collect();
+    ids.sort_unstable();
+    let locators: BTreeMap<&str, u16> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, u16::try_from(i + 1).unwrap_or(u16::MAX)))
+        .collect();
+    let missing_sid = |node: &str| RenderError::Plan {
+        node: node.to_string(),
+        reason: "no SRv6 locator: more than 65,535 nodes".into(),
+    };
+    // Per router: host routes to SIDs, local SIDs, and its rules' and
+    // tables' next numbers; the DX4 SIDs given out per (router, next hop).
+    let mut sid_routes: BTreeMap<String, BTreeMap<Ipv6Addr, UcmpRoute>> = BTreeMap::new();
+    let mut local_sids: BTreeMap<String, BTreeMap<Ipv6Addr, LocalSid>> = BTreeMap::new();
+    let mut dx4: BTreeMap<(String, std::net::Ipv4Addr), Ipv6Addr> = BTreeMap::new();
+    let mut next_rule: BTreeMap<String, u32> = BTreeMap::new();
+    let mut next_table: BTreeMap<String, u32> = BTreeMap::new();
+    for (head, pin) in pins {
+        let path = &pin.path;
+        let tail = path[path.len() - 1].as_str();
+        let table = {
+            let next = next_table
+                .entry(head.clone())
+                .or_insert(*TABLE_RANGE.start());
+            let table = *next;
+            *next += 1;
+            table
+        };
+        if !TABLE_RANGE.contains(&table) {
+            return Err(RenderError::Plan {
+                node: head.clone(),
+                reason: "more pinned paths than aiwan's tables".into(),
+            });
+        }
+        // The End SID of each router between the first and the last.
+        let mut transit = Vec::new();
+        for i in 1..path.len() - 1 {
+            let node = path[i].as_str();
+            let end = sid(&locators, node, SID_END).ok_or_else(|| missing_sid(node))?;
+            let (out, _, _) = link_to(topology, addressing, node, &path[i + 1])?;
+            local_sids.entry(node.to_string()).or_default().insert(
+                end,
+                LocalSid {
+                    sid: end,
+                    action: Srv6Action::End,
+                    interface: out,
+                },
+            );
+            transit.push(end);
+        }
+        for prefix in &pin.prefixes {
+            // The last router's decapsulating SID for this prefix.
+            let tail_sid = match prefix {
+                IpNet::V4(_) => {
+                    let Some(hop) = states
+                        .get(tail)
+                        .and_then(|state| state.routes.iter().find(|r| r.prefix == *prefix))
+                        .and_then(|route| route.next_hops.first())
+                    else {
+                        // Delivered at the last router itself: End.DX4
+                        // cannot hand a packet to its own node, so this
+                        // prefix keeps the plan's weights.
+                        continue;
+                    };
+                    let Some(std::net::IpAddr::V4(next_hop)) = hop.gateway else {
+                        continue;
+                    };
+                    let count = dx4.keys().filter(|(node, _)| node == tail).count();
+                    let function =
+                        SID_END_DX4_FIRST.saturating_add(u16::try_from(count).unwrap_or(u16::MAX));
+                    let tail_sid = *dx4.entry((tail.to_string(), next_hop)).or_insert(
+                        sid(&locators, tail, function).ok_or_else(|| missing_sid(tail))?,
+                    );
+                    local_sids.entry(tail.to_string()).or_default().insert(
+                        tail_sid,
+                        LocalSid {
+                            sid: tail_sid,
+                            action: Srv6Action::EndDx4 { next_hop },
+                            interface: hop.interface.clone(),
+                        },
+                    );
+                    tail_sid
+                }
+                IpNet::V6(_) => {
+                    let tail_sid =
+                        sid(&locators, tail, SID_END_DT6).ok_or_else(|| missing_sid(tail))?;
+                    let (interface, _, _) =
+                        link_to(topology, addressing, tail, &path[path.len() - 2])?;
+                    local_sids.entry(tail.to_string()).or_default().insert(
+                        tail_sid,
+                        LocalSid {
+                            sid: tail_sid,
+                            action: Srv6Action::EndDt6 { table: MAIN_TABLE },
+                            interface,
+                        },
+                    );
+                    tail_sid
+                }
+            };
+            // Each router of the path reaches the next one's SID directly.
+            let mut segments = transit.clone();
+            segments.push(tail_sid);
+            for (pair, target) in path.windows(2).zip(&segments) {
+                let (node, next) = (pair[0].as_str(), pair[1].as_str());
+                let (interface, _, gateway) = link_to(topology, addressing, node, next)?;
+                sid_routes
+                    .entry(node.to_string())
+                    .or_default()
+                    .entry(*target)
+                    .or_insert(UcmpRoute {
+                        prefix: IpNet::V6(ipnet::Ipv6Net::from(*target)),
+                        table: MAIN_TABLE,
+                        next_hops: vec![NextHop {
+                            gateway: Some(std::net::IpAddr::V6(gateway)),
+                            interface,
+                            weight: 1,
+                        }],
+                    });
+            }
+            let (interface, _, _) = link_to(topology, addressing, head, &path[1])?;
+            let priority = {
+                let next = next_rule
+                    .entry(head.clone())
+                    .or_insert(*RULE_PRIORITY_RANGE.start());
+                let priority = *next;
+                *next += 1;
+                priority
+            };
+            if !RULE_PRIORITY_RANGE.contains(&priority) {
+                return Err(RenderError::Plan {
+                    node: head.clone(),
+                    reason: "more pinned prefixes than aiwan's rule priorities".into(),
+                });
+            }
+            let state = states.entry(head.clone()).or_default();
+            state.flow_rules.push(FlowRule {
+                priority,
+                family: match prefix {
+                    IpNet::V4(_) => Family::V4,
+                    IpNet::V6(_) => Family::V6,
+                },
+                source: None,
+                destination: Some(*prefix),
+                ip_protocol: pin.ip_protocol,
+                destination_ports: pin.destination_ports,
+                source_ports: None,
+                dscp: None,
+                table,
+            });
+            state.srv6_policies.push(Srv6Policy {
+                prefix: *prefix,
+                table,
+                segments,
+                interface,
+                gateway: None,
+            });
+        }
+    }
+    for (node, routes) in sid_routes {
+        states
+            .entry(node)
+            .or_default()
+            .routes
+            .extend(routes.into_values());
+    }
+    for (node, sids) in local_sids {
+        states
+            .entry(node)
+            .or_default()
+            .local_sids
+            .extend(sids.into_values());
+    }
+    Ok(())
 }
 
 fn parse_planned(

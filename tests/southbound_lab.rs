@@ -1,0 +1,743 @@
+//! The southbound end to end on real routers: a four-router diamond
+//! deployed into network namespaces by `aiwan lab up --agents` (one
+//! `aiwan agent` per router), driven by the `aiwan controller` binary
+//! through its reconcile loop, checked with `ip` in the namespaces, with
+//! iperf3 traffic, and through the controller's own telemetry (the
+//! agents' interface counters in its store).
+//!
+//! One test walks the acceptance points in order on one deployment: the
+//! plan's 70/30 split in the kernel and in the traffic; a route deleted by
+//! hand is restored within two reconcile intervals and a route aiwan does
+//! not own is left alone; an agent that is down makes the plan partial and
+//! is brought up to date when it is back; the controller killed with
+//! SIGKILL in the middle of a push converges after its restart, nothing of
+//! the old plan left and nothing of the new one missing.
+//!
+//! Needs root, iproute2 and iperf3; skipped with a reason elsewhere,
+//! failed under `AIWAN_REQUIRE_LAB=1`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aiwan_api::agent::v1 as agent_pb;
+use aiwan_api::v1 as pb;
+use aiwan_controller::agent::AgentClient;
+use serde_json::Value;
+use support::{ADMIN_SECRET, Clients};
+use tonic_health::pb::health_client::HealthClient;
+
+const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/southbound-diamond.clab.yml")
+}
+
+/// Runs a command, returning its stdout or its stderr as the error.
+fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn missing_prerequisite() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if let Err(e) = sh(&["ip", "netns", "list"]) {
+        return Some(format!("iproute2 with netns is missing ({e})"));
+    }
+    if let Err(e) = sh(&["iperf3", "--version"]) {
+        return Some(format!("iperf3 is missing ({e})"));
+    }
+    None
+}
+
+/// The deployed lab and its agents, torn down on drop.
+struct Lab {
+    name: String,
+    /// Agents this test started again, reaped once `lab down` stopped them.
+    restarted: std::sync::Mutex<Vec<Child>>,
+}
+
+impl Lab {
+    fn up(name: &str) -> Lab {
+        let file = fixture();
+        let out = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .args(["lab", "up", "--agents", "--force", "--name", name])
+            .arg(&file)
+            .output()
+            .expect("run aiwan lab up");
+        assert!(
+            out.status.success(),
+            "aiwan lab up --agents failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Lab {
+            name: name.to_string(),
+            restarted: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn namespace(&self, node: &str) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    fn dir(&self) -> PathBuf {
+        aiwan_controller::lab_cli::agents_dir(&self.name)
+    }
+
+    fn endpoint(&self, node: &str) -> String {
+        format!("unix:{}/{node}.sock", self.dir().display())
+    }
+
+    fn agent_pid(&self, node: &str) -> nix::unistd::Pid {
+        let text = std::fs::read_to_string(self.dir().join(format!("{node}.pid"))).expect("pid");
+        nix::unistd::Pid::from_raw(text.trim().parse().expect("pid number"))
+    }
+
+    fn signal_agent(&self, node: &str, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.agent_pid(node), signal).expect("signal the agent");
+    }
+
+    /// Starts `node`'s agent again as `lab up` did (without `--purge`: it
+    /// adopts what its predecessor left).
+    fn restart_agent(&self, node: &str) {
+        use std::os::unix::process::CommandExt as _;
+        let socket = self.dir().join(format!("{node}.sock"));
+        let log = std::fs::File::create(self.dir().join(format!("{node}.again.log"))).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .arg("agent")
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--netns", &self.namespace(node)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start the agent again");
+        std::fs::write(
+            self.dir().join(format!("{node}.pid")),
+            format!("{}\n", child.id()),
+        )
+        .expect("pid file");
+        self.restarted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(child);
+    }
+
+    /// `ip -j ARGS` in `node`'s namespace.
+    fn ip_json(&self, node: &str, args: &[&str]) -> Value {
+        let ns = self.namespace(node);
+        let mut full = vec!["ip", "-j", "-n", ns.as_str()];
+        full.extend_from_slice(args);
+        let out = sh(&full).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&out).unwrap_or(Value::Array(Vec::new()))
+    }
+
+    /// The next hops (device, weight) of aiwan's route to `prefix` in the
+    /// main table of `node`.
+    fn route_hops(&self, node: &str, prefix: &str) -> Vec<(String, u64)> {
+        let routes = self.ip_json(node, &["route", "show", prefix, "proto", "170"]);
+        let Some(route) = routes.as_array().and_then(|r| r.first()) else {
+            return Vec::new();
+        };
+        match route["nexthops"].as_array() {
+            Some(hops) => hops
+                .iter()
+                .map(|hop| {
+                    (
+                        hop["dev"].as_str().unwrap_or_default().to_string(),
+                        hop["weight"].as_u64().unwrap_or(1),
+                    )
+                })
+                .collect(),
+            None => vec![(route["dev"].as_str().unwrap_or_default().to_string(), 1)],
+        }
+    }
+
+    fn tx_bytes(&self, node: &str, interface: &str) -> u64 {
+        let links = self.ip_json(node, &["-s", "link", "show", "dev", interface]);
+        links[0]["stats64"]["tx"]["bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no tx bytes for {node}:{interface}: {links}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A stopped agent cannot take SIGTERM.
+        if let Ok(text) = std::fs::read_to_string(self.dir().join("r2.pid"))
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+        let _ = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .args(["lab", "down", "--name", &self.name])
+            .stdout(Stdio::null())
+            .status();
+        let restarted = self
+            .restarted
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for child in restarted.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `eth1` share of a two-way split.
+fn share_of(hops: &[(String, u64)], dev: &str) -> f64 {
+    let total: u64 = hops.iter().map(|(_, w)| *w).sum();
+    let part: u64 = hops.iter().filter(|(d, _)| d == dev).map(|(_, w)| *w).sum();
+    part as f64 / total.max(1) as f64
+}
+
+struct Controller {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Starts `aiwan controller` with the agents driver and waits until it
+/// serves.
+async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &str) -> Controller {
+    let config = dir.join("aiwan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[southbound]\ndriver = \"agents\"\nreconcile_interval_ms = {}\n\
+             agent_timeout_ms = 2000\ncounters_interval_ms = 200\n\
+             agent_endpoint_template = \"unix:{}/{{node}}.sock\"\n",
+            RECONCILE_INTERVAL.as_millis(),
+            lab.dir().display()
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .arg("controller")
+        .arg("--config")
+        .arg(&config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--bootstrap-token")
+        .arg(format!("admin:{ADMIN_SECRET}"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn aiwan controller");
+    let mut controller = Controller { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = controller.child.try_wait().expect("child status") {
+            let log = std::fs::read_to_string(dir.join(log_name)).unwrap_or_default();
+            panic!("controller exited with {status} before serving:\n{log}");
+        }
+        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel);
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if health.check(request).await.is_ok() {
+                return controller;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "controller did not serve in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn current_plan(clients: &mut Clients) -> pb::Plan {
+    clients
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect("current plan")
+        .into_inner()
+        .plan
+        .expect("a plan")
+}
+
+/// Waits until plan `version` is current with `status`.
+async fn wait_for_plan(
+    clients: &mut Clients,
+    version: i64,
+    status: pb::PlanStatus,
+    within: Duration,
+    log: &Path,
+) -> pb::Plan {
+    let deadline = Instant::now() + within;
+    loop {
+        let plan = current_plan(clients).await;
+        if plan.version == version && plan.status == status as i32 {
+            return plan;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "plan {version} never became {status:?} in {within:?}: {plan:?}\ncontroller log (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn apply(clients: &mut Clients, reason: &str) -> i64 {
+    let operation = clients
+        .plans
+        .apply_plan(pb::ApplyPlanRequest {
+            reason: reason.into(),
+        })
+        .await
+        .expect("apply plan")
+        .into_inner()
+        .operation
+        .expect("operation");
+    match operation.result {
+        Some(pb::operation::Result::Response(plan)) => plan.version,
+        _ => panic!("apply failed: {operation:?}"),
+    }
+}
+
+fn site_job(class: pb::TrafficClass, from: &str, to: &str, rate_bps: i64) -> pb::Job {
+    let site = |name: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
+    };
+    pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: class as i32,
+        sources: vec![site(from)],
+        destinations: vec![site(to)],
+        rate_bps,
+        priority: 10,
+        ..pb::Job::default()
+    }
+}
+
+async fn create_job(clients: &mut Clients, id: &str, job: pb::Job) {
+    clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: id.into(),
+            job: Some(job),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("create job {id}: {status}"));
+}
+
+async fn cancel_job(clients: &mut Clients, id: &str) {
+    clients
+        .intents
+        .cancel_job(pb::CancelJobRequest {
+            name: format!("jobs/{id}"),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("cancel job {id}: {status}"));
+}
+
+/// What an agent holds.
+async fn agent_state(lab: &Lab, node: &str) -> agent_pb::GetStateResponse {
+    let mut client = AgentClient::connect(&lab.endpoint(node))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .get_state(agent_pb::GetStateRequest {})
+        .await
+        .unwrap_or_else(|status| panic!("{node}: get state: {status}"))
+        .into_inner()
+}
+
+/// The sum of a link's rate points in `[start, end)` from the controller's
+/// telemetry: proportional to its bytes, the points being equally spaced.
+async fn link_rate_sum(clients: &mut Clients, link: &str, start_ms: i64, end_ms: i64) -> f64 {
+    let response = clients
+        .telemetry
+        .get_link_utilization(pb::GetLinkUtilizationRequest {
+            link: format!("links/{link}"),
+            start_time: Some(support::at(start_ms - support::now_ms())),
+            end_time: Some(support::at(end_ms - support::now_ms())),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("link utilisation of {link}: {status}"))
+        .into_inner();
+    response
+        .utilization
+        .map(|u| u.points.iter().map(|p| p.rate_bps).sum())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
+    let test = "controller_programs_the_diamond_repairs_drift_and_survives_sigkill";
+    if let Some(reason) = missing_prerequisite() {
+        support::skip::<()>(test, &reason);
+        return;
+    }
+    let lab = Lab::up(&format!("sbd{}", std::process::id() % 100_000));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_port();
+    let mut controller = spawn_controller(dir.path(), &lab, addr, "controller-1.log").await;
+    let log = dir.path().join("controller-1.log");
+    let mut clients = Clients::connect(controller.addr, Some(ADMIN_SECRET)).await;
+
+    let topology = aiwan_lab::clab::load_clab(&fixture()).expect("fixture");
+    clients
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(aiwan_controller::convert::topology_to_pb(&topology, 0, 0)),
+        })
+        .await
+        .expect("import");
+
+    // 1. A 9G demand west to east: both paths at 90%, 70/30 by capacity.
+    create_job(
+        &mut clients,
+        "train-1",
+        site_job(pb::TrafficClass::AiSync, "west", "east", 9_000_000_000),
+    )
+    .await;
+    let v1 = apply(&mut clients, "first").await;
+    wait_for_plan(
+        &mut clients,
+        v1,
+        pb::PlanStatus::Applied,
+        Duration::from_secs(20),
+        &log,
+    )
+    .await;
+    for prefix in ["10.4.0.0/24", "10.4.1.0/24"] {
+        let hops = lab.route_hops("r1", prefix);
+        let share = share_of(&hops, "eth1");
+        assert!(
+            hops.len() == 2 && (0.68..=0.72).contains(&share),
+            "r1's route to {prefix} should split 70/30 over eth1/eth2: {hops:?}"
+        );
+    }
+    // A route aiwan does not own, in the same table.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.namespace("r1"),
+        "route",
+        "add",
+        "10.77.0.0/24",
+        "dev",
+        "eth1",
+        "proto",
+        "static",
+    ])
+    .expect("add a foreign route");
+
+    // 2. Traffic between the sites, many flows: divided about 70/30, as
+    // the kernel's counters and the controller's telemetry both say.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace("h4")])
+        .args(["iperf3", "-s", "-1", "-B", "10.4.1.1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let started_ms = support::now_ms();
+    let client = tokio::task::spawn_blocking({
+        let ns = lab.namespace("h1");
+        move || {
+            sh(&[
+                "ip", "netns", "exec", &ns, "iperf3", "-c", "10.4.1.1", "-B", "10.1.1.1", "-p",
+                "5201", "-u", "-b", "4M", "-l", "1200", "-P", "96", "-t", "4",
+            ])
+        }
+    })
+    .await
+    .expect("iperf3 client task");
+    let ended_ms = support::now_ms();
+    let _ = server.wait();
+    client.expect("iperf3 client");
+    let after = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let kernel = ((after.0 - before.0) as f64, (after.1 - before.1) as f64);
+    let kernel_share = kernel.0 / (kernel.0 + kernel.1);
+    assert!(
+        kernel.0 + kernel.1 > 100e6 && (0.6..=0.8).contains(&kernel_share),
+        "r1 sent {kernel:?} bytes on eth1/eth2: share {kernel_share:.3}, not about 70%"
+    );
+    // The agents stream counters every 200 ms; let the last ones land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let telemetry = (
+        link_rate_sum(&mut clients, "r1:eth1", started_ms, ended_ms + 1000).await,
+        link_rate_sum(&mut clients, "r1:eth2", started_ms, ended_ms + 1000).await,
+    );
+    let telemetry_share = telemetry.0 / (telemetry.0 + telemetry.1);
+    assert!(
+        (telemetry_share - kernel_share).abs() < 0.05,
+        "the controller's link utilisation {telemetry:?} (share {telemetry_share:.3}) \
+         disagrees with the kernel's counters (share {kernel_share:.3})"
+    );
+
+    // 2b. A job pinned to the longer path through r3, for its UDP flows
+    // to port 5301 only: an SRv6 policy at r1 (rule, table, encap route),
+    // End at r3, End.DX4 at r4. Its traffic leaves r1 on eth2 alone.
+    let mut pinned = site_job(pb::TrafficClass::BestEffort, "west", "east", 200_000_000);
+    pinned.pinned_path = ["r1", "r3", "r4"]
+        .iter()
+        .map(|n| format!("nodes/{n}"))
+        .collect();
+    pinned.flow = Some(pb::FlowMatch {
+        ip_protocol: Some(17),
+        destination_port_first: 5301,
+        destination_port_last: 5301,
+    });
+    create_job(&mut clients, "pinned-4", pinned).await;
+    let v_pin = apply(&mut clients, "pin").await;
+    wait_for_plan(
+        &mut clients,
+        v_pin,
+        pb::PlanStatus::Applied,
+        Duration::from_secs(20),
+        &log,
+    )
+    .await;
+    let rules = sh(&["ip", "-n", &lab.namespace("r1"), "rule", "show"]).expect("rules");
+    assert!(
+        rules.contains("to 10.4.1.0/24 ipproto udp dport 5301 lookup 20000"),
+        "r1 has no rule steering the pinned flow: {rules}"
+    );
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace("h4")])
+        .args(["iperf3", "-s", "-1", "-B", "10.4.1.1", "-p", "5301"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let r3_before = lab.tx_bytes("r3", "eth2");
+    let client = tokio::task::spawn_blocking({
+        let ns = lab.namespace("h1");
+        move || {
+            sh(&[
+                "ip", "netns", "exec", &ns, "iperf3", "-c", "10.4.1.1", "-B", "10.1.1.1", "-p",
+                "5301", "-u", "-b", "4M", "-l", "1200", "-P", "32", "-t", "3",
+            ])
+        }
+    })
+    .await
+    .expect("iperf3 client task");
+    let _ = server.wait();
+    let report = client.expect("iperf3 client over the pinned path");
+    let after = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let through_r3 = (lab.tx_bytes("r3", "eth2") - r3_before) as f64;
+    let pinned_bytes = ((after.0 - before.0) as f64, (after.1 - before.1) as f64);
+    let pinned_share = pinned_bytes.1 / (pinned_bytes.0 + pinned_bytes.1);
+    eprintln!(
+        "pinned flows: r1 eth1/eth2 {pinned_bytes:?} bytes (eth2 share {pinned_share:.3}), r3 forwarded {through_r3:.0}"
+    );
+    assert!(
+        pinned_bytes.1 > 30e6 && pinned_share > 0.95 && through_r3 > 0.9 * pinned_bytes.1,
+        "the pinned flows did not take r1-r3-r4: {pinned_bytes:?} (through r3 {through_r3}); iperf3 said {report}"
+    );
+
+    // 3. Drift: aiwan's route deleted by hand comes back within two
+    // reconcile intervals; the foreign route is untouched.
+    let expected = lab.route_hops("r1", "10.4.0.0/24");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.namespace("r1"),
+        "route",
+        "del",
+        "10.4.0.0/24",
+        "proto",
+        "170",
+    ])
+    .expect("delete aiwan's route");
+    let deleted = Instant::now();
+    loop {
+        let hops = lab.route_hops("r1", "10.4.0.0/24");
+        if hops == expected {
+            break;
+        }
+        assert!(
+            deleted.elapsed() <= 2 * RECONCILE_INTERVAL,
+            "the deleted route is not back after {:?}: {hops:?}",
+            deleted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "split: kernel counters {kernel_share:.3} on eth1 of {:.0} MB, controller telemetry {telemetry_share:.3}; \
+         deleted route back in {:?}",
+        (kernel.0 + kernel.1) / 1e6,
+        deleted.elapsed()
+    );
+    let foreign = lab.ip_json("r1", &["route", "show", "10.77.0.0/24"]);
+    assert_eq!(
+        foreign.as_array().map(Vec::len),
+        Some(1),
+        "the foreign route was touched: {foreign}"
+    );
+
+    // 4. r3's agent is down: the next plan is partial, naming it; when it
+    // is back it is brought up to date without another plan.
+    lab.signal_agent("r3", nix::sys::signal::Signal::SIGKILL);
+    create_job(
+        &mut clients,
+        "bulk-2",
+        site_job(pb::TrafficClass::BestEffort, "west", "east", 500_000_000),
+    )
+    .await;
+    let v2 = apply(&mut clients, "while r3 is down").await;
+    let plan = wait_for_plan(
+        &mut clients,
+        v2,
+        pb::PlanStatus::Partial,
+        Duration::from_secs(20),
+        &log,
+    )
+    .await;
+    assert_eq!(plan.pending_nodes, vec!["nodes/r3".to_string()], "{plan:?}");
+    lab.restart_agent("r3");
+    wait_for_plan(
+        &mut clients,
+        v2,
+        pb::PlanStatus::Applied,
+        Duration::from_secs(45),
+        &log,
+    )
+    .await;
+
+    // 5. The controller killed in the middle of a push. r2's agent is
+    // stopped (SIGSTOP) so that the push of the reversed plan cannot get
+    // through it; once another router holds the new plan's state, the
+    // controller is killed, r2 resumes, and a new controller on the same
+    // database takes over.
+    lab.signal_agent("r2", nix::sys::signal::Signal::SIGSTOP);
+    cancel_job(&mut clients, "train-1").await;
+    cancel_job(&mut clients, "bulk-2").await;
+    create_job(
+        &mut clients,
+        "reverse-3",
+        site_job(pb::TrafficClass::AiSync, "east", "west", 9_000_000_000),
+    )
+    .await;
+    let v3 = apply(&mut clients, "reversed").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = agent_state(&lab, "r4").await.desired_generation >> 16;
+        if held == v3 as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "r4 never got plan {v3} (holds {held})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = current_plan(&mut clients).await;
+    let mut holding = Vec::new();
+    for node in ["r1", "r3", "r4"] {
+        let state = agent_state(&lab, node).await;
+        holding.push(format!("{node} {:#x}", state.desired_generation));
+    }
+    eprintln!(
+        "killing the controller with plan {v3} {:?} and generations {holding:?}, r2 stopped",
+        status.status()
+    );
+    assert_ne!(
+        status.status,
+        pb::PlanStatus::Applied as i32,
+        "the push finished although r2 is stopped: {status:?}"
+    );
+    controller.child.kill().expect("SIGKILL the controller");
+    let _ = controller.child.wait();
+    lab.signal_agent("r2", nix::sys::signal::Signal::SIGCONT);
+    let controller = spawn_controller(dir.path(), &lab, addr, "controller-2.log").await;
+    let log = dir.path().join("controller-2.log");
+    let mut clients = Clients::connect(controller.addr, Some(ADMIN_SECRET)).await;
+    wait_for_plan(
+        &mut clients,
+        v3,
+        pb::PlanStatus::Applied,
+        Duration::from_secs(30),
+        &log,
+    )
+    .await;
+    let final_generation = ((v3 as u64) << 16) | 0xffff;
+    for node in ["r1", "r2", "r3", "r4"] {
+        let state = agent_state(&lab, node).await;
+        assert!(
+            state.in_sync && state.desired_generation == final_generation,
+            "{node} holds generation {:#x} (in sync: {}), not plan {v3}'s final state",
+            state.desired_generation,
+            state.in_sync
+        );
+    }
+    // The new plan's split is in r4; the old one's is gone from r1, whose
+    // routes east are the shortest-path underlay again (through r2 alone,
+    // r3's path being longer).
+    let r4 = lab.route_hops("r4", "10.1.1.0/24");
+    assert!(
+        r4.len() == 2 && (0.68..=0.72).contains(&share_of(&r4, "eth1")),
+        "r4's route west should split 70/30: {r4:?}"
+    );
+    for prefix in ["10.4.0.0/24", "10.4.1.0/24"] {
+        let hops = lab.route_hops("r1", prefix);
+        assert_eq!(
+            hops,
+            vec![("eth1".to_string(), 1)],
+            "r1's route to {prefix} still carries the old plan"
+        );
+    }
+    // The pin outlived the kill too.
+    let rules = sh(&["ip", "-n", &lab.namespace("r1"), "rule", "show"]).expect("rules");
+    assert!(rules.contains("dport 5301 lookup 20000"), "{rules}");
+    let foreign = lab.ip_json("r1", &["route", "show", "10.77.0.0/24"]);
+    assert_eq!(foreign.as_array().map(Vec::len), Some(1), "{foreign}");
+    drop(controller);
+    drop(lab);
+}
