@@ -436,6 +436,74 @@ const VALIDATION_CASES: &[(&str, Breaker, &str)] = &[
         },
         "job.start_time:",
     ),
+    (
+        "pinned path with two destinations",
+        |r| job_of(r).pinned_path = vec!["nodes/a".into(), "nodes/b".into()],
+        "job.pinned_path: needs exactly one source and one destination",
+    ),
+    (
+        "pinned path of one router",
+        |r| {
+            let j = job_of(r);
+            j.destinations.truncate(1);
+            j.pinned_path = vec!["nodes/a".into()];
+        },
+        "job.pinned_path: must name 2 to 64 routers",
+    ),
+    (
+        "pinned path of bare names",
+        |r| {
+            let j = job_of(r);
+            j.destinations.truncate(1);
+            j.pinned_path = vec!["nodes/a".into(), "b".into()];
+        },
+        "job.pinned_path[1]: \"b\" is not a resource name like nodes/{id}",
+    ),
+    (
+        "pinned path visiting a router twice",
+        |r| {
+            let j = job_of(r);
+            j.destinations.truncate(1);
+            j.pinned_path = ["a", "b", "a"]
+                .iter()
+                .map(|n| format!("nodes/{n}"))
+                .collect();
+        },
+        "job.pinned_path[2]: nodes/a appears twice",
+    ),
+    (
+        "flow without a pinned path",
+        |r| job_of(r).flow = Some(pb::FlowMatch::default()),
+        "job.flow: only with job.pinned_path",
+    ),
+    (
+        "ports without a protocol that has them",
+        |r| {
+            let j = job_of(r);
+            j.destinations.truncate(1);
+            j.pinned_path = vec!["nodes/a".into(), "nodes/b".into()];
+            j.flow = Some(pb::FlowMatch {
+                ip_protocol: Some(1),
+                destination_port_first: 80,
+                destination_port_last: 80,
+            });
+        },
+        "job.flow.ip_protocol: ports need a protocol with ports",
+    ),
+    (
+        "ports reversed",
+        |r| {
+            let j = job_of(r);
+            j.destinations.truncate(1);
+            j.pinned_path = vec!["nodes/a".into(), "nodes/b".into()];
+            j.flow = Some(pb::FlowMatch {
+                ip_protocol: Some(6),
+                destination_port_first: 90,
+                destination_port_last: 80,
+            });
+        },
+        "job.flow.destination_port_last: must not be below destination_port_first",
+    ),
 ];
 
 async fn every_validation_case_names_its_field(backend: Backend) {
@@ -893,6 +961,21 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
         .await
         .expect("create");
     assert_eq!(stored.max_latency.map(|d| d.nanos), Some(3_000_000));
+    // A job pinned to a path through a router that does not exist: stored
+    // as given, and left out of the plan with the reason.
+    let mut pinned = sync_job();
+    pinned.destinations.truncate(1);
+    pinned.pinned_path = vec!["nodes/dc1-r".into(), "nodes/nowhere".into()];
+    pinned.flow = Some(pb::FlowMatch {
+        ip_protocol: Some(17),
+        destination_port_first: 4791,
+        destination_port_last: 4791,
+    });
+    let stored = create(&mut f.operator, "pinned", pinned.clone())
+        .await
+        .expect("create");
+    assert_eq!(stored.pinned_path, pinned.pinned_path);
+    assert_eq!(stored.flow, pinned.flow);
     let operation = f
         .operator
         .plans

@@ -355,6 +355,8 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
     };
     let mut combined_allocation = Allocation { splits: Vec::new() };
     let mut combined_pinned = Vec::new();
+    // Per edge: planned ai-sync, ai-bulk and best-effort bit/s.
+    let mut class_loads = vec![[0.0_f64; 3]; network.edges.len()];
     let mut entries = Vec::new();
     for outcome in &plan.outcomes {
         for (i, (demand, split)) in outcome
@@ -366,6 +368,18 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
         {
             let pinned = outcome.pinned.get(i).copied().unwrap_or(false);
             combined_pinned.push(pinned);
+            let slot = match outcome.class {
+                Class::AiSync => 0,
+                Class::AiBulk => 1,
+                Class::BestEffort => 2,
+            };
+            for (path, share) in demand.paths.iter().zip(split) {
+                for &e in path {
+                    if let Some(loads) = class_loads.get_mut(e) {
+                        loads[slot] += demand.rate * share.max(0.0);
+                    }
+                }
+            }
             combined.demands.push(demand.clone());
             combined_allocation.splits.push(split.clone());
             let paths: Vec<serde_json::Value> = demand
@@ -420,12 +434,47 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
         "demands": combined.demands.len(),
         "unplaced": unplaced,
     });
+    let mut desired = desired_state(network, &combined, &combined_allocation, &combined_pinned);
+    for (router, limits) in class_limits(network, &class_loads) {
+        let state = desired
+            .entry(router)
+            .or_insert_with(|| serde_json::json!({ "routes": [] }));
+        state["rate_limits"] = serde_json::Value::Array(limits);
+    }
     ComputedPlan {
         mlu: plan.mlu,
         metrics,
         allocation: serde_json::Value::Array(entries),
-        desired_state: desired_state(network, &combined, &combined_allocation, &combined_pinned),
+        desired_state: desired,
     }
+}
+
+/// Where the plan asks for rate limits: every link that carries planned
+/// ai-sync traffic together with ai-bulk or best-effort traffic, so that
+/// the latter cannot take the bandwidth reserved for the former. Per
+/// router, the links' planned loads by class; `southbound::render` makes
+/// them into htb classes on the link's interface.
+fn class_limits(
+    network: &Network,
+    class_loads: &[[f64; 3]],
+) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut limits: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for (edge, [sync, bulk, best_effort]) in network.edges.iter().zip(class_loads) {
+        if *sync <= 0.0 || bulk + best_effort <= 0.0 {
+            continue;
+        }
+        limits
+            .entry(network.nodes[edge.src].clone())
+            .or_default()
+            .push(serde_json::json!({
+                "next_hop": network.nodes[edge.dst],
+                "capacity_bps": edge.capacity,
+                "ai_sync_bps": sync,
+                "ai_bulk_bps": bulk,
+                "best_effort_bps": best_effort,
+            }));
+    }
+    limits
 }
 
 /// Per node, per destination node, the share of traffic to send to each

@@ -1,8 +1,9 @@
 //! PlanService. Plans are computed by the planner from the stored topology
 //! and the active AI jobs; applying one stores it, with each router's
-//! desired state, before anything is pushed (pushing to routers arrives with
-//! the southbound agent, so applied plans stay APPLYING with their routers
-//! pending until then).
+//! desired state, before anything is pushed. The reconcile loop
+//! (`southbound::reconcile`) then pushes it and moves its status on; with
+//! no southbound driver configured an applied plan stays APPLYING with its
+//! routers pending.
 
 use aiwan_api::v1 as pb;
 use aiwan_api::v1::plan_service_server::PlanService;

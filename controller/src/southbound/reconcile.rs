@@ -7,15 +7,18 @@
 //! the routers that differ. A push is ordered make-before-break, across
 //! routers, from what they hold now:
 //!
-//! 1. every router gets the routes for prefixes it had no route for (new
-//!    paths exist before anything is sent onto them; nothing else moves);
+//! 1. every router gets the routes for prefixes it had no route for, and
+//!    the SRv6 local SIDs it did not have (new paths, and the far ends of
+//!    new pinned paths, exist before anything is sent onto them; nothing
+//!    else moves);
 //! 2. then, step by step, the routers nearest each destination take their
 //!    new routes for it first (step `k` switches every router `k` hops or
 //!    fewer from the destination along the new paths), so a router shifts
 //!    its weights only once everything downstream already forwards by the
 //!    new plan, and no transient loop or black hole forms;
-//! 3. last, each router gets exactly its desired state, which removes what
-//!    only the old plan had.
+//! 3. last, each router gets exactly its desired state: the pins' rules and
+//!    encap routes at their first routers (whose SIDs downstream are in
+//!    since step 1), the rate limits, and what only the old plan had goes.
 //!
 //! Because each push starts from what the routers hold, a controller killed
 //! halfway (or a router that missed a step) simply continues from there.
@@ -358,8 +361,10 @@ fn transition(
         .max()
         .unwrap_or(0);
     // A state made of the old routes, with the new route wherever `take`
-    // says so or where there was no old route; the rest of the desired
-    // state (rules, policies, limits) comes with the last step.
+    // says so or where there was no old route, and the new local SIDs
+    // beside the old ones (a SID takes no traffic until a first router's
+    // policy lists it); the rest of the desired state (rules, policies,
+    // limits) comes with the last step.
     let blend = |router: &str, take: &dyn Fn(&(u32, IpNet)) -> bool| -> NodeState {
         let mut routes = old_routes(router);
         for (key, route) in new_routes(router) {
@@ -368,8 +373,17 @@ fn transition(
             }
         }
         let held = observed.get(router).map(|o| &o.state).unwrap_or(&empty);
+        let mut sids: BTreeMap<std::net::Ipv6Addr, crate::agent::LocalSid> = held
+            .local_sids
+            .iter()
+            .map(|sid| (sid.sid, sid.clone()))
+            .collect();
+        for sid in &desired.get(router).unwrap_or(&empty).local_sids {
+            sids.entry(sid.sid).or_insert_with(|| sid.clone());
+        }
         NodeState {
             routes: routes.into_values().collect(),
+            local_sids: sids.into_values().collect(),
             ..held.clone()
         }
     };
@@ -579,5 +593,60 @@ topology:
         let steps = transition(&observed, &new, &stale, &topology);
         assert_eq!(steps.len(), 1, "{steps:?}");
         assert!(same_state(&steps[0][0].1, &new["r1"]));
+    }
+
+    #[test]
+    fn a_pinned_path_s_sids_come_before_its_first_router_steers_onto_it() {
+        let topology = diamond();
+        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        let old = render(&topology, &addressing, &BTreeMap::new()).expect("underlay");
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [], "pins": [{
+                "job": "pinned", "path": ["r1", "r3", "r4"], "prefixes": ["fd00:4::/64"],
+                "ip_protocol": null, "destination_ports": null,
+            }]}),
+        )]);
+        let new = render(&topology, &addressing, &planned).expect("plan");
+        let observed: BTreeMap<String, Observed> = old
+            .iter()
+            .map(|(r, s)| {
+                let state = s.clone();
+                (
+                    r.clone(),
+                    Observed {
+                        generation: 1,
+                        state,
+                    },
+                )
+            })
+            .collect();
+        let stale: BTreeSet<String> = new
+            .iter()
+            .filter(|(r, s)| !same_state(&old[r.as_str()], s))
+            .map(|(r, _)| r.clone())
+            .collect();
+        assert_eq!(stale, ["r1", "r3", "r4"].map(String::from).into());
+        let steps = transition(&observed, &new, &stale, &topology);
+        assert_eq!(steps.len(), 2, "{steps:#?}");
+        let first: BTreeMap<&str, &NodeState> =
+            steps[0].iter().map(|(r, s)| (r.as_str(), s)).collect();
+        // Step 1: r3's End and r4's End.DT6 SIDs, and the routes to them,
+        // but no rule or policy at r1 yet.
+        assert_eq!(first["r3"].local_sids, new["r3"].local_sids);
+        assert_eq!(first["r4"].local_sids, new["r4"].local_sids);
+        assert!(first["r1"].flow_rules.is_empty() && first["r1"].srv6_policies.is_empty());
+        assert!(same_state(
+            first["r1"],
+            &NodeState {
+                flow_rules: Vec::new(),
+                srv6_policies: Vec::new(),
+                ..new["r1"].clone()
+            }
+        ));
+        // Step 2: exactly the plan.
+        for (router, state) in &steps[1] {
+            assert!(same_state(state, &new[router]), "{router}");
+        }
     }
 }

@@ -36,9 +36,11 @@ use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use aiwan_collectors::store::{TrafficClass as ClassOfService, default_class_rules};
+
 use crate::agent::{
-    Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, RULE_PRIORITY_RANGE, Srv6Action,
-    Srv6Policy, TABLE_RANGE, UcmpRoute, weights_from_ratios,
+    ClassLimit, Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, RULE_PRIORITY_RANGE,
+    RateLimit, Srv6Action, Srv6Policy, TABLE_RANGE, UcmpRoute, weights_from_ratios,
 };
 
 /// Why a plan could not be made into kernel state.
@@ -59,6 +61,18 @@ struct PlannedRoutes {
     /// Pinned paths that start at this router.
     #[serde(default)]
     pins: Vec<PlannedPin>,
+    /// Links from this router whose classes the plan asks to limit.
+    #[serde(default)]
+    rate_limits: Vec<PlannedLimit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PlannedLimit {
+    next_hop: String,
+    capacity_bps: f64,
+    ai_sync_bps: f64,
+    ai_bulk_bps: f64,
+    best_effort_bps: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +108,7 @@ pub fn render(
     planned: &BTreeMap<String, serde_json::Value>,
 ) -> Result<BTreeMap<String, NodeState>, RenderError> {
     let pins = parse_pins(planned)?;
+    let limits = parse_limits(planned)?;
     let planned = parse_planned(planned)?;
     let routers: Vec<&aiwan_planner::Node> = topology
         .nodes
@@ -191,7 +206,118 @@ pub fn render(
         );
     }
     add_pins(topology, addressing, &pins, &mut states)?;
+    for (router, limit) in limits {
+        let links: Vec<&aiwan_planner::Link> = topology
+            .links
+            .iter()
+            .filter(|l| l.src == router && l.dst == limit.next_hop && l.admin_up)
+            .collect();
+        if links.is_empty() {
+            return Err(RenderError::NoLink {
+                node: router,
+                next_hop: limit.next_hop,
+            });
+        }
+        // Parallel links share the plan's loads by capacity.
+        let total: f64 = links.iter().map(|l| l.capacity_bps as f64).sum();
+        let count = links.len() as f64;
+        for link in links {
+            let part = if total > 0.0 {
+                link.capacity_bps as f64 / total
+            } else {
+                1.0 / count
+            };
+            states
+                .entry(router.clone())
+                .or_default()
+                .rate_limits
+                .push(rate_limit(&link.src_interface, &limit, part));
+        }
+    }
     Ok(states)
+}
+
+fn parse_limits(
+    planned: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<(String, PlannedLimit)>, RenderError> {
+    let mut limits = Vec::new();
+    for (node, value) in planned {
+        let routes: PlannedRoutes =
+            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
+                node: node.clone(),
+                reason: error.to_string(),
+            })?;
+        for limit in routes.rate_limits {
+            let figures = [
+                limit.capacity_bps,
+                limit.ai_sync_bps,
+                limit.ai_bulk_bps,
+                limit.best_effort_bps,
+            ];
+            if figures.iter().any(|f| !(f.is_finite() && *f >= 0.0)) {
+                return Err(RenderError::Plan {
+                    node: node.clone(),
+                    reason: format!("rate limit towards {} has a bad figure", limit.next_hop),
+                });
+            }
+            limits.push((node.clone(), limit));
+        }
+    }
+    Ok(limits)
+}
+
+/// htb class ids of the traffic classes on a limited interface.
+pub const CLASS_AI_SYNC: u16 = 1;
+pub const CLASS_AI_BULK: u16 = 2;
+pub const CLASS_BEST_EFFORT: u16 = 3;
+/// No class is limited below this (ARP, routing, management must pass).
+const MIN_CLASS_BPS: f64 = 1_000_000.0;
+
+/// The htb classes of one link: ai-sync (DSCP 24-31 and 46, as the
+/// collectors classify) at the link's capacity; ai-bulk (DSCP 8-23) and
+/// best-effort (the rest, the default class) limited together to what
+/// ai-sync leaves, each its planned load plus half of the headroom, or
+/// scaled down alike when the plan oversubscribes the link.
+fn rate_limit(interface: &str, limit: &PlannedLimit, part: f64) -> RateLimit {
+    let capacity = limit.capacity_bps * part;
+    let sync = limit.ai_sync_bps * part;
+    let (bulk, best_effort) = (limit.ai_bulk_bps * part, limit.best_effort_bps * part);
+    let room = (capacity - sync).max(0.0);
+    let planned = bulk + best_effort;
+    let (bulk, best_effort) = if planned <= room {
+        let headroom = (room - planned) / 2.0;
+        (bulk + headroom, best_effort + headroom)
+    } else {
+        let scale = room / planned;
+        (bulk * scale, best_effort * scale)
+    };
+    let bits = |rate: f64| {
+        // A multiple of 8 (the kernel counts bytes), at least the minimum.
+        let rate = rate.max(MIN_CLASS_BPS).min(u64::MAX as f64) as u64;
+        rate - rate % 8
+    };
+    let dscp_of = |class: ClassOfService| -> Vec<u8> {
+        default_class_rules()
+            .iter()
+            .filter(|rule| rule.class == class)
+            .flat_map(|rule| rule.dscp.iter().flat_map(|range| range.first..=range.last))
+            .collect()
+    };
+    let class = |class_id: u16, rate: f64, dscp: Vec<u8>| ClassLimit {
+        class_id,
+        rate_bps: bits(rate),
+        ceil_bps: bits(rate),
+        dscp,
+    };
+    RateLimit {
+        interface: interface.to_string(),
+        default_class: Some(CLASS_BEST_EFFORT),
+        classes: vec![
+            class(CLASS_AI_SYNC, capacity, dscp_of(ClassOfService::AiSync)),
+            class(CLASS_AI_BULK, bulk, dscp_of(ClassOfService::AiBulk)),
+            class(CLASS_BEST_EFFORT, best_effort, Vec::new()),
+        ],
+    }
 }
 
 fn parse_pins(
@@ -741,6 +867,207 @@ topology:
         assert_eq!(
             error.to_string(),
             "node r1: next hop r4: no link between them"
+        );
+    }
+
+    /// The diamond with a host behind r4 and an IPv6 prefix at r4.
+    fn diamond_with_host() -> (Topology, LinkAddressing) {
+        let text = r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24,fd00:4::/64"}}
+    h4: {labels: {aiwan.role: host, aiwan.site: b, aiwan.prefixes: "10.4.1.0/24"}}
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["h4:eth1", "r4:eth3"]
+      labels: {aiwan.capacity: 10G}
+"#;
+        let topology = aiwan_lab::clab::parse_clab(text).expect("fixture");
+        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        (topology, addressing)
+    }
+
+    #[test]
+    fn a_pinned_path_becomes_srv6_link_by_link() {
+        let (topology, addressing) = diamond_with_host();
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [], "pins": [{
+                "job": "pinned",
+                "path": ["r1", "r3", "r4"],
+                // r4's own 10.4.0.0/24 cannot be handed on by End.DX4: it
+                // keeps the plan's routes.
+                "prefixes": ["10.4.0.0/24", "10.4.1.0/24", "fd00:4::/64"],
+                "ip_protocol": 17,
+                "destination_ports": [5301, 5301],
+            }]}),
+        )]);
+        let states = render(&topology, &addressing, &planned).expect("renders");
+        // Locators by sorted node id: h4 1, r1 2, r2 3, r3 4, r4 5.
+        let end_r3: Ipv6Addr = "fd00:5e6:4::1".parse().unwrap();
+        let dx4_r4: Ipv6Addr = "fd00:5e6:5::100".parse().unwrap();
+        let dt6_r4: Ipv6Addr = "fd00:5e6:5::2".parse().unwrap();
+        let r1 = &states["r1"];
+        let rules: Vec<(u32, Family, String, u32)> = r1
+            .flow_rules
+            .iter()
+            .map(|rule| {
+                assert_eq!(rule.ip_protocol, Some(17));
+                assert_eq!(rule.destination_ports, Some((5301, 5301)));
+                let destination = rule.destination.map(|d| d.to_string()).unwrap_or_default();
+                (rule.priority, rule.family, destination, rule.table)
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                (20000, Family::V4, "10.4.1.0/24".to_string(), 20000),
+                (20001, Family::V6, "fd00:4::/64".to_string(), 20000),
+            ]
+        );
+        let policies: Vec<(String, Vec<Ipv6Addr>, String)> = r1
+            .srv6_policies
+            .iter()
+            .map(|p| {
+                (
+                    p.prefix.to_string(),
+                    p.segments.clone(),
+                    p.interface.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            policies,
+            vec![
+                (
+                    "10.4.1.0/24".to_string(),
+                    vec![end_r3, dx4_r4],
+                    "eth2".to_string()
+                ),
+                (
+                    "fd00:4::/64".to_string(),
+                    vec![end_r3, dt6_r4],
+                    "eth2".to_string()
+                ),
+            ]
+        );
+        // Each router of the path reaches the next one's SID over their link.
+        let r3_peer = addressing.peer_of("r1", "eth2").expect("peer").2.v6.addr();
+        assert_eq!(
+            hops(r1, "fd00:5e6:4::1/128"),
+            vec![("eth2".to_string(), r3_peer.to_string(), 1)]
+        );
+        let r3 = &states["r3"];
+        assert_eq!(
+            r3.local_sids,
+            vec![LocalSid {
+                sid: end_r3,
+                action: Srv6Action::End,
+                interface: "eth2".into(),
+            }]
+        );
+        assert_eq!(hops(r3, "fd00:5e6:5::100/128")[0].0, "eth2");
+        assert_eq!(hops(r3, "fd00:5e6:5::2/128")[0].0, "eth2");
+        let h4 = addressing.peer_of("r4", "eth3").expect("peer").2.v4.addr();
+        let mut r4_sids = states["r4"].local_sids.clone();
+        r4_sids.sort_by_key(|sid| sid.sid);
+        assert_eq!(
+            r4_sids,
+            vec![
+                LocalSid {
+                    sid: dt6_r4,
+                    action: Srv6Action::EndDt6 { table: MAIN_TABLE },
+                    interface: "eth2".into(),
+                },
+                LocalSid {
+                    sid: dx4_r4,
+                    action: Srv6Action::EndDx4 { next_hop: h4 },
+                    interface: "eth3".into(),
+                },
+            ]
+        );
+        for state in states.values() {
+            state.check().expect("valid node state");
+        }
+    }
+
+    #[test]
+    fn a_pin_must_start_at_its_router() {
+        let (topology, addressing) = diamond_with_host();
+        let planned = BTreeMap::from([(
+            "r2".to_string(),
+            serde_json::json!({"routes": [], "pins": [{
+                "job": "pinned", "path": ["r1", "r3", "r4"], "prefixes": ["10.4.1.0/24"],
+                "ip_protocol": null, "destination_ports": null,
+            }]}),
+        )]);
+        let error = render(&topology, &addressing, &planned).expect_err("r2 is not the head");
+        assert_eq!(
+            error.to_string(),
+            "plan for node r2: pin of jobs/pinned does not start here"
+        );
+    }
+
+    #[test]
+    fn rate_limits_give_best_effort_and_bulk_what_ai_sync_leaves() {
+        let (topology, addressing) = diamond();
+        let limit = |sync: f64| {
+            serde_json::json!({"routes": [], "rate_limits": [{
+                "next_hop": "r2", "capacity_bps": 10e9, "ai_sync_bps": sync,
+                "ai_bulk_bps": 1e9, "best_effort_bps": 1e9,
+            }]})
+        };
+        let rates = |sync: f64| -> Vec<(u16, u64, usize)> {
+            let planned = BTreeMap::from([("r1".to_string(), limit(sync))]);
+            let states = render(&topology, &addressing, &planned).expect("renders");
+            let limits = &states["r1"].rate_limits;
+            assert_eq!(limits.len(), 1);
+            assert_eq!(limits[0].interface, "eth1");
+            assert_eq!(limits[0].default_class, Some(CLASS_BEST_EFFORT));
+            states["r1"].check().expect("valid node state");
+            limits[0]
+                .classes
+                .iter()
+                .map(|c| (c.class_id, c.rate_bps, c.dscp.len()))
+                .collect()
+        };
+        // 4G left: each gets its 1G and half of the 2G headroom.
+        assert_eq!(
+            rates(6e9),
+            vec![
+                (1, 10_000_000_000, 9),
+                (2, 2_000_000_000, 16),
+                (3, 2_000_000_000, 0)
+            ]
+        );
+        // 1G left for 2G planned: both scaled to half.
+        assert_eq!(
+            rates(9e9),
+            vec![
+                (1, 10_000_000_000, 9),
+                (2, 500_000_000, 16),
+                (3, 500_000_000, 0)
+            ]
+        );
+        // Nothing left: the floor keeps them alive.
+        assert_eq!(
+            rates(10e9),
+            vec![
+                (1, 10_000_000_000, 9),
+                (2, 1_000_000, 16),
+                (3, 1_000_000, 0)
+            ]
         );
     }
 }
