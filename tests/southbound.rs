@@ -109,3 +109,154 @@ async fn plans_reach_the_simulated_routers_and_a_silent_one_is_partial() {
     controller.shutdown().await.expect("shutdown");
     db.cleanup().await;
 }
+
+/// Waits until plan `version` is current with `status` (or fails after 15 s).
+async fn wait_for_version(clients: &mut Clients, version: i64, status: pb::PlanStatus) -> pb::Plan {
+    for _ in 0..150 {
+        let plan = current_plan(clients).await;
+        if plan.version == version && plan.status == status as i32 {
+            return plan;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plan = current_plan(clients).await;
+    panic!("plan {version} never became current and {status:?}: {plan:?}");
+}
+
+async fn apply(clients: &mut Clients, reason: &str) -> i64 {
+    let operation = clients
+        .plans
+        .apply_plan(pb::ApplyPlanRequest {
+            reason: reason.into(),
+        })
+        .await
+        .expect("apply")
+        .into_inner()
+        .operation
+        .expect("operation");
+    match operation.result {
+        Some(pb::operation::Result::Response(plan)) => plan.version,
+        _ => panic!("apply failed: {operation:?}"),
+    }
+}
+
+async fn plan_status(clients: &mut Clients, version: i64) -> Option<pb::PlanStatus> {
+    let response = clients
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: format!("plans/{version}"),
+        })
+        .await;
+    match response {
+        Ok(response) => response.into_inner().plan.map(|plan| plan.status()),
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => panic!("get plans/{version}: {status}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plan_is_rolled_back_once() {
+    let test = "a_refused_plan_is_rolled_back_once";
+    let Some(db) = TestDb::new(Backend::Sqlite, test).await else {
+        return;
+    };
+    let mut config = support::test_config(&db);
+    config.southbound.driver = Some(aiwan_controller::config::SouthboundDriver::Simulated);
+    config.southbound.reconcile_interval_ms = 100;
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("controller starts");
+    let simulated = controller.simulated.clone().expect("simulated dataplane");
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect("import");
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "train-1".into(),
+            job: Some(sync_job()),
+        })
+        .await
+        .expect("job");
+    let v1 = apply(&mut admin, "first").await;
+    wait_for_version(&mut admin, v1, pb::PlanStatus::Applied).await;
+
+    // wan-a's kernel has no SRv6; a job pinned through it makes a plan
+    // wan-a refuses: that plan fails and the one before comes back.
+    simulated.set_srv6("wan-a", false);
+    let site = |name: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
+    };
+    let pinned = pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: pb::TrafficClass::BestEffort as i32,
+        sources: vec![site("dc1")],
+        destinations: vec![site("dc2")],
+        rate_bps: 1_000_000_000,
+        pinned_path: ["dc1-r", "wan-a", "dc2-r"]
+            .iter()
+            .map(|n| format!("nodes/{n}"))
+            .collect(),
+        ..pb::Job::default()
+    };
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "pinned".into(),
+            job: Some(pinned),
+        })
+        .await
+        .expect("pinned job");
+    let v2 = apply(&mut admin, "with the pin").await;
+    let v3 = v2 + 1;
+    let rollback = wait_for_version(&mut admin, v3, pb::PlanStatus::Applied).await;
+    assert_eq!(
+        rollback.reason,
+        format!("automatic rollback: plans/{v2} was refused")
+    );
+    assert_eq!(
+        plan_status(&mut admin, v2).await,
+        Some(pb::PlanStatus::Failed)
+    );
+
+    // With SRv6 the pinned plan goes on; without it again, a new plan is
+    // refused and so is its rollback (it has the pin too): that one stays
+    // failed, and no further plan is made.
+    simulated.set_srv6("wan-a", true);
+    let v4 = apply(&mut admin, "SRv6 is back").await;
+    wait_for_version(&mut admin, v4, pb::PlanStatus::Applied).await;
+    simulated.set_srv6("wan-a", false);
+    let v5 = apply(&mut admin, "SRv6 gone again").await;
+    let v6 = v5 + 1;
+    for _ in 0..150 {
+        if plan_status(&mut admin, v6).await == Some(pb::PlanStatus::Failed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        plan_status(&mut admin, v5).await,
+        Some(pb::PlanStatus::Failed)
+    );
+    assert_eq!(
+        plan_status(&mut admin, v6).await,
+        Some(pb::PlanStatus::Failed)
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        plan_status(&mut admin, v6 + 1).await,
+        None,
+        "rolled back twice"
+    );
+    // The operator fixes wan-a and applies again: all in.
+    simulated.set_srv6("wan-a", true);
+    let v7 = apply(&mut admin, "fixed").await;
+    wait_for_version(&mut admin, v7, pb::PlanStatus::Applied).await;
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}

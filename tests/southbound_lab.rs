@@ -622,6 +622,36 @@ async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
         "the pinned flows did not take r1-r3-r4: {pinned_bytes:?} (through r3 {through_r3}); iperf3 said {report}"
     );
 
+    // r4's own prefix is pinned too: End.DX4 hands it to r4's loopback.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace("r4")])
+        .args(["iperf3", "-s", "-1", "-B", "10.4.0.1", "-p", "5301"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server in r4");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let client = tokio::task::spawn_blocking({
+        let ns = lab.namespace("h1");
+        move || {
+            sh(&[
+                "ip", "netns", "exec", &ns, "iperf3", "-c", "10.4.0.1", "-B", "10.1.1.1", "-p",
+                "5301", "-u", "-b", "1M", "-l", "1200", "-P", "8", "-t", "2",
+            ])
+        }
+    })
+    .await
+    .expect("iperf3 client task");
+    let _ = server.wait();
+    client.expect("iperf3 client to r4 over the pinned path");
+    let after = (lab.tx_bytes("r1", "eth1"), lab.tx_bytes("r1", "eth2"));
+    let to_r4 = ((after.0 - before.0) as f64, (after.1 - before.1) as f64);
+    assert!(
+        to_r4.1 > 1e6 && to_r4.1 / (to_r4.0 + to_r4.1) > 0.95,
+        "flows to r4 itself did not take the pinned path: {to_r4:?}"
+    );
+
     // 3. Drift: aiwan's route deleted by hand comes back within two
     // reconcile intervals; the foreign route is untouched.
     let expected = lab.route_hops("r1", "10.4.0.0/24");

@@ -254,8 +254,20 @@ impl Reconciler {
         }
     }
 
-    /// Puts the newest earlier plan that was applied back as a new version.
+    /// Puts the newest earlier plan that was applied back as a new version,
+    /// once: when that rollback is refused too, it stays `failed` for an
+    /// operator (rolling back again would only repeat it, a new plan each
+    /// round).
     async fn roll_back(&self, failed: i64) -> Result<(), ReconcileError> {
+        if let Some(plan) = self.store.get_plan(failed).await?
+            && plan.reason.starts_with(AUTOMATIC_ROLLBACK)
+        {
+            tracing::error!(
+                plan = failed,
+                "the automatic rollback was refused as well; it stays failed until an operator applies or rolls back a plan"
+            );
+            return Ok(());
+        }
         let earlier = self.store.list_plans(failed, 50).await?;
         let Some(previous) = earlier.iter().find(|plan| {
             matches!(
@@ -279,7 +291,7 @@ impl Reconciler {
                 &previous.metrics_json,
                 &allocation,
                 &rows,
-                &format!("automatic rollback: plans/{failed} was refused"),
+                &format!("{AUTOMATIC_ROLLBACK}: plans/{failed} was refused"),
                 "aiwan controller",
                 "reconcile/RollbackPlan",
                 now_ms(),
@@ -294,6 +306,9 @@ impl Reconciler {
         Ok(())
     }
 }
+
+/// How an automatic rollback's reason starts.
+pub const AUTOMATIC_ROLLBACK: &str = "automatic rollback";
 
 /// The generation a router holds once it has exactly plan `version`'s
 /// state. Each plan has 2^16 generations: its make-before-break steps take

@@ -16,7 +16,8 @@
 //! protocol and ports) into a table of the pin's own, holding an encap
 //! route whose segments are an `End` SID of each router after it and a
 //! decapsulating SID at the last (`End.DX4` towards the prefix's next hop
-//! there for IPv4, `End.DT6` for IPv6); every router of the path but the
+//! there for IPv4, or to the last router's own loopback where it delivers
+//! the prefix itself, which delivers locally; `End.DT6` for IPv6); every router of the path but the
 //! last gets a /128 route for the next router's SID over the link between
 //! them, so the encapsulated packet follows the path link by link. SIDs
 //! come from each router's locator `fd00:5e6:{n}::/64` (`n` its position in
@@ -443,31 +444,45 @@ fn add_pins(
             // The last router's decapsulating SID for this prefix.
             let tail_sid = match prefix {
                 IpNet::V4(_) => {
-                    let Some(hop) = states
+                    // Handed on towards the prefix's next hop there; or,
+                    // where the last router delivers the prefix itself,
+                    // to its own loopback, which delivers locally.
+                    let onward = states
                         .get(tail)
                         .and_then(|state| state.routes.iter().find(|r| r.prefix == *prefix))
                         .and_then(|route| route.next_hops.first())
-                    else {
-                        // Delivered at the last router itself: End.DX4
-                        // cannot hand a packet to its own node, so this
-                        // prefix keeps the plan's weights.
-                        continue;
-                    };
-                    let Some(std::net::IpAddr::V4(next_hop)) = hop.gateway else {
-                        continue;
+                        .and_then(|hop| match hop.gateway {
+                            Some(std::net::IpAddr::V4(gateway)) => {
+                                Some((gateway, hop.interface.clone()))
+                            }
+                            _ => None,
+                        });
+                    let (next_hop, interface) = match onward {
+                        Some(onward) => onward,
+                        None => {
+                            let loopback =
+                                addressing
+                                    .loopback_of(tail)
+                                    .ok_or_else(|| RenderError::Plan {
+                                        node: tail.to_string(),
+                                        reason: "no loopback in the addressing plan".into(),
+                                    })?;
+                            let (towards_head, _, _) =
+                                link_to(topology, addressing, tail, &path[path.len() - 2])?;
+                            (loopback.v4.addr(), towards_head)
+                        }
                     };
                     let count = dx4.keys().filter(|(node, _)| node == tail).count();
                     let function =
                         SID_END_DX4_FIRST.saturating_add(u16::try_from(count).unwrap_or(u16::MAX));
-                    let tail_sid = *dx4.entry((tail.to_string(), next_hop)).or_insert(
-                        sid(&locators, tail, function).ok_or_else(|| missing_sid(tail))?,
-                    );
+                    let fresh = sid(&locators, tail, function).ok_or_else(|| missing_sid(tail))?;
+                    let tail_sid = *dx4.entry((tail.to_string(), next_hop)).or_insert(fresh);
                     local_sids.entry(tail.to_string()).or_default().insert(
                         tail_sid,
                         LocalSid {
                             sid: tail_sid,
                             action: Srv6Action::EndDx4 { next_hop },
-                            interface: hop.interface.clone(),
+                            interface,
                         },
                     );
                     tail_sid
@@ -906,8 +921,6 @@ topology:
             serde_json::json!({"routes": [], "pins": [{
                 "job": "pinned",
                 "path": ["r1", "r3", "r4"],
-                // r4's own 10.4.0.0/24 cannot be handed on by End.DX4: it
-                // keeps the plan's routes.
                 "prefixes": ["10.4.0.0/24", "10.4.1.0/24", "fd00:4::/64"],
                 "ip_protocol": 17,
                 "destination_ports": [5301, 5301],
@@ -916,7 +929,10 @@ topology:
         let states = render(&topology, &addressing, &planned).expect("renders");
         // Locators by sorted node id: h4 1, r1 2, r2 3, r3 4, r4 5.
         let end_r3: Ipv6Addr = "fd00:5e6:4::1".parse().unwrap();
-        let dx4_r4: Ipv6Addr = "fd00:5e6:5::100".parse().unwrap();
+        // r4 delivers 10.4.0.0/24 itself (to its loopback), 10.4.1.0/24
+        // to h4.
+        let dx4_self: Ipv6Addr = "fd00:5e6:5::100".parse().unwrap();
+        let dx4_r4: Ipv6Addr = "fd00:5e6:5::101".parse().unwrap();
         let dt6_r4: Ipv6Addr = "fd00:5e6:5::2".parse().unwrap();
         let r1 = &states["r1"];
         let rules: Vec<(u32, Family, String, u32)> = r1
@@ -932,8 +948,9 @@ topology:
         assert_eq!(
             rules,
             vec![
-                (20000, Family::V4, "10.4.1.0/24".to_string(), 20000),
-                (20001, Family::V6, "fd00:4::/64".to_string(), 20000),
+                (20000, Family::V4, "10.4.0.0/24".to_string(), 20000),
+                (20001, Family::V4, "10.4.1.0/24".to_string(), 20000),
+                (20002, Family::V6, "fd00:4::/64".to_string(), 20000),
             ]
         );
         let policies: Vec<(String, Vec<Ipv6Addr>, String)> = r1
@@ -950,6 +967,11 @@ topology:
         assert_eq!(
             policies,
             vec![
+                (
+                    "10.4.0.0/24".to_string(),
+                    vec![end_r3, dx4_self],
+                    "eth2".to_string()
+                ),
                 (
                     "10.4.1.0/24".to_string(),
                     vec![end_r3, dx4_r4],
@@ -978,8 +1000,10 @@ topology:
             }]
         );
         assert_eq!(hops(r3, "fd00:5e6:5::100/128")[0].0, "eth2");
+        assert_eq!(hops(r3, "fd00:5e6:5::101/128")[0].0, "eth2");
         assert_eq!(hops(r3, "fd00:5e6:5::2/128")[0].0, "eth2");
         let h4 = addressing.peer_of("r4", "eth3").expect("peer").2.v4.addr();
+        let r4_loopback = addressing.loopback_of("r4").expect("loopback").v4.addr();
         let mut r4_sids = states["r4"].local_sids.clone();
         r4_sids.sort_by_key(|sid| sid.sid);
         assert_eq!(
@@ -988,6 +1012,13 @@ topology:
                 LocalSid {
                     sid: dt6_r4,
                     action: Srv6Action::EndDt6 { table: MAIN_TABLE },
+                    interface: "eth2".into(),
+                },
+                LocalSid {
+                    sid: dx4_self,
+                    action: Srv6Action::EndDx4 {
+                        next_hop: r4_loopback,
+                    },
                     interface: "eth2".into(),
                 },
                 LocalSid {

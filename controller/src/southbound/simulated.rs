@@ -56,6 +56,9 @@ pub struct SimulatedDataplane {
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     /// Nodes whose (simulated) agent does not answer.
     unreachable: Mutex<std::collections::BTreeSet<String>>,
+    /// Nodes whose (simulated) kernel has no SRv6: they refuse SRv6
+    /// policies and local SIDs, as an agent does on such a kernel.
+    without_srv6: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl SimulatedDataplane {
@@ -64,6 +67,7 @@ impl SimulatedDataplane {
             topology: Mutex::new(topology),
             nodes: Mutex::new(BTreeMap::new()),
             unreachable: Mutex::new(Default::default()),
+            without_srv6: Mutex::new(Default::default()),
         }
     }
 
@@ -84,6 +88,19 @@ impl SimulatedDataplane {
             unreachable.remove(node);
         } else {
             unreachable.insert(node.to_string());
+        }
+    }
+
+    /// Gives a node's kernel SRv6 or takes it away, to exercise refusals.
+    pub fn set_srv6(&self, node: &str, available: bool) {
+        let mut without = self
+            .without_srv6
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if available {
+            without.remove(node);
+        } else {
+            without.insert(node.to_string());
         }
     }
 
@@ -228,6 +245,19 @@ impl Driver for SimulatedDataplane {
             node: node.to_string(),
             reason: error.to_string(),
         })?;
+        let srv6 = !state.srv6_policies.is_empty() || !state.local_sids.is_empty();
+        if srv6
+            && self
+                .without_srv6
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(node)
+        {
+            return Err(DriverError::Refused {
+                node: node.to_string(),
+                reason: "the simulated kernel has no SRv6 (seg6)".into(),
+            });
+        }
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = nodes.entry(node.to_string()).or_default();
         if generation < entry.generation {
