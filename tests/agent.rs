@@ -19,24 +19,9 @@ use aiwan_api::agent::v1 as pb;
 use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
 use aiwan_controller::agent::AgentClient;
 use serde_json::Value;
+use support::sh;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-
-/// Runs a command, returning its stdout or its stderr as the error.
-fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Two scratch namespaces joined by two veth pairs, deleted on drop (the
 /// veths go with them).

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use aiwan_api::v1 as pb;
 use support::{ADMIN_SECRET, Backend, Clients, TestDb, small_topology, sync_job};
-use tonic_health::pb::health_client::HealthClient;
 
 on_both_backends!(sigkill_mid_write_loses_nothing_acknowledged);
 
@@ -44,34 +43,8 @@ async fn spawn_controller(db: &TestDb, addr: SocketAddr, log_name: &str) -> Chil
         command.arg("--database-url").arg(url);
     }
     let mut child = command.spawn().expect("spawn aiwan controller");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("child status") {
-            let log = std::fs::read_to_string(db.dir.path().join(log_name)).unwrap_or_default();
-            panic!("controller exited with {status} before serving:\n{log}");
-        }
-        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("url")
-            .connect()
-            .await
-        {
-            let mut health = HealthClient::new(channel);
-            if health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-            {
-                return child;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "controller did not serve within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until_serving(&mut child, addr, &db.dir.path().join(log_name)).await;
+    child
 }
 
 fn sigkill(child: &mut Child) {

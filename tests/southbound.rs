@@ -10,7 +10,46 @@ use std::time::Duration;
 
 use aiwan_api::v1 as pb;
 use aiwan_controller::southbound::simulated::SimulatedFlow;
-use support::{ADMIN_SECRET, Backend, Clients, TestDb, small_topology, sync_job};
+use support::{
+    ADMIN_SECRET, Backend, Clients, TestDb, apply_plan as apply, small_topology, sync_job,
+};
+
+/// A controller on the simulated dataplane (reconcile every 100 ms) with
+/// the small topology and its ai-sync job `train-1`, and an admin client.
+async fn simulated_controller(
+    test: &str,
+) -> Option<(
+    TestDb,
+    aiwan_controller::server::RunningController,
+    std::sync::Arc<aiwan_controller::southbound::simulated::SimulatedDataplane>,
+    Clients,
+)> {
+    let db = TestDb::new(Backend::Sqlite, test).await?;
+    let mut config = support::test_config(&db);
+    config.southbound.driver = Some(aiwan_controller::config::SouthboundDriver::Simulated);
+    config.southbound.reconcile_interval_ms = 100;
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("controller starts");
+    let simulated = controller.simulated.clone().expect("simulated dataplane");
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(small_topology()),
+        })
+        .await
+        .expect("import");
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "train-1".into(),
+            job: Some(sync_job()),
+        })
+        .await
+        .expect("job");
+    Some((db, controller, simulated, admin))
+}
 
 async fn current_plan(clients: &mut Clients) -> pb::Plan {
     clients
@@ -38,33 +77,11 @@ async fn wait_for(clients: &mut Clients, status: pb::PlanStatus) -> pb::Plan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_reach_the_simulated_routers_and_a_silent_one_is_partial() {
-    let test = "plans_reach_the_simulated_routers_and_a_silent_one_is_partial";
-    let Some(db) = TestDb::new(Backend::Sqlite, test).await else {
+    let Some((db, controller, simulated, mut admin)) =
+        simulated_controller("plans_reach_the_simulated_routers_and_a_silent_one_is_partial").await
+    else {
         return;
     };
-    let mut config = support::test_config(&db);
-    config.southbound.driver = Some(aiwan_controller::config::SouthboundDriver::Simulated);
-    config.southbound.reconcile_interval_ms = 100;
-    let controller = aiwan_controller::server::start(&config)
-        .await
-        .expect("controller starts");
-    let simulated = controller.simulated.clone().expect("simulated dataplane");
-    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
-    admin
-        .topology
-        .import_topology(pb::ImportTopologyRequest {
-            topology: Some(small_topology()),
-        })
-        .await
-        .expect("import");
-    admin
-        .intents
-        .create_job(pb::CreateJobRequest {
-            job_id: "train-1".into(),
-            job: Some(sync_job()),
-        })
-        .await
-        .expect("job");
     admin
         .plans
         .apply_plan(pb::ApplyPlanRequest::default())
@@ -123,23 +140,6 @@ async fn wait_for_version(clients: &mut Clients, version: i64, status: pb::PlanS
     panic!("plan {version} never became current and {status:?}: {plan:?}");
 }
 
-async fn apply(clients: &mut Clients, reason: &str) -> i64 {
-    let operation = clients
-        .plans
-        .apply_plan(pb::ApplyPlanRequest {
-            reason: reason.into(),
-        })
-        .await
-        .expect("apply")
-        .into_inner()
-        .operation
-        .expect("operation");
-    match operation.result {
-        Some(pb::operation::Result::Response(plan)) => plan.version,
-        _ => panic!("apply failed: {operation:?}"),
-    }
-}
-
 async fn plan_status(clients: &mut Clients, version: i64) -> Option<pb::PlanStatus> {
     let response = clients
         .plans
@@ -156,33 +156,11 @@ async fn plan_status(clients: &mut Clients, version: i64) -> Option<pb::PlanStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_plan_is_rolled_back_once() {
-    let test = "a_refused_plan_is_rolled_back_once";
-    let Some(db) = TestDb::new(Backend::Sqlite, test).await else {
+    let Some((db, controller, simulated, mut admin)) =
+        simulated_controller("a_refused_plan_is_rolled_back_once").await
+    else {
         return;
     };
-    let mut config = support::test_config(&db);
-    config.southbound.driver = Some(aiwan_controller::config::SouthboundDriver::Simulated);
-    config.southbound.reconcile_interval_ms = 100;
-    let controller = aiwan_controller::server::start(&config)
-        .await
-        .expect("controller starts");
-    let simulated = controller.simulated.clone().expect("simulated dataplane");
-    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
-    admin
-        .topology
-        .import_topology(pb::ImportTopologyRequest {
-            topology: Some(small_topology()),
-        })
-        .await
-        .expect("import");
-    admin
-        .intents
-        .create_job(pb::CreateJobRequest {
-            job_id: "train-1".into(),
-            job: Some(sync_job()),
-        })
-        .await
-        .expect("job");
     let v1 = apply(&mut admin, "first").await;
     wait_for_version(&mut admin, v1, pb::PlanStatus::Applied).await;
 

@@ -323,3 +323,72 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Runs a command, returning its stdout or its stderr as the error.
+pub fn sh(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ApplyPlan`, returning the new plan's version.
+pub async fn apply_plan(clients: &mut Clients, reason: &str) -> i64 {
+    let operation = clients
+        .plans
+        .apply_plan(pb::ApplyPlanRequest {
+            reason: reason.into(),
+        })
+        .await
+        .expect("apply plan")
+        .into_inner()
+        .operation
+        .expect("operation");
+    match operation.result {
+        Some(pb::operation::Result::Response(plan)) => plan.version,
+        _ => panic!("apply failed: {operation:?}"),
+    }
+}
+
+/// Waits until the controller `child` serves gRPC health on `addr` (or
+/// fails after 30 s, or at once if it exits, with its log).
+pub async fn wait_until_serving(
+    child: &mut std::process::Child,
+    addr: SocketAddr,
+    log: &std::path::Path,
+) {
+    use tonic_health::pb::health_client::HealthClient;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("controller exited with {status} before serving:\n{log}");
+        }
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel);
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if health.check(request).await.is_ok() {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "controller did not serve within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
