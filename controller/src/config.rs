@@ -452,6 +452,26 @@ mod tests {
         config.check().expect("example config checks");
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.log.format, LogFormat::Plain);
+        assert_eq!(config.southbound, SouthboundConfig::default());
+    }
+
+    #[test]
+    fn southbound_intervals_are_checked() {
+        let check = |toml: &str| {
+            ControllerConfig::from_toml(toml)
+                .expect("toml")
+                .check()
+                .map_err(|error| error.to_string())
+        };
+        assert!(check("[southbound]\ncounters_interval_ms = 0\n").is_ok());
+        assert!(check("[southbound]\ncounters_interval_ms = 100\n").is_ok());
+        let error = check("[southbound]\ncounters_interval_ms = 50\n").expect_err("too short");
+        assert!(error.contains("southbound.counters_interval_ms"), "{error}");
+        let error = check("[southbound]\nreconcile_interval_ms = 10\n").expect_err("too short");
+        assert!(
+            error.contains("southbound.reconcile_interval_ms"),
+            "{error}"
+        );
     }
 
     #[test]
