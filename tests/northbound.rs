@@ -6,7 +6,8 @@ mod support;
 
 use aiwan_api::v1 as pb;
 use support::{
-    ADMIN_SECRET, Backend, Clients, TestDb, at, create_token, small_topology, start, sync_job,
+    ADMIN_SECRET, Backend, Clients, TestDb, at, create_token, http_get, small_topology, start,
+    sync_job,
 };
 use tonic::Code;
 
@@ -1150,16 +1151,6 @@ async fn metrics_count_requests(backend: Backend) {
 }
 
 /// A plain HTTP/1.1 GET, enough for the metrics endpoint.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
-
 /// With a certificate configured the API is served over TLS only, and the
 /// CLI's client reaches it with the CA file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

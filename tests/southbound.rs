@@ -11,7 +11,7 @@ use std::time::Duration;
 use aiwan_api::v1 as pb;
 use aiwan_controller::southbound::simulated::SimulatedFlow;
 use support::{
-    ADMIN_SECRET, Backend, Clients, TestDb, apply_plan as apply, small_topology, sync_job,
+    ADMIN_SECRET, Backend, Clients, TestDb, apply_plan as apply, http_get, small_topology, sync_job,
 };
 
 /// A controller on the simulated dataplane (reconcile every 100 ms) with
@@ -123,6 +123,14 @@ async fn plans_reach_the_simulated_routers_and_a_silent_one_is_partial() {
     simulated.set_reachable("wan-b", true);
     let plan = wait_for(&mut admin, pb::PlanStatus::Applied).await;
     assert!(plan.pending_nodes.is_empty(), "{plan:?}");
+    let metrics = http_get(controller.metrics_addr.expect("metrics"), "/metrics").await;
+    for line in [
+        "aiwan_southbound_pushes_total{node=\"wan-b\",result=\"unreachable\"}",
+        "aiwan_southbound_pushes_total{node=\"wan-b\",result=\"applied\"}",
+        "aiwan_southbound_plan_version 2",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
     controller.shutdown().await.expect("shutdown");
     db.cleanup().await;
 }
@@ -231,6 +239,14 @@ async fn a_refused_plan_is_rolled_back_once() {
         None,
         "rolled back twice"
     );
+    let metrics = http_get(controller.metrics_addr.expect("metrics"), "/metrics").await;
+    for line in [
+        "aiwan_southbound_rollbacks_total 2",
+        "aiwan_southbound_rollbacks_refused_total 1",
+        "aiwan_southbound_pushes_total{node=\"wan-a\",result=\"refused\"}",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
     // The operator fixes wan-a and applies again: all in.
     simulated.set_srv6("wan-a", true);
     let v7 = apply(&mut admin, "fixed").await;

@@ -67,6 +67,14 @@ impl Metrics {
     }
 
     /// Adds metrics read from elsewhere at each scrape.
+    /// The reconcile loop's and the agents' metrics.
+    pub fn register_southbound(
+        &mut self,
+        southbound: &crate::southbound::metrics::SouthboundMetrics,
+    ) {
+        southbound.register(&mut self.registry);
+    }
+
     pub fn register_collector(&mut self, collector: impl prometheus_client::collector::Collector) {
         self.registry.register_collector(Box::new(collector));
     }

@@ -207,12 +207,14 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         telemetry,
         simulated: simulated.clone(),
     };
+    let southbound_metrics = crate::southbound::metrics::SouthboundMetrics::default();
     let reconciler = driver.map(|driver| {
         let reconciler = crate::southbound::reconcile::Reconciler::new(
             store.clone(),
             driver,
             std::time::Duration::from_millis(config.southbound.reconcile_interval_ms),
-        );
+        )
+        .with_metrics(southbound_metrics.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });
     if let (true, Some(telemetry)) = (agent_counters, &state.telemetry) {
@@ -221,6 +223,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             telemetry: telemetry.store.clone(),
             endpoints: agent_endpoints(config),
             interval: std::time::Duration::from_millis(config.southbound.counters_interval_ms),
+            metrics: southbound_metrics.clone(),
         };
         tokio::spawn(feed.run(state.topology_revision.subscribe(), stop_rx.clone()));
     }
@@ -243,6 +246,9 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .map_err(ServeError::Reflection)?;
 
     let mut metrics = Metrics::new();
+    if config.southbound.driver.is_some() {
+        metrics.register_southbound(&southbound_metrics);
+    }
     if let Some(pipeline) = &pipeline {
         metrics.register_collector(crate::telemetry::CollectorMetrics::new(pipeline));
     }

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 
 use super::agents::AgentEndpoints;
+use super::metrics::{NodeLabels, SouthboundMetrics};
 use crate::agent::AgentClient;
 use crate::store::Store;
 
@@ -37,6 +38,7 @@ pub struct CounterFeed {
     pub endpoints: AgentEndpoints,
     /// Time between samples the agents are asked for.
     pub interval: Duration,
+    pub metrics: SouthboundMetrics,
 }
 
 impl CounterFeed {
@@ -71,6 +73,7 @@ impl CounterFeed {
                             endpoint.clone(),
                             self.interval,
                             self.telemetry.clone(),
+                            self.metrics.clone(),
                         ));
                         feeds.insert(node, (endpoint, task));
                     }
@@ -94,10 +97,20 @@ impl CounterFeed {
 }
 
 /// One router's counters, for as long as the task lives.
-async fn feed_node(node: String, endpoint: String, interval: Duration, telemetry: SharedStore) {
+async fn feed_node(
+    node: String,
+    endpoint: String,
+    interval: Duration,
+    telemetry: SharedStore,
+    metrics: SouthboundMetrics,
+) {
     let mut retry = RETRY_FIRST;
+    let updates = metrics
+        .counter_updates
+        .get_or_create(&NodeLabels { node: node.clone() })
+        .clone();
     loop {
-        match stream_once(&node, &endpoint, interval, &telemetry).await {
+        match stream_once(&node, &endpoint, interval, &telemetry, &updates).await {
             // A stream that delivered something was healthy: start the
             // backoff from the beginning.
             Ok(true) => retry = RETRY_FIRST,
@@ -116,6 +129,7 @@ async fn stream_once(
     endpoint: &str,
     interval: Duration,
     telemetry: &SharedStore,
+    updates: &prometheus_client::metrics::counter::Counter,
 ) -> Result<bool, String> {
     let mut client = AgentClient::connect(endpoint)
         .await
@@ -140,8 +154,13 @@ async fn stream_once(
         };
         let samples = interface_counters(node, &update, now_ms());
         let result = with_store(telemetry, move |store| store.ingest_counters(&samples)).await;
-        if let Err(error) = result {
-            tracing::warn!(%node, %error, "telemetry store refused the agent's counters");
+        match result {
+            Ok(()) => {
+                updates.inc();
+            }
+            Err(error) => {
+                tracing::warn!(%node, %error, "telemetry store refused the agent's counters")
+            }
         }
         delivered = true;
     }

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod counters;
+pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod simulated;

@@ -35,6 +35,7 @@ use aiwan_planner::NodeRole;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
+use super::metrics::SouthboundMetrics;
 use super::render::render;
 use super::{Driver, DriverError, Observed};
 use crate::agent::{NodeState, UcmpRoute};
@@ -68,6 +69,7 @@ pub struct Reconciler {
     driver: Arc<dyn Driver>,
     interval: Duration,
     backoff: BTreeMap<String, (Instant, Duration)>,
+    metrics: SouthboundMetrics,
 }
 
 impl Reconciler {
@@ -77,7 +79,14 @@ impl Reconciler {
             driver,
             interval,
             backoff: BTreeMap::new(),
+            metrics: SouthboundMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (registered with the controller's /metrics).
+    pub fn with_metrics(mut self, metrics: SouthboundMetrics) -> Reconciler {
+        self.metrics = metrics;
+        self
     }
 
     /// Reconciles every `interval`, and at once when a new plan is stored,
@@ -85,11 +94,23 @@ impl Reconciler {
     pub async fn run(mut self, mut plans: watch::Receiver<i64>, mut stop: watch::Receiver<bool>) {
         loop {
             match self.round().await {
-                Ok(report) if !report.pushed.is_empty() || !report.unreachable.is_empty() => {
-                    tracing::info!(?report, driver = self.driver.name(), "reconciled");
+                Ok(report) => {
+                    self.metrics.rounds.inc();
+                    self.metrics.plan_version.set(report.plan_version);
+                    self.metrics
+                        .routers_in_sync
+                        .set(i64::try_from(report.in_sync.len()).unwrap_or(i64::MAX));
+                    self.metrics
+                        .routers_pending
+                        .set(i64::try_from(report.unreachable.len()).unwrap_or(i64::MAX));
+                    if !report.pushed.is_empty() || !report.unreachable.is_empty() {
+                        tracing::info!(?report, driver = self.driver.name(), "reconciled");
+                    }
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "reconcile round failed"),
+                Err(error) => {
+                    self.metrics.round_errors.inc();
+                    tracing::warn!(%error, "reconcile round failed");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
@@ -198,6 +219,7 @@ impl Reconciler {
                                 }
                                 DriverError::Refused { .. } => {
                                     tracing::error!(%error, "router refused its state");
+                                    self.metrics.push(&router, "refused");
                                     report.refused.push(router.clone());
                                 }
                             }
@@ -206,6 +228,7 @@ impl Reconciler {
                 }
             }
             for router in stale.iter().filter(|r| !failed.contains(*r)) {
+                self.metrics.push(router, "applied");
                 self.backoff.remove(router);
                 report.pushed.push(router.clone());
                 report.in_sync.push(router.clone());
@@ -247,6 +270,7 @@ impl Reconciler {
             .get(router)
             .map_or(BACKOFF_MIN, |(_, last)| (*last * 2).min(BACKOFF_MAX));
         tracing::warn!(%error, retry_in = ?wait, "router not reachable");
+        self.metrics.push(router, "unreachable");
         self.backoff
             .insert(router.to_string(), (Instant::now() + wait, wait));
         if !report.unreachable.iter().any(|r| r == router) {
@@ -266,6 +290,7 @@ impl Reconciler {
                 plan = failed,
                 "the automatic rollback was refused as well; it stays failed until an operator applies or rolls back a plan"
             );
+            self.metrics.rollbacks_refused.inc();
             return Ok(());
         }
         let earlier = self.store.list_plans(failed, 50).await?;
@@ -303,6 +328,7 @@ impl Reconciler {
             new = record.version,
             "rolled back"
         );
+        self.metrics.rollbacks.inc();
         Ok(())
     }
 }

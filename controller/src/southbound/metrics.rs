@@ -1,0 +1,95 @@
+//! Prometheus metrics of the southbound: what the reconcile loop pushed
+//! and to whom, how far the routers are from the plan, rollbacks (a refused
+//! rollback is the state that needs an operator), and the agents' counter
+//! samples reaching the telemetry store.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub node: String,
+    /// `applied`, `unreachable` or `refused`.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
+/// Cheap to clone: every field shares its values with the registry.
+#[derive(Debug, Clone, Default)]
+pub struct SouthboundMetrics {
+    pub pushes: Family<PushLabels, Counter>,
+    pub rounds: Counter,
+    pub round_errors: Counter,
+    pub plan_version: Gauge,
+    pub routers_in_sync: Gauge,
+    pub routers_pending: Gauge,
+    pub rollbacks: Counter,
+    pub rollbacks_refused: Counter,
+    pub counter_updates: Family<NodeLabels, Counter>,
+}
+
+impl SouthboundMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "aiwan_southbound_pushes",
+            "Pushes of desired state to a router, by result (applied, unreachable, refused)",
+            self.pushes.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_rounds",
+            "Reconcile rounds completed",
+            self.rounds.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_round_errors",
+            "Reconcile rounds that could not run (database, rendering)",
+            self.round_errors.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_plan_version",
+            "The plan the reconcile loop brings routers to; 0 when none is current",
+            self.plan_version.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_routers_in_sync",
+            "Routers holding the current plan's state after the last round",
+            self.routers_in_sync.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_routers_pending",
+            "Routers not reached in the last round (agent down or in backoff)",
+            self.routers_pending.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_rollbacks",
+            "Automatic rollbacks after a router refused a plan",
+            self.rollbacks.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_rollbacks_refused",
+            "Automatic rollbacks refused in turn: no plan is current until an operator acts",
+            self.rollbacks_refused.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_counter_updates",
+            "Interface counter samples from a router's agent stored in the telemetry store",
+            self.counter_updates.clone(),
+        );
+    }
+
+    pub fn push(&self, node: &str, result: &'static str) {
+        self.pushes
+            .get_or_create(&PushLabels {
+                node: node.to_string(),
+                result,
+            })
+            .inc();
+    }
+}
