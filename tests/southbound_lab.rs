@@ -301,6 +301,7 @@ fn share_of(hops: &[(String, u64)], dev: &str) -> f64 {
 struct Controller {
     child: Child,
     addr: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl Drop for Controller {
@@ -331,6 +332,7 @@ async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &st
     )
     .expect("config");
     let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+    let metrics = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
         .arg("controller")
         .arg("--config")
@@ -338,7 +340,7 @@ async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &st
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--metrics-listen")
-        .arg("127.0.0.1:0")
+        .arg(metrics.to_string())
         .arg("--data-dir")
         .arg(dir)
         .arg("--bootstrap-token")
@@ -349,7 +351,11 @@ async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &st
         .stderr(log)
         .spawn()
         .expect("spawn aiwan controller");
-    let mut controller = Controller { child, addr };
+    let mut controller = Controller {
+        child,
+        addr,
+        metrics,
+    };
     support::wait_until_serving(&mut controller.child, addr, &dir.join(log_name)).await;
     controller
 }
@@ -649,6 +655,33 @@ async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The controller saw the drift too (the agent's WatchDrift), and logged
+    // it; and it has the agents' counters.
+    let drift_line =
+        "aiwan_southbound_drift_total{node=\"r1\",kind=\"deleted\",outcome=\"repaired\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = support::http_get(controller.metrics, "/metrics").await;
+        if metrics.contains(drift_line) || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        metrics.contains(drift_line),
+        "no {drift_line} in:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("aiwan_southbound_counter_updates_total{node=\"r1\"}"),
+        "{metrics}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("drift on a router") && line.contains("r1")),
+        "the controller did not log r1's drift"
+    );
     eprintln!(
         "split: kernel counters {kernel_share:.3} on eth1 of {:.0} MB, controller telemetry {telemetry_share:.3}; \
          deleted route back in {:?}",

@@ -217,15 +217,21 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .with_metrics(southbound_metrics.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });
-    if let (true, Some(telemetry)) = (agent_counters, &state.telemetry) {
-        let feed = crate::southbound::counters::CounterFeed {
+    if config.southbound.driver == Some(crate::config::SouthboundDriver::Agents) {
+        let counters = match (agent_counters, &state.telemetry) {
+            (true, Some(telemetry)) => Some((
+                telemetry.store.clone(),
+                std::time::Duration::from_millis(config.southbound.counters_interval_ms),
+            )),
+            _ => None,
+        };
+        let streams = crate::southbound::streams::AgentStreams {
             db: store.clone(),
-            telemetry: telemetry.store.clone(),
+            counters,
             endpoints: agent_endpoints(config),
-            interval: std::time::Duration::from_millis(config.southbound.counters_interval_ms),
             metrics: southbound_metrics.clone(),
         };
-        tokio::spawn(feed.run(state.topology_revision.subscribe(), stop_rx.clone()));
+        tokio::spawn(streams.run(state.topology_revision.subscribe(), stop_rx.clone()));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();

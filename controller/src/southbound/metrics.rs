@@ -1,7 +1,7 @@
 //! Prometheus metrics of the southbound: what the reconcile loop pushed
 //! and to whom, how far the routers are from the plan, rollbacks (a refused
-//! rollback is the state that needs an operator), and the agents' counter
-//! samples reaching the telemetry store.
+//! rollback is the state that needs an operator), the agents' counter
+//! samples reaching the telemetry store, and drift the agents saw.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +14,15 @@ pub struct PushLabels {
     pub node: String,
     /// `applied`, `unreachable` or `refused`.
     pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    pub node: String,
+    /// `deleted`, `changed` or `overrun`.
+    pub kind: &'static str,
+    /// `repaired`, `failed` or `skipped`.
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +42,7 @@ pub struct SouthboundMetrics {
     pub rollbacks: Counter,
     pub rollbacks_refused: Counter,
     pub counter_updates: Family<NodeLabels, Counter>,
+    pub drift: Family<DriftLabels, Counter>,
 }
 
 impl SouthboundMetrics {
@@ -82,6 +92,21 @@ impl SouthboundMetrics {
             "Interface counter samples from a router's agent stored in the telemetry store",
             self.counter_updates.clone(),
         );
+        registry.register(
+            "aiwan_southbound_drift",
+            "aiwan objects changed or deleted by someone else on a router, and what its agent did",
+            self.drift.clone(),
+        );
+    }
+
+    pub fn drift(&self, node: &str, kind: &'static str, outcome: &'static str) {
+        self.drift
+            .get_or_create(&DriftLabels {
+                node: node.to_string(),
+                kind,
+                outcome,
+            })
+            .inc();
     }
 
     pub fn push(&self, node: &str, result: &'static str) {

@@ -3,11 +3,11 @@
 //! gRPC, or the simulated dataplane (`simulated`), behind one trait.
 
 pub mod agents;
-pub mod counters;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
 pub mod simulated;
+pub mod streams;
 
 use crate::agent::{ApplyReport, NodeState};
 

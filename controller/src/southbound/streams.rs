@@ -1,8 +1,12 @@
-//! The router agents' interface counters into the telemetry store: one
-//! `StreamCounters` subscription per router of the stored topology, kept
-//! open (re-dialled with backoff when an agent goes away), each sample
-//! stored under the node's id and the interface's name, which is how
-//! `GetLinkUtilization` finds a directed link (`{node}:{interface}`).
+//! The router agents' streams, one pair per router of the stored topology,
+//! each kept open (re-dialled with backoff when an agent goes away):
+//!
+//! - `StreamCounters`: interface counters into the telemetry store, each
+//!   sample under the node's id and the interface's name, which is how
+//!   `GetLinkUtilization` finds a directed link (`{node}:{interface}`);
+//! - `WatchDrift`: what someone changed by hand on a router and what its
+//!   agent did about it, logged by the controller and counted per router
+//!   (`aiwan_southbound_drift_total`), so that drift is seen centrally.
 //!
 //! Routers come and go with topology imports: the set is read again at
 //! each import (and every few seconds), new routers get a subscription and
@@ -32,16 +36,16 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// See the module documentation.
-pub struct CounterFeed {
+pub struct AgentStreams {
     pub db: Store,
-    pub telemetry: SharedStore,
+    /// The telemetry store and the time between the samples the agents are
+    /// asked for; `None`: no counters.
+    pub counters: Option<(SharedStore, Duration)>,
     pub endpoints: AgentEndpoints,
-    /// Time between samples the agents are asked for.
-    pub interval: Duration,
     pub metrics: SouthboundMetrics,
 }
 
-impl CounterFeed {
+impl AgentStreams {
     /// Runs until `stop` turns true; `topology` ticks at each import.
     pub async fn run(self, mut topology: watch::Receiver<i64>, mut stop: watch::Receiver<bool>) {
         let mut feeds: BTreeMap<String, (String, JoinHandle<()>)> = BTreeMap::new();
@@ -68,17 +72,16 @@ impl CounterFeed {
                         if feeds.contains_key(&node) {
                             continue;
                         }
-                        let task = tokio::spawn(feed_node(
+                        let task = tokio::spawn(node_streams(
                             node.clone(),
                             endpoint.clone(),
-                            self.interval,
-                            self.telemetry.clone(),
+                            self.counters.clone(),
                             self.metrics.clone(),
                         ));
                         feeds.insert(node, (endpoint, task));
                     }
                 }
-                Err(error) => tracing::warn!(%error, "counter feed cannot read the topology"),
+                Err(error) => tracing::warn!(%error, "agent streams cannot read the topology"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(ROUTERS_REFRESH) => {}
@@ -96,21 +99,98 @@ impl CounterFeed {
     }
 }
 
-/// One router's counters, for as long as the task lives.
-async fn feed_node(
+/// One router's streams, for as long as the task lives.
+async fn node_streams(
     node: String,
     endpoint: String,
+    counters: Option<(SharedStore, Duration)>,
+    metrics: SouthboundMetrics,
+) {
+    let drift = watch_drift(&node, &endpoint, &metrics);
+    match counters {
+        Some((telemetry, interval)) => {
+            let counters = feed_counters(&node, &endpoint, interval, telemetry, &metrics);
+            tokio::join!(drift, counters);
+        }
+        None => drift.await,
+    }
+}
+
+/// Logs and counts the router's drift events, re-subscribing with backoff.
+async fn watch_drift(node: &str, endpoint: &str, metrics: &SouthboundMetrics) {
+    let mut retry = RETRY_FIRST;
+    loop {
+        match drift_once(node, endpoint, metrics).await {
+            Ok(true) => retry = RETRY_FIRST,
+            Ok(false) => {}
+            Err(error) => tracing::debug!(%node, %error, "no drift stream from the agent"),
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Subscribes once; true when at least one event came.
+async fn drift_once(
+    node: &str,
+    endpoint: &str,
+    metrics: &SouthboundMetrics,
+) -> Result<bool, String> {
+    let mut client = AgentClient::connect(endpoint)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut stream = client
+        .watch_drift(pb::WatchDriftRequest {})
+        .await
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+        .into_inner();
+    let mut seen = false;
+    while let Some(message) = stream.next().await {
+        let message =
+            message.map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        let Some(event) = message.event else {
+            continue;
+        };
+        seen = true;
+        let kind = match event.kind() {
+            pb::DriftKind::Deleted => "deleted",
+            pb::DriftKind::Changed => "changed",
+            pb::DriftKind::Overrun => "overrun",
+            pb::DriftKind::Unspecified => "unspecified",
+        };
+        let outcome = match event.outcome() {
+            pb::RepairOutcome::Repaired => "repaired",
+            pb::RepairOutcome::Failed => "failed",
+            pb::RepairOutcome::Skipped => "skipped",
+            pb::RepairOutcome::Unspecified => "unspecified",
+        };
+        metrics.drift(node, kind, outcome);
+        if outcome == "failed" {
+            tracing::error!(%node, kind, object = %event.object, error = %event.error, "drift on a router, not repaired");
+        } else {
+            tracing::warn!(%node, kind, object = %event.object, outcome, generation = event.generation, "drift on a router");
+        }
+    }
+    Ok(seen)
+}
+
+/// Stores the router's counters, re-subscribing with backoff.
+async fn feed_counters(
+    node: &str,
+    endpoint: &str,
     interval: Duration,
     telemetry: SharedStore,
-    metrics: SouthboundMetrics,
+    metrics: &SouthboundMetrics,
 ) {
     let mut retry = RETRY_FIRST;
     let updates = metrics
         .counter_updates
-        .get_or_create(&NodeLabels { node: node.clone() })
+        .get_or_create(&NodeLabels {
+            node: node.to_string(),
+        })
         .clone();
     loop {
-        match stream_once(&node, &endpoint, interval, &telemetry, &updates).await {
+        match stream_once(node, endpoint, interval, &telemetry, &updates).await {
             // A stream that delivered something was healthy: start the
             // backoff from the beginning.
             Ok(true) => retry = RETRY_FIRST,
