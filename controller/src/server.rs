@@ -214,7 +214,8 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             driver,
             std::time::Duration::from_millis(config.southbound.reconcile_interval_ms),
         )
-        .with_metrics(southbound_metrics.clone());
+        .with_metrics(southbound_metrics.clone())
+        .with_classes(config.collector.store.classes.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });
     if config.southbound.driver == Some(crate::config::SouthboundDriver::Agents) {

@@ -35,6 +35,8 @@ use aiwan_planner::NodeRole;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
+use aiwan_collectors::store::ClassRule;
+
 use super::metrics::SouthboundMetrics;
 use super::render::render;
 use super::{Driver, DriverError, Observed};
@@ -70,6 +72,8 @@ pub struct Reconciler {
     interval: Duration,
     backoff: BTreeMap<String, (Instant, Duration)>,
     metrics: SouthboundMetrics,
+    /// DSCP to traffic class, for rate limits.
+    classes: Vec<ClassRule>,
 }
 
 impl Reconciler {
@@ -80,7 +84,15 @@ impl Reconciler {
             interval,
             backoff: BTreeMap::new(),
             metrics: SouthboundMetrics::default(),
+            classes: aiwan_collectors::store::default_class_rules(),
         }
+    }
+
+    /// Shapes by this DSCP table (the collectors' `collector.store.classes`)
+    /// rather than the default one.
+    pub fn with_classes(mut self, classes: Vec<ClassRule>) -> Reconciler {
+        self.classes = classes;
+        self
     }
 
     /// Counts into `metrics` (registered with the controller's /metrics).
@@ -152,7 +164,7 @@ impl Reconciler {
                 (node, value)
             })
             .collect();
-        let desired = render(&topology, &addressing, &planned)
+        let desired = render(&topology, &addressing, &planned, &self.classes)
             .map_err(|error| ReconcileError::Render(error.to_string()))?;
         let generation = final_generation(version);
 
@@ -590,13 +602,25 @@ topology:
     fn routers_nearest_the_destination_switch_first() {
         let topology = diamond();
         let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        let old = render(&topology, &addressing, &BTreeMap::new()).expect("underlay");
+        let old = render(
+            &topology,
+            &addressing,
+            &BTreeMap::new(),
+            &aiwan_collectors::store::default_class_rules(),
+        )
+        .expect("underlay");
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
         )]);
-        let new = render(&topology, &addressing, &planned).expect("plan");
+        let new = render(
+            &topology,
+            &addressing,
+            &planned,
+            &aiwan_collectors::store::default_class_rules(),
+        )
+        .expect("plan");
         let depth = depths(&new, &topology);
         let key: (u32, IpNet) = (
             crate::agent::MAIN_TABLE,
@@ -640,7 +664,13 @@ topology:
     fn a_pinned_path_s_sids_come_before_its_first_router_steers_onto_it() {
         let topology = diamond();
         let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        let old = render(&topology, &addressing, &BTreeMap::new()).expect("underlay");
+        let old = render(
+            &topology,
+            &addressing,
+            &BTreeMap::new(),
+            &aiwan_collectors::store::default_class_rules(),
+        )
+        .expect("underlay");
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [], "pins": [{
@@ -648,7 +678,13 @@ topology:
                 "ip_protocol": null, "destination_ports": null,
             }]}),
         )]);
-        let new = render(&topology, &addressing, &planned).expect("plan");
+        let new = render(
+            &topology,
+            &addressing,
+            &planned,
+            &aiwan_collectors::store::default_class_rules(),
+        )
+        .expect("plan");
         let observed: BTreeMap<String, Observed> = old
             .iter()
             .map(|(r, s)| {

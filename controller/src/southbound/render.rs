@@ -37,7 +37,7 @@ use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use aiwan_collectors::store::{TrafficClass as ClassOfService, default_class_rules};
+use aiwan_collectors::store::{ClassRule, TrafficClass as ClassOfService};
 
 use crate::agent::{
     ClassLimit, Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, RULE_PRIORITY_RANGE,
@@ -103,10 +103,15 @@ type Shares = BTreeMap<String, f64>;
 /// The kernel state of every router (every node but hosts) for a plan
 /// whose per-router next-hop weights are `planned` (node -> the JSON
 /// `planning` stores).
+///
+/// Rate limits steer DSCP values into their classes as `classes` says: the
+/// collectors' table (`collector.store.classes`), so that what is shaped
+/// as ai-sync is what the telemetry counts as ai-sync.
 pub fn render(
     topology: &Topology,
     addressing: &LinkAddressing,
     planned: &BTreeMap<String, serde_json::Value>,
+    classes: &[ClassRule],
 ) -> Result<BTreeMap<String, NodeState>, RenderError> {
     let pins = parse_pins(planned)?;
     let limits = parse_limits(planned)?;
@@ -232,7 +237,7 @@ pub fn render(
                 .entry(router.clone())
                 .or_default()
                 .rate_limits
-                .push(rate_limit(&link.src_interface, &limit, part));
+                .push(rate_limit(&link.src_interface, &limit, part, classes));
         }
     }
     Ok(states)
@@ -274,12 +279,17 @@ pub const CLASS_BEST_EFFORT: u16 = 3;
 /// No class is limited below this (ARP, routing, management must pass).
 const MIN_CLASS_BPS: f64 = 1_000_000.0;
 
-/// The htb classes of one link: ai-sync (DSCP 24-31 and 46, as the
-/// collectors classify) at the link's capacity; ai-bulk (DSCP 8-23) and
-/// best-effort (the rest, the default class) limited together to what
+/// The htb classes of one link: ai-sync (by default DSCP 24-31 and 46) at
+/// the link's capacity; ai-bulk (by default DSCP 8-23) and best-effort
+/// (the rest, the default class) limited together to what
 /// ai-sync leaves, each its planned load plus half of the headroom, or
 /// scaled down alike when the plan oversubscribes the link.
-fn rate_limit(interface: &str, limit: &PlannedLimit, part: f64) -> RateLimit {
+fn rate_limit(
+    interface: &str,
+    limit: &PlannedLimit,
+    part: f64,
+    classes: &[ClassRule],
+) -> RateLimit {
     let capacity = limit.capacity_bps * part;
     let sync = limit.ai_sync_bps * part;
     let (bulk, best_effort) = (limit.ai_bulk_bps * part, limit.best_effort_bps * part);
@@ -298,7 +308,7 @@ fn rate_limit(interface: &str, limit: &PlannedLimit, part: f64) -> RateLimit {
         rate - rate % 8
     };
     let dscp_of = |class: ClassOfService| -> Vec<u8> {
-        default_class_rules()
+        classes
             .iter()
             .filter(|rule| rule.class == class)
             .flat_map(|rule| rule.dscp.iter().flat_map(|range| range.first..=range.last))
@@ -774,6 +784,7 @@ impl<'a> Graph<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aiwan_collectors::store::{DscpRange, default_class_rules};
 
     /// r1 - r2 - r4 and r1 - r3 - r4, the r3 path longer; r1 and r4 carry
     /// prefixes.
@@ -826,7 +837,13 @@ topology:
     #[test]
     fn without_a_plan_routes_follow_the_shortest_paths() {
         let (topology, addressing) = diamond();
-        let states = render(&topology, &addressing, &BTreeMap::new()).expect("renders");
+        let states = render(
+            &topology,
+            &addressing,
+            &BTreeMap::new(),
+            &default_class_rules(),
+        )
+        .expect("renders");
         assert_eq!(states.len(), 4);
         let r1 = &states["r1"];
         // 10.4.0.0/24 via r2 (2 ms against 4 ms); r1's own prefix is local.
@@ -848,7 +865,8 @@ topology:
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
         )]);
-        let states = render(&topology, &addressing, &planned).expect("renders");
+        let states =
+            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
         let via: Vec<(String, u32)> = hops(&states["r1"], "10.4.0.0/24")
             .into_iter()
             .map(|(interface, _, weight)| (interface, weight))
@@ -878,7 +896,8 @@ topology:
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r4", "weight": 1.0}]}]}),
         )]);
-        let error = render(&topology, &addressing, &planned).expect_err("no r1-r4 link");
+        let error = render(&topology, &addressing, &planned, &default_class_rules())
+            .expect_err("no r1-r4 link");
         assert_eq!(
             error.to_string(),
             "node r1: next hop r4: no link between them"
@@ -926,7 +945,8 @@ topology:
                 "destination_ports": [5301, 5301],
             }]}),
         )]);
-        let states = render(&topology, &addressing, &planned).expect("renders");
+        let states =
+            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
         // Locators by sorted node id: h4 1, r1 2, r2 3, r3 4, r4 5.
         let end_r3: Ipv6Addr = "fd00:5e6:4::1".parse().unwrap();
         // r4 delivers 10.4.0.0/24 itself (to its loopback), 10.4.1.0/24
@@ -1043,7 +1063,8 @@ topology:
                 "ip_protocol": null, "destination_ports": null,
             }]}),
         )]);
-        let error = render(&topology, &addressing, &planned).expect_err("r2 is not the head");
+        let error = render(&topology, &addressing, &planned, &default_class_rules())
+            .expect_err("r2 is not the head");
         assert_eq!(
             error.to_string(),
             "plan for node r2: pin of jobs/pinned does not start here"
@@ -1061,7 +1082,8 @@ topology:
         };
         let rates = |sync: f64| -> Vec<(u16, u64, usize)> {
             let planned = BTreeMap::from([("r1".to_string(), limit(sync))]);
-            let states = render(&topology, &addressing, &planned).expect("renders");
+            let states =
+                render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
             let limits = &states["r1"].rate_limits;
             assert_eq!(limits.len(), 1);
             assert_eq!(limits[0].interface, "eth1");
@@ -1098,6 +1120,41 @@ topology:
                 (1, 10_000_000_000, 9),
                 (2, 1_000_000, 16),
                 (3, 1_000_000, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_limits_steer_by_the_configured_dscp_classes() {
+        let (topology, addressing) = diamond();
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [], "rate_limits": [{
+                "next_hop": "r2", "capacity_bps": 10e9, "ai_sync_bps": 5e9,
+                "ai_bulk_bps": 0.0, "best_effort_bps": 1e9,
+            }]}),
+        )]);
+        // AF41 alone is ai-sync here; nothing is ai-bulk.
+        let classes = vec![ClassRule {
+            dscp: vec![DscpRange {
+                first: 34,
+                last: 34,
+            }],
+            class: ClassOfService::AiSync,
+        }];
+        let states = render(&topology, &addressing, &planned, &classes).expect("renders");
+        states["r1"].check().expect("valid node state");
+        let dscp: Vec<(u16, Vec<u8>)> = states["r1"].rate_limits[0]
+            .classes
+            .iter()
+            .map(|c| (c.class_id, c.dscp.clone()))
+            .collect();
+        assert_eq!(
+            dscp,
+            vec![
+                (CLASS_AI_SYNC, vec![34]),
+                (CLASS_AI_BULK, vec![]),
+                (CLASS_BEST_EFFORT, vec![])
             ]
         );
     }

@@ -367,7 +367,13 @@ topology:
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
         )]);
-        let states = render(&topology, &addressing, &planned).expect("renders");
+        let states = render(
+            &topology,
+            &addressing,
+            &planned,
+            &aiwan_collectors::store::default_class_rules(),
+        )
+        .expect("renders");
         let dataplane = SimulatedDataplane::new(topology);
         // Nothing applied yet: the traffic has nowhere to go.
         assert_eq!(dataplane.loads(&[flow(1e9)]).dropped_bps, 1e9);
