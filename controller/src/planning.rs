@@ -197,6 +197,16 @@ fn pinned_demand(
     pin: &PathPin,
 ) -> Result<ClassDemand, String> {
     let job = &record.job;
+    if let Some(host) = pin.path.iter().find(|id| {
+        topology
+            .nodes
+            .iter()
+            .any(|n| &n.id == *id && n.role == NodeRole::Host)
+    }) {
+        return Err(format!(
+            "pinned path: {host} is a host; a path runs between routers"
+        ));
+    }
     let nodes = pin_nodes(network, pin)?;
     let edges = pin_edges(network, pin, &nodes)?;
     let (Some(source), Some(destination)) = (job.sources.first(), job.destinations.first()) else {
@@ -528,4 +538,147 @@ fn desired_state(
             (network.nodes[node].clone(), serde_json::json!({ "routes": routes }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DemandRecord, NewJob};
+
+    /// r1 (site a) to r4 (site b) by r2 or r3; h1 a host behind r1.
+    fn diamond() -> Topology {
+        aiwan_lab::clab::parse_clab(
+            r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
+    h1: {labels: {aiwan.role: host, aiwan.site: a}}
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["h1:eth1", "r1:eth3"]
+      labels: {aiwan.capacity: 10G}
+"#,
+        )
+        .expect("fixture")
+    }
+
+    fn job(id: &str, class: TrafficClass, rate_bps: i64, path: &[&str]) -> JobRecord {
+        JobRecord {
+            job: NewJob {
+                job_id: id.into(),
+                tenant: "t".into(),
+                class,
+                sources: vec![Endpoint::Site("a".into())],
+                destinations: vec![Endpoint::Site("b".into())],
+                rate_bps,
+                volume_bytes: 0,
+                deadline_ms: None,
+                start_ms: 0,
+                end_ms: None,
+                priority: 0,
+                max_latency_us: None,
+                demands: vec![DemandRecord {
+                    src_position: 0,
+                    dst_position: 0,
+                    rate_bps,
+                }],
+                pin: (!path.is_empty()).then(|| PathPin {
+                    path: path.iter().map(|n| n.to_string()).collect(),
+                    ip_protocol: Some(17),
+                    destination_ports: Some((4791, 4791)),
+                }),
+            },
+            cancelled_ms: None,
+            created_ms: 0,
+            updated_ms: 0,
+            creator: "test".into(),
+        }
+    }
+
+    #[test]
+    fn pinned_paths_that_do_not_hold_are_reported() {
+        let topology = diamond();
+        let network = Network::from_topology(&topology);
+        let cases: [(&[&str], &str); 5] = [
+            (&["r1", "r3", "r4"], ""),
+            (
+                &["r1", "r9", "r4"],
+                "pinned path: node r9 is not in the topology",
+            ),
+            (&["r1", "r4"], "pinned path: no link from r1 to r4"),
+            (
+                &["r2", "r4"],
+                "the pinned path starts at r2, where sites/a does not enter the WAN",
+            ),
+            (
+                &["h1", "r1", "r2", "r4"],
+                "pinned path: h1 is a host; a path runs between routers",
+            ),
+        ];
+        for (path, problem) in cases {
+            let record = job("p", TrafficClass::BestEffort, 1_000_000, path);
+            let pin = record.job.pin.clone().expect("pin");
+            match pinned_demand(&topology, &network, &record, &pin) {
+                Ok(demand) => {
+                    assert_eq!(problem, "", "{path:?}");
+                    assert!(demand.pinned_path.is_some());
+                    assert_eq!(demand.rate, 1_000_000.0);
+                }
+                Err(reason) => assert_eq!(reason, problem, "{path:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_pinned_job_rides_its_path_and_stays_out_of_the_weights() {
+        // Both paths as fast, so ai-sync may use either.
+        let mut topology = diamond();
+        for link in &mut topology.links {
+            link.latency_us = 1000;
+        }
+        // 12G of ai-sync split 6/6; then 1G of best-effort pinned via r3.
+        let jobs = [
+            job("sync", TrafficClass::AiSync, 12_000_000_000, &[]),
+            job(
+                "pinned",
+                TrafficClass::BestEffort,
+                1_000_000_000,
+                &["r1", "r3", "r4"],
+            ),
+        ];
+        let plan = compute_plan(&topology, &jobs, 1).expect("plan");
+        let r1 = &plan.desired_state["r1"];
+        let pins = r1["pins"].as_array().expect("pins at r1");
+        assert_eq!(pins.len(), 1);
+        assert_eq!(pins[0]["path"], serde_json::json!(["r1", "r3", "r4"]));
+        assert_eq!(pins[0]["prefixes"], serde_json::json!(["10.4.0.0/24"]));
+        assert_eq!(
+            pins[0]["destination_ports"],
+            serde_json::json!([4791, 4791])
+        );
+        // r3's links carry 7G: the pin counts in the MLU...
+        assert!((plan.mlu - 0.7).abs() < 1e-6, "mlu {}", plan.mlu);
+        // ...but not in the weights, which stay ai-sync's 50/50 (7/13 via
+        // r3 had the pinned gigabit been counted).
+        let routes = r1["routes"].as_array().expect("routes");
+        let to_r4 = routes
+            .iter()
+            .find(|r| r["destination"] == "r4")
+            .expect("route to r4");
+        for hop in to_r4["next_hops"].as_array().expect("hops") {
+            let weight = hop["weight"].as_f64().expect("weight");
+            assert!((weight - 0.5).abs() < 1e-6, "{to_r4}");
+        }
+    }
 }
