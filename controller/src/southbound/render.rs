@@ -399,6 +399,31 @@ fn add_pins(
     if pins.is_empty() {
         return Ok(());
     }
+    // The SIDs' block must be nobody's prefix, or their routes would
+    // take that prefix's traffic.
+    if let Ok(block) = ipnet::Ipv6Net::new(Ipv6Addr::new(0xfd00, 0x05e6, 0, 0, 0, 0, 0, 0), 32) {
+        let block = IpNet::V6(block);
+        let owned = topology
+            .nodes
+            .iter()
+            .flat_map(|n| n.prefixes.iter().map(move |p| (n.id.as_str(), p)))
+            .chain(
+                topology
+                    .sites
+                    .iter()
+                    .flat_map(|s| s.prefixes.iter().map(move |p| (s.id.as_str(), p))),
+            );
+        for (owner, prefix) in owned {
+            if prefix.contains(&block) || block.contains(prefix) {
+                return Err(RenderError::Plan {
+                    node: owner.to_string(),
+                    reason: format!(
+                        "prefix {prefix} overlaps {block}, where aiwan's SRv6 SIDs live"
+                    ),
+                });
+            }
+        }
+    }
     let mut ids: Vec<&str> = topology.nodes.iter().map(|n| n.id.as_str()).collect();
     ids.sort_unstable();
     let locators: BTreeMap<&str, u16> = ids
@@ -1156,6 +1181,27 @@ topology:
                 (CLASS_AI_BULK, vec![]),
                 (CLASS_BEST_EFFORT, vec![])
             ]
+        );
+    }
+
+    #[test]
+    fn a_prefix_in_the_sid_block_is_refused_when_pins_need_it() {
+        let (mut topology, addressing) = diamond_with_host();
+        if let Some(r4) = topology.nodes.iter_mut().find(|n| n.id == "r4") {
+            r4.prefixes.push("fd00:5e6:5::/64".parse().expect("prefix"));
+        }
+        let planned = BTreeMap::from([(
+            "r1".to_string(),
+            serde_json::json!({"routes": [], "pins": [{
+                "job": "pinned", "path": ["r1", "r3", "r4"], "prefixes": ["10.4.1.0/24"],
+                "ip_protocol": null, "destination_ports": null,
+            }]}),
+        )]);
+        let error =
+            render(&topology, &addressing, &planned, &default_class_rules()).expect_err("overlap");
+        assert_eq!(
+            error.to_string(),
+            "plan for node r4: prefix fd00:5e6:5::/64 overlaps fd00:5e6::/32, where aiwan's SRv6 SIDs live"
         );
     }
 }
