@@ -254,3 +254,63 @@ async fn a_refused_plan_is_rolled_back_once() {
     controller.shutdown().await.expect("shutdown");
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_cannot_be_rendered_fails_and_is_rolled_back() {
+    let Some((db, controller, _simulated, mut admin)) =
+        simulated_controller("a_plan_that_cannot_be_rendered_fails_and_is_rolled_back").await
+    else {
+        return;
+    };
+    // dc2-r also originates a prefix inside aiwan's SID block.
+    let mut topology = small_topology();
+    if let Some(node) = topology.nodes.iter_mut().find(|n| n.name == "nodes/dc2-r") {
+        node.prefixes.push("fd00:5e6:9::/64".into());
+    }
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(topology),
+        })
+        .await
+        .expect("import");
+    let v1 = apply(&mut admin, "first").await;
+    wait_for_version(&mut admin, v1, pb::PlanStatus::Applied).await;
+    // A pin needs SIDs, which that prefix would shadow: the plan cannot
+    // be made into router state, fails, and the one before comes back.
+    let site = |name: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
+    };
+    let pinned = pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: pb::TrafficClass::BestEffort as i32,
+        sources: vec![site("dc1")],
+        destinations: vec![site("dc2")],
+        rate_bps: 1_000_000_000,
+        pinned_path: ["dc1-r", "wan-b", "dc2-r"]
+            .iter()
+            .map(|n| format!("nodes/{n}"))
+            .collect(),
+        ..pb::Job::default()
+    };
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "pinned".into(),
+            job: Some(pinned),
+        })
+        .await
+        .expect("pinned job");
+    let v2 = apply(&mut admin, "with the pin").await;
+    let rollback = wait_for_version(&mut admin, v2 + 1, pb::PlanStatus::Applied).await;
+    assert_eq!(
+        rollback.reason,
+        format!("automatic rollback: plans/{v2} cannot be made into router state")
+    );
+    assert_eq!(
+        plan_status(&mut admin, v2).await,
+        Some(pb::PlanStatus::Failed)
+    );
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}

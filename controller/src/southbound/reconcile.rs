@@ -164,8 +164,24 @@ impl Reconciler {
                 (node, value)
             })
             .collect();
-        let desired = render(&topology, &addressing, &planned, &self.classes)
-            .map_err(|error| ReconcileError::Render(error.to_string()))?;
+        // A plan that cannot be made into kernel state (a pin over a link
+        // that is gone, a prefix in the SID block) can never be applied:
+        // it fails, and the plan before it comes back, as for a refusal.
+        let desired = match render(&topology, &addressing, &planned, &self.classes) {
+            Ok(desired) => desired,
+            Err(error) => {
+                tracing::error!(plan = version, %error, "the plan cannot be made into router state");
+                if self
+                    .store
+                    .set_plan_status(version, PlanStatus::Failed)
+                    .await?
+                {
+                    self.roll_back(version, "cannot be made into router state")
+                        .await?;
+                }
+                return Err(ReconcileError::Render(error.to_string()));
+            }
+        };
         let generation = final_generation(version);
 
         let mut report = RoundReport {
@@ -271,7 +287,7 @@ impl Reconciler {
             tracing::info!(plan = version, status = status.as_str(), "plan status");
         }
         if status == PlanStatus::Failed {
-            self.roll_back(version).await?;
+            self.roll_back(version, "was refused").await?;
         }
         Ok(report)
     }
@@ -294,7 +310,7 @@ impl Reconciler {
     /// once: when that rollback is refused too, it stays `failed` for an
     /// operator (rolling back again would only repeat it, a new plan each
     /// round).
-    async fn roll_back(&self, failed: i64) -> Result<(), ReconcileError> {
+    async fn roll_back(&self, failed: i64, why: &str) -> Result<(), ReconcileError> {
         if let Some(plan) = self.store.get_plan(failed).await?
             && plan.reason.starts_with(AUTOMATIC_ROLLBACK)
         {
@@ -328,7 +344,7 @@ impl Reconciler {
                 &previous.metrics_json,
                 &allocation,
                 &rows,
-                &format!("{AUTOMATIC_ROLLBACK}: plans/{failed} was refused"),
+                &format!("{AUTOMATIC_ROLLBACK}: plans/{failed} {why}"),
                 "aiwan controller",
                 "reconcile/RollbackPlan",
                 now_ms(),
