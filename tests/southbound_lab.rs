@@ -88,6 +88,18 @@ impl Lab {
         }
     }
 
+    /// `aiwan lab status`: healthy (exit 0), and what it printed.
+    fn status(&self) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .args(["lab", "status", "--name", &self.name])
+            .output()
+            .expect("run aiwan lab status");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     fn namespace(&self, node: &str) -> String {
         format!("{}-{node}", self.name)
     }
@@ -698,6 +710,12 @@ async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
     // 4. r3's agent is down: the next plan is partial, naming it; when it
     // is back it is brought up to date without another plan.
     lab.signal_agent("r3", nix::sys::signal::Signal::SIGKILL);
+    // `lab status` notices.
+    let status = lab.status();
+    assert!(
+        !status.0 && status.1.contains("agent of r3: not running"),
+        "lab status with r3's agent killed: {status:?}"
+    );
     create_job(
         &mut clients,
         "bulk-2",
@@ -715,6 +733,17 @@ async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
     .await;
     assert_eq!(plan.pending_nodes, vec!["nodes/r3".to_string()], "{plan:?}");
     lab.restart_agent("r3");
+    for _ in 0..100 {
+        if lab.status().0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        lab.status().0,
+        "lab status after r3's agent came back: {:?}",
+        lab.status()
+    );
     wait_for_plan(
         &mut clients,
         v2,

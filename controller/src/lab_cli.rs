@@ -236,9 +236,26 @@ fn down(args: &DownArgs) -> anyhow::Result<ExitCode> {
 
 fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let lab = lab_name(&args.target)?;
-    let report = deploy::status(&lab).with_context(|| format!("lab status {lab}"))?;
+    let mut report = deploy::status(&lab).with_context(|| format!("lab status {lab}"))?;
+    // Agents `up --agents` started: each must still run and have its socket.
+    let agents = agent_status(&lab);
+    for agent in agents.iter().filter(|a| !(a.running && a.socket)) {
+        report.healthy = false;
+        report.problems.push(format!(
+            "agent of {}: {} (log {})",
+            agent.node,
+            if agent.running {
+                "running without its socket"
+            } else {
+                "not running"
+            },
+            agent.log.display()
+        ));
+    }
     if args.json {
-        print_json(&serde_json::to_value(&report)?)?;
+        let mut value = serde_json::to_value(&report)?;
+        value["agents"] = serde_json::to_value(&agents)?;
+        print_json(&value)?;
     } else {
         let mut out = String::new();
         match &report.deployment {
@@ -259,6 +276,10 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
                 "lab {lab}: no state file, {} namespaces left",
                 report.namespaces_present.len()
             )?,
+        }
+        if !agents.is_empty() {
+            let running = agents.iter().filter(|a| a.running && a.socket).count();
+            writeln!(out, "agents: {running} of {} running", agents.len())?;
         }
         for namespace in &report.namespaces_missing {
             writeln!(out, "missing: namespace {namespace}")?;
@@ -348,6 +369,44 @@ fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAge
         }
     }
     Ok(agents)
+}
+
+/// One lab agent as `lab status` sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct AgentStatus {
+    pub node: String,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub socket: bool,
+    pub log: PathBuf,
+}
+
+/// The agents of a lab, from their pid files.
+fn agent_status(lab: &str) -> Vec<AgentStatus> {
+    let dir = agents_dir(lab);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut agents: Vec<AgentStatus> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("pid"))
+        .filter_map(|path| {
+            let node = path.file_stem()?.to_str()?.to_string();
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            Some(AgentStatus {
+                running: pid.is_some_and(process_alive),
+                socket: dir.join(format!("{node}.sock")).exists(),
+                log: dir.join(format!("{node}.log")),
+                pid,
+                node,
+            })
+        })
+        .collect();
+    agents.sort_by(|a, b| a.node.cmp(&b.node));
+    agents
 }
 
 fn process_alive(pid: u32) -> bool {
