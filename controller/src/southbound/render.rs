@@ -113,9 +113,10 @@ pub fn render(
     planned: &BTreeMap<String, serde_json::Value>,
     classes: &[ClassRule],
 ) -> Result<BTreeMap<String, NodeState>, RenderError> {
-    let pins = parse_pins(planned)?;
-    let limits = parse_limits(planned)?;
-    let planned = parse_planned(planned)?;
+    let parsed = parse(planned)?;
+    let pins = pins_of(&parsed)?;
+    let limits = limits_of(&parsed)?;
+    let planned = shares_of(&parsed)?;
     let routers: Vec<&aiwan_planner::Node> = topology
         .nodes
         .iter()
@@ -243,17 +244,12 @@ pub fn render(
     Ok(states)
 }
 
-fn parse_limits(
-    planned: &BTreeMap<String, serde_json::Value>,
+fn limits_of(
+    parsed: &BTreeMap<String, PlannedRoutes>,
 ) -> Result<Vec<(String, PlannedLimit)>, RenderError> {
     let mut limits = Vec::new();
-    for (node, value) in planned {
-        let routes: PlannedRoutes =
-            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
-                node: node.clone(),
-                reason: error.to_string(),
-            })?;
-        for limit in routes.rate_limits {
+    for (node, routes) in parsed {
+        for limit in &routes.rate_limits {
             let figures = [
                 limit.capacity_bps,
                 limit.ai_sync_bps,
@@ -266,7 +262,7 @@ fn parse_limits(
                     reason: format!("rate limit towards {} has a bad figure", limit.next_hop),
                 });
             }
-            limits.push((node.clone(), limit));
+            limits.push((node.clone(), limit.clone()));
         }
     }
     Ok(limits)
@@ -331,24 +327,19 @@ fn rate_limit(
     }
 }
 
-fn parse_pins(
-    planned: &BTreeMap<String, serde_json::Value>,
+fn pins_of(
+    parsed: &BTreeMap<String, PlannedRoutes>,
 ) -> Result<Vec<(String, PlannedPin)>, RenderError> {
     let mut pins = Vec::new();
-    for (node, value) in planned {
-        let routes: PlannedRoutes =
-            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
-                node: node.clone(),
-                reason: error.to_string(),
-            })?;
-        for pin in routes.pins {
+    for (node, routes) in parsed {
+        for pin in &routes.pins {
             if pin.path.len() < 2 || pin.path.first() != Some(node) {
                 return Err(RenderError::Plan {
                     node: node.clone(),
                     reason: format!("pin of jobs/{} does not start here", pin.job),
                 });
             }
-            pins.push((node.clone(), pin));
+            pins.push((node.clone(), pin.clone()));
         }
     }
     Ok(pins)
@@ -614,20 +605,31 @@ fn add_pins(
     Ok(())
 }
 
-fn parse_planned(
+/// Each router's part of the plan, as `planning` stored it.
+fn parse(
     planned: &BTreeMap<String, serde_json::Value>,
-) -> Result<BTreeMap<String, BTreeMap<String, Shares>>, RenderError> {
-    let mut out = BTreeMap::new();
-    for (node, value) in planned {
-        let routes: PlannedRoutes =
-            serde_json::from_value(value.clone()).map_err(|error| RenderError::Plan {
+) -> Result<BTreeMap<String, PlannedRoutes>, RenderError> {
+    planned
+        .iter()
+        .map(|(node, value)| {
+            let routes = PlannedRoutes::deserialize(value).map_err(|error| RenderError::Plan {
                 node: node.clone(),
                 reason: error.to_string(),
             })?;
+            Ok((node.clone(), routes))
+        })
+        .collect()
+}
+
+fn shares_of(
+    parsed: &BTreeMap<String, PlannedRoutes>,
+) -> Result<BTreeMap<String, BTreeMap<String, Shares>>, RenderError> {
+    let mut out = BTreeMap::new();
+    for (node, routes) in parsed {
         let mut by_destination = BTreeMap::new();
-        for route in routes.routes {
+        for route in &routes.routes {
             let mut shares = Shares::new();
-            for hop in route.next_hops {
+            for hop in &route.next_hops {
                 if !(hop.weight.is_finite() && hop.weight >= 0.0) {
                     return Err(RenderError::Plan {
                         node: node.clone(),
@@ -635,11 +637,11 @@ fn parse_planned(
                     });
                 }
                 if hop.weight > 0.0 {
-                    *shares.entry(hop.next_hop).or_default() += hop.weight;
+                    *shares.entry(hop.next_hop.clone()).or_default() += hop.weight;
                 }
             }
             if !shares.is_empty() {
-                by_destination.insert(route.destination, shares);
+                by_destination.insert(route.destination.clone(), shares);
             }
         }
         out.insert(node.clone(), by_destination);
