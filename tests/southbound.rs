@@ -11,7 +11,8 @@ use std::time::Duration;
 use aiwan_api::v1 as pb;
 use aiwan_controller::southbound::simulated::SimulatedFlow;
 use support::{
-    ADMIN_SECRET, Backend, Clients, TestDb, apply_plan as apply, http_get, small_topology, sync_job,
+    ADMIN_SECRET, Backend, Clients, TestDb, apply_plan as apply, current_plan, http_get,
+    small_topology, sync_job,
 };
 
 /// A controller on the simulated dataplane (reconcile every 100 ms) with
@@ -51,15 +52,31 @@ async fn simulated_controller(
     Some((db, controller, simulated, admin))
 }
 
-async fn current_plan(clients: &mut Clients) -> pb::Plan {
-    clients
-        .plans
-        .get_current_plan(pb::GetCurrentPlanRequest {})
+/// 1G of best-effort from dc1 to dc2 pinned through `via`.
+async fn create_pinned_job(admin: &mut Clients, via: &str) {
+    let site = |name: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
+    };
+    let pinned = pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: pb::TrafficClass::BestEffort as i32,
+        sources: vec![site("dc1")],
+        destinations: vec![site("dc2")],
+        rate_bps: 1_000_000_000,
+        pinned_path: ["dc1-r", via, "dc2-r"]
+            .iter()
+            .map(|n| format!("nodes/{n}"))
+            .collect(),
+        ..pb::Job::default()
+    };
+    admin
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "pinned".into(),
+            job: Some(pinned),
+        })
         .await
-        .expect("current plan")
-        .into_inner()
-        .plan
-        .expect("a plan")
+        .expect("pinned job");
 }
 
 /// Waits until the current plan has `status` (or fails after 15 s).
@@ -175,29 +192,7 @@ async fn a_refused_plan_is_rolled_back_once() {
     // wan-a's kernel has no SRv6; a job pinned through it makes a plan
     // wan-a refuses: that plan fails and the one before comes back.
     simulated.set_srv6("wan-a", false);
-    let site = |name: &str| pb::Endpoint {
-        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
-    };
-    let pinned = pb::Job {
-        tenant: "team-a".into(),
-        traffic_class: pb::TrafficClass::BestEffort as i32,
-        sources: vec![site("dc1")],
-        destinations: vec![site("dc2")],
-        rate_bps: 1_000_000_000,
-        pinned_path: ["dc1-r", "wan-a", "dc2-r"]
-            .iter()
-            .map(|n| format!("nodes/{n}"))
-            .collect(),
-        ..pb::Job::default()
-    };
-    admin
-        .intents
-        .create_job(pb::CreateJobRequest {
-            job_id: "pinned".into(),
-            job: Some(pinned),
-        })
-        .await
-        .expect("pinned job");
+    create_pinned_job(&mut admin, "wan-a").await;
     let v2 = apply(&mut admin, "with the pin").await;
     let v3 = v2 + 1;
     let rollback = wait_for_version(&mut admin, v3, pb::PlanStatus::Applied).await;
@@ -278,29 +273,7 @@ async fn a_plan_that_cannot_be_rendered_fails_and_is_rolled_back() {
     wait_for_version(&mut admin, v1, pb::PlanStatus::Applied).await;
     // A pin needs SIDs, which that prefix would shadow: the plan cannot
     // be made into router state, fails, and the one before comes back.
-    let site = |name: &str| pb::Endpoint {
-        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
-    };
-    let pinned = pb::Job {
-        tenant: "team-a".into(),
-        traffic_class: pb::TrafficClass::BestEffort as i32,
-        sources: vec![site("dc1")],
-        destinations: vec![site("dc2")],
-        rate_bps: 1_000_000_000,
-        pinned_path: ["dc1-r", "wan-b", "dc2-r"]
-            .iter()
-            .map(|n| format!("nodes/{n}"))
-            .collect(),
-        ..pb::Job::default()
-    };
-    admin
-        .intents
-        .create_job(pb::CreateJobRequest {
-            job_id: "pinned".into(),
-            job: Some(pinned),
-        })
-        .await
-        .expect("pinned job");
+    create_pinned_job(&mut admin, "wan-b").await;
     let v2 = apply(&mut admin, "with the pin").await;
     let rollback = wait_for_version(&mut admin, v2 + 1, pb::PlanStatus::Applied).await;
     assert_eq!(

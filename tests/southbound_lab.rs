@@ -27,7 +27,7 @@ use aiwan_api::agent::v1 as agent_pb;
 use aiwan_api::v1 as pb;
 use aiwan_controller::agent::AgentClient;
 use serde_json::Value;
-use support::{ADMIN_SECRET, Clients, apply_plan as apply, sh};
+use support::{ADMIN_SECRET, Clients, apply_plan as apply, current_plan, sh};
 
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -370,17 +370,6 @@ async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &st
     };
     support::wait_until_serving(&mut controller.child, addr, &dir.join(log_name)).await;
     controller
-}
-
-async fn current_plan(clients: &mut Clients) -> pb::Plan {
-    clients
-        .plans
-        .get_current_plan(pb::GetCurrentPlanRequest {})
-        .await
-        .expect("current plan")
-        .into_inner()
-        .plan
-        .expect("a plan")
 }
 
 /// Waits until plan `version` is current with `status`.

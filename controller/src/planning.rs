@@ -544,34 +544,7 @@ fn desired_state(
 mod tests {
     use super::*;
     use crate::model::{DemandRecord, NewJob};
-
-    /// r1 (site a) to r4 (site b) by r2 or r3; h1 a host behind r1.
-    fn diamond() -> Topology {
-        aiwan_lab::clab::parse_clab(
-            r#"
-name: diamond
-topology:
-  nodes:
-    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
-    r2: {labels: {aiwan.role: wan-router}}
-    r3: {labels: {aiwan.role: wan-router}}
-    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
-    h1: {labels: {aiwan.role: host, aiwan.site: a}}
-  links:
-    - endpoints: ["r1:eth1", "r2:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r1:eth2", "r3:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["r2:eth2", "r4:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r3:eth2", "r4:eth2"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["h1:eth1", "r1:eth3"]
-      labels: {aiwan.capacity: 10G}
-"#,
-        )
-        .expect("fixture")
-    }
+    use crate::southbound::fixtures::diamond_with_hosts as diamond;
 
     fn job(id: &str, class: TrafficClass, rate_bps: i64, path: &[&str]) -> JobRecord {
         JobRecord {
@@ -662,7 +635,10 @@ topology:
         let pins = r1["pins"].as_array().expect("pins at r1");
         assert_eq!(pins.len(), 1);
         assert_eq!(pins[0]["path"], serde_json::json!(["r1", "r3", "r4"]));
-        assert_eq!(pins[0]["prefixes"], serde_json::json!(["10.4.0.0/24"]));
+        assert_eq!(
+            pins[0]["prefixes"],
+            serde_json::json!(["10.4.0.0/24", "10.4.1.0/24", "fd00:4::/64"])
+        );
         assert_eq!(
             pins[0]["destination_ports"],
             serde_json::json!([4791, 4791])

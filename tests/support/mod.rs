@@ -403,3 +403,15 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut response).await.expect("read");
     response
 }
+
+/// The current plan (which must exist).
+pub async fn current_plan(clients: &mut Clients) -> pb::Plan {
+    clients
+        .plans
+        .get_current_plan(pb::GetCurrentPlanRequest {})
+        .await
+        .expect("current plan")
+        .into_inner()
+        .plan
+        .expect("a plan")
+}

@@ -3,6 +3,8 @@
 //! gRPC, or the simulated dataplane (`simulated`), behind one trait.
 
 pub mod agents;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;

@@ -588,55 +588,51 @@ fn depths(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::southbound::fixtures::diamond;
     use crate::southbound::render::render;
 
-    fn diamond() -> aiwan_planner::Topology {
-        aiwan_lab::clab::parse_clab(
-            r#"
-name: diamond
-topology:
-  nodes:
-    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
-    r2: {labels: {aiwan.role: wan-router}}
-    r3: {labels: {aiwan.role: wan-router}}
-    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
-  links:
-    - endpoints: ["r1:eth1", "r2:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r1:eth2", "r3:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["r2:eth2", "r4:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r3:eth2", "r4:eth2"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-"#,
+    /// Every router's state for `planned` on `topology`.
+    fn states_of(
+        topology: &aiwan_planner::Topology,
+        planned: &BTreeMap<String, serde_json::Value>,
+    ) -> BTreeMap<String, NodeState> {
+        let addressing = aiwan_lab::addressing::link_addresses(topology).expect("addresses");
+        render(
+            topology,
+            &addressing,
+            planned,
+            &aiwan_collectors::store::default_class_rules(),
         )
-        .expect("fixture")
+        .expect("renders")
+    }
+
+    /// What the routers hold when they run `states`.
+    fn held(states: &BTreeMap<String, NodeState>) -> BTreeMap<String, Observed> {
+        states
+            .iter()
+            .map(|(router, state)| {
+                let state = state.clone();
+                (
+                    router.clone(),
+                    Observed {
+                        generation: 1,
+                        state,
+                    },
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn routers_nearest_the_destination_switch_first() {
         let topology = diamond();
-        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        let old = render(
-            &topology,
-            &addressing,
-            &BTreeMap::new(),
-            &aiwan_collectors::store::default_class_rules(),
-        )
-        .expect("underlay");
+        let old = states_of(&topology, &BTreeMap::new());
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
         )]);
-        let new = render(
-            &topology,
-            &addressing,
-            &planned,
-            &aiwan_collectors::store::default_class_rules(),
-        )
-        .expect("plan");
+        let new = states_of(&topology, &planned);
         let depth = depths(&new, &topology);
         let key: (u32, IpNet) = (
             crate::agent::MAIN_TABLE,
@@ -658,18 +654,7 @@ topology:
         ));
 
         // From the underlay to the plan: only r1 changes, and in one step.
-        let observed: BTreeMap<String, Observed> = old
-            .iter()
-            .map(|(r, s)| {
-                (
-                    r.clone(),
-                    Observed {
-                        generation: 1,
-                        state: s.clone(),
-                    },
-                )
-            })
-            .collect();
+        let observed = held(&old);
         let stale: BTreeSet<String> = ["r1".to_string()].into();
         let steps = transition(&observed, &new, &stale, &topology);
         assert_eq!(steps.len(), 1, "{steps:?}");
@@ -679,14 +664,7 @@ topology:
     #[test]
     fn a_pinned_path_s_sids_come_before_its_first_router_steers_onto_it() {
         let topology = diamond();
-        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        let old = render(
-            &topology,
-            &addressing,
-            &BTreeMap::new(),
-            &aiwan_collectors::store::default_class_rules(),
-        )
-        .expect("underlay");
+        let old = states_of(&topology, &BTreeMap::new());
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [], "pins": [{
@@ -694,26 +672,8 @@ topology:
                 "ip_protocol": null, "destination_ports": null,
             }]}),
         )]);
-        let new = render(
-            &topology,
-            &addressing,
-            &planned,
-            &aiwan_collectors::store::default_class_rules(),
-        )
-        .expect("plan");
-        let observed: BTreeMap<String, Observed> = old
-            .iter()
-            .map(|(r, s)| {
-                let state = s.clone();
-                (
-                    r.clone(),
-                    Observed {
-                        generation: 1,
-                        state,
-                    },
-                )
-            })
-            .collect();
+        let new = states_of(&topology, &planned);
+        let observed = held(&old);
         let stale: BTreeSet<String> = new
             .iter()
             .filter(|(r, s)| !same_state(&old[r.as_str()], s))

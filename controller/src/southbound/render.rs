@@ -813,30 +813,17 @@ mod tests {
     use super::*;
     use aiwan_collectors::store::{DscpRange, default_class_rules};
 
-    /// r1 - r2 - r4 and r1 - r3 - r4, the r3 path longer; r1 and r4 carry
-    /// prefixes.
-    fn diamond() -> (Topology, LinkAddressing) {
-        let text = r#"
-name: diamond
-topology:
-  nodes:
-    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
-    r2: {labels: {aiwan.role: wan-router}}
-    r3: {labels: {aiwan.role: wan-router}}
-    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
-  links:
-    - endpoints: ["r1:eth1", "r2:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r1:eth2", "r3:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["r2:eth2", "r4:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r3:eth2", "r4:eth2"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-"#;
-        let topology = aiwan_lab::clab::parse_clab(text).expect("fixture");
+    fn with_addressing(topology: Topology) -> (Topology, LinkAddressing) {
         let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
         (topology, addressing)
+    }
+
+    fn diamond() -> (Topology, LinkAddressing) {
+        with_addressing(crate::southbound::fixtures::diamond())
+    }
+
+    fn diamond_with_host() -> (Topology, LinkAddressing) {
+        with_addressing(crate::southbound::fixtures::diamond_with_hosts())
     }
 
     fn hops(state: &NodeState, prefix: &str) -> Vec<(String, String, u32)> {
@@ -931,34 +918,6 @@ topology:
         );
     }
 
-    /// The diamond with a host behind r4 and an IPv6 prefix at r4.
-    fn diamond_with_host() -> (Topology, LinkAddressing) {
-        let text = r#"
-name: diamond
-topology:
-  nodes:
-    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
-    r2: {labels: {aiwan.role: wan-router}}
-    r3: {labels: {aiwan.role: wan-router}}
-    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24,fd00:4::/64"}}
-    h4: {labels: {aiwan.role: host, aiwan.site: b, aiwan.prefixes: "10.4.1.0/24"}}
-  links:
-    - endpoints: ["r1:eth1", "r2:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r1:eth2", "r3:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["r2:eth2", "r4:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r3:eth2", "r4:eth2"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["h4:eth1", "r4:eth3"]
-      labels: {aiwan.capacity: 10G}
-"#;
-        let topology = aiwan_lab::clab::parse_clab(text).expect("fixture");
-        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        (topology, addressing)
-    }
-
     #[test]
     fn a_pinned_path_becomes_srv6_link_by_link() {
         let (topology, addressing) = diamond_with_host();
@@ -974,13 +933,13 @@ topology:
         )]);
         let states =
             render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
-        // Locators by sorted node id: h4 1, r1 2, r2 3, r3 4, r4 5.
-        let end_r3: Ipv6Addr = "fd00:5e6:4::1".parse().unwrap();
+        // Locators by sorted node id: h1 1, h4 2, r1 3, r2 4, r3 5, r4 6.
+        let end_r3: Ipv6Addr = "fd00:5e6:5::1".parse().unwrap();
         // r4 delivers 10.4.0.0/24 itself (to its loopback), 10.4.1.0/24
         // to h4.
-        let dx4_self: Ipv6Addr = "fd00:5e6:5::100".parse().unwrap();
-        let dx4_r4: Ipv6Addr = "fd00:5e6:5::101".parse().unwrap();
-        let dt6_r4: Ipv6Addr = "fd00:5e6:5::2".parse().unwrap();
+        let dx4_self: Ipv6Addr = "fd00:5e6:6::100".parse().unwrap();
+        let dx4_r4: Ipv6Addr = "fd00:5e6:6::101".parse().unwrap();
+        let dt6_r4: Ipv6Addr = "fd00:5e6:6::2".parse().unwrap();
         let r1 = &states["r1"];
         let rules: Vec<(u32, Family, String, u32)> = r1
             .flow_rules
@@ -1034,7 +993,7 @@ topology:
         // Each router of the path reaches the next one's SID over their link.
         let r3_peer = addressing.peer_of("r1", "eth2").expect("peer").2.v6.addr();
         assert_eq!(
-            hops(r1, "fd00:5e6:4::1/128"),
+            hops(r1, "fd00:5e6:5::1/128"),
             vec![("eth2".to_string(), r3_peer.to_string(), 1)]
         );
         let r3 = &states["r3"];
@@ -1046,9 +1005,9 @@ topology:
                 interface: "eth2".into(),
             }]
         );
-        assert_eq!(hops(r3, "fd00:5e6:5::100/128")[0].0, "eth2");
-        assert_eq!(hops(r3, "fd00:5e6:5::101/128")[0].0, "eth2");
-        assert_eq!(hops(r3, "fd00:5e6:5::2/128")[0].0, "eth2");
+        assert_eq!(hops(r3, "fd00:5e6:6::100/128")[0].0, "eth2");
+        assert_eq!(hops(r3, "fd00:5e6:6::101/128")[0].0, "eth2");
+        assert_eq!(hops(r3, "fd00:5e6:6::2/128")[0].0, "eth2");
         let h4 = addressing.peer_of("r4", "eth3").expect("peer").2.v4.addr();
         let r4_loopback = addressing.loopback_of("r4").expect("loopback").v4.addr();
         let mut r4_sids = states["r4"].local_sids.clone();

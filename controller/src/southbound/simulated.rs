@@ -324,31 +324,8 @@ fn diff_report(old: &NodeState, new: &NodeState) -> ApplyReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::southbound::fixtures::diamond;
     use crate::southbound::render::render;
-
-    fn diamond() -> Topology {
-        aiwan_lab::clab::parse_clab(
-            r#"
-name: diamond
-topology:
-  nodes:
-    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
-    r2: {labels: {aiwan.role: wan-router}}
-    r3: {labels: {aiwan.role: wan-router}}
-    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
-  links:
-    - endpoints: ["r1:eth1", "r2:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r1:eth2", "r3:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-    - endpoints: ["r2:eth2", "r4:eth1"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
-    - endpoints: ["r3:eth2", "r4:eth2"]
-      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
-"#,
-        )
-        .expect("fixture")
-    }
 
     fn flow(rate_bps: f64) -> SimulatedFlow {
         SimulatedFlow {

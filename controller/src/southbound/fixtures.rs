@@ -1,0 +1,51 @@
+//! Topologies the unit tests of planning and the southbound share.
+
+use aiwan_planner::Topology;
+
+/// r1 (site a, 10.1.0.0/24) to r4 (site b, 10.4.0.0/24) through r2 (1 ms
+/// links) or r3 (2 ms links), all 10G.
+pub fn diamond() -> Topology {
+    aiwan_lab::clab::parse_clab(&format!("{DIAMOND}{DIAMOND_LINKS}")).expect("fixture")
+}
+
+/// The diamond with hosts: h1 behind r1 (no prefix of its own) and h4
+/// behind r4 (10.4.1.0/24); r4 also originates fd00:4::/64. Sorted by id
+/// the nodes are h1, h4, r1, r2, r3, r4 (SRv6 locators 1 to 6).
+pub fn diamond_with_hosts() -> Topology {
+    let text = format!(
+        "{}{HOSTS}{DIAMOND_LINKS}{HOST_LINKS}",
+        DIAMOND.replace("\"10.4.0.0/24\"", "\"10.4.0.0/24,fd00:4::/64\"")
+    );
+    aiwan_lab::clab::parse_clab(&text).expect("fixture")
+}
+
+const DIAMOND: &str = r#"
+name: diamond
+topology:
+  nodes:
+    r1: {labels: {aiwan.role: wan-router, aiwan.site: a, aiwan.prefixes: "10.1.0.0/24"}}
+    r2: {labels: {aiwan.role: wan-router}}
+    r3: {labels: {aiwan.role: wan-router}}
+    r4: {labels: {aiwan.role: wan-router, aiwan.site: b, aiwan.prefixes: "10.4.0.0/24"}}
+"#;
+
+const HOSTS: &str = r#"    h1: {labels: {aiwan.role: host, aiwan.site: a}}
+    h4: {labels: {aiwan.role: host, aiwan.site: b, aiwan.prefixes: "10.4.1.0/24"}}
+"#;
+
+const DIAMOND_LINKS: &str = r#"  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r1:eth2", "r3:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+    - endpoints: ["r2:eth2", "r4:eth1"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 1ms}
+    - endpoints: ["r3:eth2", "r4:eth2"]
+      labels: {aiwan.capacity: 10G, aiwan.latency: 2ms}
+"#;
+
+const HOST_LINKS: &str = r#"    - endpoints: ["h1:eth1", "r1:eth3"]
+      labels: {aiwan.capacity: 10G}
+    - endpoints: ["h4:eth1", "r4:eth3"]
+      labels: {aiwan.capacity: 10G}
+"#;
