@@ -49,3 +49,54 @@ const HOST_LINKS: &str = r#"    - endpoints: ["h1:eth1", "r1:eth3"]
     - endpoints: ["h4:eth1", "r4:eth3"]
       labels: {aiwan.capacity: 10G}
 "#;
+
+/// `n` WAN routers `r0`..: a ring (1 ms links) with a chord from every
+/// tenth router to the one opposite (5 ms), each router originating
+/// `10.{i/256}.{i%256}.0/24`. For scale: render and reconcile must stay
+/// near-linear in routers times routes.
+pub fn ring(n: usize) -> Topology {
+    use aiwan_planner::{Link, Node, NodeRole};
+    let nodes = (0..n)
+        .map(|i| Node {
+            id: format!("r{i}"),
+            site: None,
+            role: NodeRole::WanRouter,
+            prefixes: vec![
+                format!("10.{}.{}.0/24", i / 256, i % 256)
+                    .parse()
+                    .expect("prefix"),
+            ],
+        })
+        .collect();
+    let mut links = Vec::new();
+    let mut ports = vec![0usize; n];
+    let mut link = |a: usize, b: usize, latency_us: u64| {
+        ports[a] += 1;
+        ports[b] += 1;
+        let (ia, ib) = (format!("eth{}", ports[a]), format!("eth{}", ports[b]));
+        for (src, si, dst, di) in [(a, &ia, b, &ib), (b, &ib, a, &ia)] {
+            links.push(Link {
+                src: format!("r{src}"),
+                src_interface: si.clone(),
+                dst: format!("r{dst}"),
+                dst_interface: di.clone(),
+                capacity_bps: 100_000_000_000,
+                latency_us,
+                srlgs: Vec::new(),
+                admin_up: true,
+            });
+        }
+    };
+    for i in 0..n {
+        link(i, (i + 1) % n, 1000);
+    }
+    for i in (0..n / 2).step_by(10) {
+        link(i, i + n / 2, 5000);
+    }
+    Topology {
+        name: "ring".into(),
+        sites: Vec::new(),
+        nodes,
+        links,
+    }
+}

@@ -27,7 +27,7 @@
 //! refuses its state makes the plan `failed` and the previous plan is put
 //! back as a new version.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -423,12 +423,30 @@ fn transition(
             .collect()
     };
     let depth = depths(desired, topology);
-    let max_depth = depth
-        .values()
-        .flat_map(|d| d.values())
-        .copied()
-        .max()
-        .unwrap_or(0);
+    // The depths at which some router changes a route it already has:
+    // only those need a step of their own (a route that is new goes in
+    // at step 1, one that stays the same never moves).
+    let mut changing: BTreeSet<usize> = BTreeSet::new();
+    for router in stale {
+        let old = old_routes(router);
+        for (key, new) in new_routes(router) {
+            let Some(held) = old.get(&key) else {
+                continue;
+            };
+            let alone = |route: &UcmpRoute| {
+                NodeState {
+                    routes: vec![route.clone()],
+                    ..NodeState::default()
+                }
+                .normalized()
+            };
+            if alone(held) != alone(&new)
+                && let Some(&hops) = depth.get(router.as_str()).and_then(|d| d.get(&key))
+            {
+                changing.insert(hops);
+            }
+        }
+    }
     // A state made of the old routes, with the new route wherever `take`
     // says so or where there was no old route, and the new local SIDs
     // beside the old ones (a SID takes no traffic until a first router's
@@ -465,7 +483,7 @@ fn transition(
             .collect(),
     );
     // 2: nearest the destination first.
-    for k in 1..=max_depth {
+    for k in changing {
         steps.push(
             stale
                 .iter()
@@ -531,54 +549,65 @@ fn depths(
     desired: &BTreeMap<String, NodeState>,
     topology: &aiwan_planner::Topology,
 ) -> BTreeMap<String, BTreeMap<(u32, IpNet), usize>> {
-    let neighbour = |router: &str, interface: &str| -> Option<String> {
-        topology
-            .links
-            .iter()
-            .find(|link| link.src == router && link.src_interface == interface)
-            .map(|link| link.dst.clone())
-    };
-    let mut memo: BTreeMap<(String, (u32, IpNet)), usize> = BTreeMap::new();
-    let limit = desired.len() + 1;
-    fn depth_of(
-        router: &str,
-        key: (u32, IpNet),
-        desired: &BTreeMap<String, NodeState>,
-        neighbour: &dyn Fn(&str, &str) -> Option<String>,
-        memo: &mut BTreeMap<(String, (u32, IpNet)), usize>,
-        budget: usize,
-    ) -> usize {
-        if let Some(&known) = memo.get(&(router.to_string(), key)) {
-            return known;
-        }
-        let route = desired.get(router).and_then(|state| {
-            state
+    type Key = (u32, IpNet);
+    // Lookups the walk makes for every route of every router, made maps.
+    let neighbours: HashMap<(&str, &str), &str> = topology
+        .links
+        .iter()
+        .map(|link| {
+            let end = (link.src.as_str(), link.src_interface.as_str());
+            (end, link.dst.as_str())
+        })
+        .collect();
+    let routes: HashMap<&str, HashMap<Key, &UcmpRoute>> = desired
+        .iter()
+        .map(|(router, state)| {
+            let by_key = state
                 .routes
                 .iter()
-                .find(|route| (route.table, route.prefix) == key)
-        });
-        let Some(route) = route else {
-            return 0;
-        };
-        if budget == 0 {
-            return 1; // a loop in the desired routes: stop counting
-        }
-        let deepest = route
-            .next_hops
-            .iter()
-            .filter_map(|hop| neighbour(router, &hop.interface))
-            .map(|next| depth_of(&next, key, desired, neighbour, memo, budget - 1))
-            .max()
-            .unwrap_or(0);
-        let depth = deepest + 1;
-        memo.insert((router.to_string(), key), depth);
-        depth
+                .map(|route| ((route.table, route.prefix), route))
+                .collect();
+            (router.as_str(), by_key)
+        })
+        .collect();
+    struct Walk<'w> {
+        neighbours: HashMap<(&'w str, &'w str), &'w str>,
+        routes: HashMap<&'w str, HashMap<Key, &'w UcmpRoute>>,
+        memo: HashMap<(&'w str, Key), usize>,
     }
-    let mut out: BTreeMap<String, BTreeMap<(u32, IpNet), usize>> = BTreeMap::new();
+    impl<'w> Walk<'w> {
+        fn depth(&mut self, router: &'w str, key: Key, budget: usize) -> usize {
+            if let Some(&known) = self.memo.get(&(router, key)) {
+                return known;
+            }
+            let Some(route) = self.routes.get(router).and_then(|r| r.get(&key)).copied() else {
+                return 0;
+            };
+            if budget == 0 {
+                return 1; // a loop in the desired routes: stop counting
+            }
+            let mut deepest = 0;
+            for hop in &route.next_hops {
+                if let Some(&next) = self.neighbours.get(&(router, hop.interface.as_str())) {
+                    deepest = deepest.max(self.depth(next, key, budget - 1));
+                }
+            }
+            let depth = deepest + 1;
+            self.memo.insert((router, key), depth);
+            depth
+        }
+    }
+    let mut walk = Walk {
+        neighbours,
+        routes,
+        memo: HashMap::new(),
+    };
+    let limit = desired.len() + 1;
+    let mut out: BTreeMap<String, BTreeMap<Key, usize>> = BTreeMap::new();
     for (router, state) in desired {
         for route in &state.routes {
             let key = (route.table, route.prefix);
-            let depth = depth_of(router, key, desired, &neighbour, &mut memo, limit);
+            let depth = walk.depth(router, key, limit);
             out.entry(router.clone()).or_default().insert(key, depth);
         }
     }
@@ -700,6 +729,28 @@ mod tests {
         // Step 2: exactly the plan.
         for (router, state) in &steps[1] {
             assert!(same_state(state, &new[router]), "{router}");
+        }
+    }
+
+    #[test]
+    fn a_large_network_renders_and_transitions() {
+        let topology = crate::southbound::fixtures::ring(300);
+        let started = std::time::Instant::now();
+        let states = states_of(&topology, &BTreeMap::new());
+        let rendered = started.elapsed();
+        assert_eq!(states.len(), 300);
+        for (router, state) in &states {
+            assert_eq!(state.routes.len(), 299, "{router}");
+        }
+        let stale: BTreeSet<String> = states.keys().cloned().collect();
+        let steps = transition(&BTreeMap::new(), &states, &stale, &topology);
+        eprintln!(
+            "300 routers: rendered in {rendered:?}, transition in {:?}",
+            started.elapsed() - rendered
+        );
+        let last = steps.last().expect("steps");
+        for (router, state) in last {
+            assert!(same_state(state, &states[router]), "{router}");
         }
     }
 }

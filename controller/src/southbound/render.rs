@@ -28,9 +28,11 @@
 //! (`aiwan_lab::addressing`), which the lab deploys and the controller
 //! recomputes from the stored topology.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::Ipv6Addr;
+use std::rc::Rc;
 
 use aiwan_lab::addressing::LinkAddressing;
 use aiwan_planner::{NodeRole, Topology};
@@ -202,7 +204,7 @@ pub fn render(
         }
         let mut routes = Vec::with_capacity(shares_by_prefix.len());
         for (prefix, shares) in shares_by_prefix {
-            routes.push(route(topology, addressing, &router.id, prefix, &shares)?);
+            routes.push(route(&graph, addressing, &router.id, prefix, &shares)?);
         }
         states.insert(
             router.id.clone(),
@@ -212,13 +214,9 @@ pub fn render(
             },
         );
     }
-    add_pins(topology, addressing, &pins, &mut states)?;
+    add_pins(topology, &graph, addressing, &pins, &mut states)?;
     for (router, limit) in limits {
-        let links: Vec<&aiwan_planner::Link> = topology
-            .links
-            .iter()
-            .filter(|l| l.src == router && l.dst == limit.next_hop && l.admin_up)
-            .collect();
+        let links = graph.links(&router, &limit.next_hop);
         if links.is_empty() {
             return Err(RenderError::NoLink {
                 node: router,
@@ -358,15 +356,14 @@ const SID_END_DX4_FIRST: u16 = 0x100;
 /// The link from `node` to `next`: its interface and the neighbour's
 /// addresses on it.
 fn link_to(
-    topology: &Topology,
+    graph: &Graph,
     addressing: &LinkAddressing,
     node: &str,
     next: &str,
 ) -> Result<(String, std::net::Ipv4Addr, Ipv6Addr), RenderError> {
-    let link = topology
-        .links
-        .iter()
-        .find(|link| link.src == node && link.dst == next && link.admin_up)
+    let link = graph
+        .links(node, next)
+        .first()
         .ok_or_else(|| RenderError::NoLink {
             node: node.to_string(),
             next_hop: next.to_string(),
@@ -383,6 +380,7 @@ fn link_to(
 /// Adds the SRv6 state of every pin (see the module documentation).
 fn add_pins(
     topology: &Topology,
+    graph: &Graph,
     addressing: &LinkAddressing,
     pins: &[(String, PlannedPin)],
     states: &mut BTreeMap<String, NodeState>,
@@ -455,7 +453,7 @@ fn add_pins(
         for i in 1..path.len() - 1 {
             let node = path[i].as_str();
             let end = sid(&locators, node, SID_END).ok_or_else(|| missing_sid(node))?;
-            let (out, _, _) = link_to(topology, addressing, node, &path[i + 1])?;
+            let (out, _, _) = link_to(graph, addressing, node, &path[i + 1])?;
             local_sids.entry(node.to_string()).or_default().insert(
                 end,
                 LocalSid {
@@ -494,7 +492,7 @@ fn add_pins(
                                         reason: "no loopback in the addressing plan".into(),
                                     })?;
                             let (towards_head, _, _) =
-                                link_to(topology, addressing, tail, &path[path.len() - 2])?;
+                                link_to(graph, addressing, tail, &path[path.len() - 2])?;
                             (loopback.v4.addr(), towards_head)
                         }
                     };
@@ -517,7 +515,7 @@ fn add_pins(
                     let tail_sid =
                         sid(&locators, tail, SID_END_DT6).ok_or_else(|| missing_sid(tail))?;
                     let (interface, _, _) =
-                        link_to(topology, addressing, tail, &path[path.len() - 2])?;
+                        link_to(graph, addressing, tail, &path[path.len() - 2])?;
                     local_sids.entry(tail.to_string()).or_default().insert(
                         tail_sid,
                         LocalSid {
@@ -534,7 +532,7 @@ fn add_pins(
             segments.push(tail_sid);
             for (pair, target) in path.windows(2).zip(&segments) {
                 let (node, next) = (pair[0].as_str(), pair[1].as_str());
-                let (interface, _, gateway) = link_to(topology, addressing, node, next)?;
+                let (interface, _, gateway) = link_to(graph, addressing, node, next)?;
                 sid_routes
                     .entry(node.to_string())
                     .or_default()
@@ -549,7 +547,7 @@ fn add_pins(
                         }],
                     });
             }
-            let (interface, _, _) = link_to(topology, addressing, head, &path[1])?;
+            let (interface, _, _) = link_to(graph, addressing, head, &path[1])?;
             let priority = {
                 let next = next_rule
                     .entry(head.clone())
@@ -683,7 +681,7 @@ fn planned_prefixes(topology: &Topology, router: &str, destination: &str) -> Vec
 /// One weighted multipath route: each next-hop node's share spread over
 /// the links to it, each link's gateway the neighbour's address on it.
 fn route(
-    topology: &Topology,
+    graph: &Graph,
     addressing: &LinkAddressing,
     router: &str,
     prefix: IpNet,
@@ -691,18 +689,14 @@ fn route(
 ) -> Result<UcmpRoute, RenderError> {
     let mut hops: Vec<(String, Option<std::net::IpAddr>, f64)> = Vec::new();
     for (next_hop, share) in shares {
-        let links: Vec<&aiwan_planner::Link> = topology
-            .links
-            .iter()
-            .filter(|link| link.src == router && &link.dst == next_hop && link.admin_up)
-            .collect();
+        let links = graph.links(router, next_hop);
         if links.is_empty() {
             return Err(RenderError::NoLink {
                 node: router.to_string(),
                 next_hop: next_hop.clone(),
             });
         }
-        for link in &links {
+        for link in links {
             let (_, _, peer) =
                 addressing
                     .peer_of(router, &link.src_interface)
@@ -739,68 +733,101 @@ fn route(
 }
 
 /// The admin-up links as a graph weighted by latency (1 µs at least, so
-/// hop count breaks ties between zero-latency links).
+/// hop count breaks ties between zero-latency links), with the links
+/// between each pair of nodes. Distances to a destination are computed
+/// once and kept: rendering asks for them from every router.
 struct Graph<'a> {
-    edges: BTreeMap<&'a str, Vec<(&'a str, u64)>>,
+    index: HashMap<&'a str, usize>,
+    adjacency: Vec<Vec<(usize, u64)>>,
+    ids: Vec<&'a str>,
+    between: HashMap<(usize, usize), Vec<&'a aiwan_planner::Link>>,
+    distances: RefCell<HashMap<usize, Rc<Vec<u64>>>>,
 }
 
 impl<'a> Graph<'a> {
     fn new(topology: &'a Topology) -> Graph<'a> {
-        let mut edges: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+        let ids: Vec<&str> = topology.nodes.iter().map(|n| n.id.as_str()).collect();
+        let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut adjacency = vec![Vec::new(); ids.len()];
+        let mut between: HashMap<(usize, usize), Vec<&aiwan_planner::Link>> = HashMap::new();
         for link in topology.links.iter().filter(|link| link.admin_up) {
-            edges
-                .entry(link.src.as_str())
-                .or_default()
-                .push((link.dst.as_str(), link.latency_us.max(1)));
+            let (Some(&src), Some(&dst)) =
+                (index.get(link.src.as_str()), index.get(link.dst.as_str()))
+            else {
+                continue;
+            };
+            adjacency[src].push((dst, link.latency_us.max(1)));
+            between.entry((src, dst)).or_default().push(link);
         }
-        Graph { edges }
+        Graph {
+            index,
+            adjacency,
+            ids,
+            between,
+            distances: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The admin-up links from `from` to `to`.
+    fn links(&self, from: &str, to: &str) -> &[&'a aiwan_planner::Link] {
+        match (self.index.get(from), self.index.get(to)) {
+            (Some(&f), Some(&t)) => self.between.get(&(f, t)).map_or(&[], Vec::as_slice),
+            _ => &[],
+        }
     }
 
     /// The length of the shortest path from `from` to `to`.
     fn distance(&self, from: &str, to: &str) -> Option<u64> {
-        self.distances_to(to).get(from).copied()
+        let (&f, &t) = (self.index.get(from)?, self.index.get(to)?);
+        let distance = self.distances_to(t)[f];
+        (distance != u64::MAX).then_some(distance)
     }
 
-    /// Distances to `to` from every node that reaches it (Dijkstra from
-    /// the destination; links come in symmetric pairs, so the forward
-    /// lists serve).
-    fn distances_to(&self, to: &'a str) -> BTreeMap<&'a str, u64> {
-        let mut distance: BTreeMap<&str, u64> = BTreeMap::new();
+    /// Distances to node `to` from every node (`u64::MAX`: unreachable),
+    /// by Dijkstra from the destination (links come in symmetric pairs,
+    /// so the forward lists serve).
+    fn distances_to(&self, to: usize) -> Rc<Vec<u64>> {
+        if let Some(known) = self.distances.borrow().get(&to) {
+            return Rc::clone(known);
+        }
+        let mut distance = vec![u64::MAX; self.ids.len()];
         let mut queue = BinaryHeap::new();
-        distance.insert(to, 0);
+        distance[to] = 0;
         queue.push(Reverse((0u64, to)));
         while let Some(Reverse((d, node))) = queue.pop() {
-            if distance.get(node).is_some_and(|&best| d > best) {
+            if d > distance[node] {
                 continue;
             }
-            for &(neighbour, cost) in self.edges.get(node).into_iter().flatten() {
+            for &(neighbour, cost) in &self.adjacency[node] {
                 let candidate = d.saturating_add(cost);
-                if distance.get(neighbour).is_none_or(|&best| candidate < best) {
-                    distance.insert(neighbour, candidate);
+                if candidate < distance[neighbour] {
+                    distance[neighbour] = candidate;
                     queue.push(Reverse((candidate, neighbour)));
                 }
             }
         }
+        let distance = Rc::new(distance);
+        self.distances.borrow_mut().insert(to, Rc::clone(&distance));
         distance
     }
 
     /// The neighbours of `from` on some shortest path to `to`.
-    fn shortest_next_hops(&self, from: &str, to: &'a str) -> Vec<String> {
-        let distance = self.distances_to(to);
-        let Some(&own) = distance.get(from) else {
+    fn shortest_next_hops(&self, from: &str, to: &str) -> Vec<String> {
+        let (Some(&f), Some(&t)) = (self.index.get(from), self.index.get(to)) else {
             return Vec::new();
         };
-        let mut hops: Vec<String> = self
-            .edges
-            .get(from)
-            .into_iter()
-            .flatten()
+        let distance = self.distances_to(t);
+        let own = distance[f];
+        if own == u64::MAX {
+            return Vec::new();
+        }
+        let mut hops: Vec<String> = self.adjacency[f]
+            .iter()
             .filter(|(neighbour, cost)| {
-                distance
-                    .get(neighbour)
-                    .is_some_and(|&d| d.saturating_add(*cost) == own)
+                distance[*neighbour] != u64::MAX
+                    && distance[*neighbour].saturating_add(*cost) == own
             })
-            .map(|(neighbour, _)| neighbour.to_string())
+            .map(|(neighbour, _)| self.ids[*neighbour].to_string())
             .collect();
         hops.sort();
         hops.dedup();
