@@ -275,7 +275,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo(_) => return Ok(not_yet("demo", "collectors, planner and southbound")),
+            Command::Demo(_) => return Ok(not_yet("demo", "end-to-end demo")),
             Command::Collect(args) => {
                 init_logging(LogFormat::Plain, "info");
                 aiwan_controller::collect::collect(&args).await?
