@@ -424,19 +424,12 @@ fn process_alive(pid: u32) -> bool {
 /// directory: a recycled pid is left alone), then removes the directory.
 pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
     let dir = agents_dir(lab);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    if !dir.exists() {
         return Ok(0);
-    };
+    }
     let mut stopped = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("pid") {
-            continue;
-        }
-        let Some(pid) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-        else {
+    for agent in agent_status(lab) {
+        let Some(pid) = agent.pid.and_then(|pid| i32::try_from(pid).ok()) else {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

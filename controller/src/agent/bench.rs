@@ -16,10 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use aiwan_api::agent::v1 as pb;
+use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
 use anyhow::{Context, bail, ensure};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::json;
 
+use super::ApplyReport;
 use super::client::AgentClient;
 use super::convert;
 use super::service::{self, AgentOptions, Listen};
@@ -308,12 +310,15 @@ struct Measured {
     delete: f64,
 }
 
-async fn push_through(endpoint: &str, desired: &NodeState, n: usize) -> anyhow::Result<Measured> {
-    let mut client = AgentClient::connect(endpoint).await?;
-
-    // The clock runs from the domain state, as the controller holds it, to
-    // the agent's answer: conversion, transfer, the agent's checks and the
-    // kernel.
+/// `desired` as generation 1 through the agent: how long it took and what
+/// the agent did. The clock runs from the domain state, as the controller
+/// holds it, to the agent's answer: conversion, transfer, the agent's
+/// checks and the kernel.
+async fn apply_once(
+    client: &mut AgentServiceClient<tonic::transport::Channel>,
+    desired: &NodeState,
+    what: &str,
+) -> anyhow::Result<(f64, ApplyReport)> {
     let started = Instant::now();
     let request = pb::ApplyStateRequest {
         generation: 1,
@@ -322,10 +327,19 @@ async fn push_through(endpoint: &str, desired: &NodeState, n: usize) -> anyhow::
     let response = client
         .apply_state(request)
         .await
-        .context("push: ApplyState")?
+        .with_context(|| format!("{what}: ApplyState"))?
         .into_inner();
-    let push = seconds(started);
-    let report = convert::report_from_pb(&response.report.unwrap_or_default());
+    let took = seconds(started);
+    Ok((
+        took,
+        convert::report_from_pb(&response.report.unwrap_or_default()),
+    ))
+}
+
+async fn push_through(endpoint: &str, desired: &NodeState, n: usize) -> anyhow::Result<Measured> {
+    let mut client = AgentClient::connect(endpoint).await?;
+
+    let (push, report) = apply_once(&mut client, desired, "push").await?;
     ensure!(
         report.created == n && report.replaced == 0 && report.deleted == 0,
         "push: expected {n} routes created, the agent reports {report:?}"
@@ -349,18 +363,7 @@ async fn push_through(endpoint: &str, desired: &NodeState, n: usize) -> anyhow::
     );
 
     // The same generation again: nothing to do.
-    let started = Instant::now();
-    let request = pb::ApplyStateRequest {
-        generation: 1,
-        state: Some(convert::node_state_to_pb(desired)),
-    };
-    let response = client
-        .apply_state(request)
-        .await
-        .context("second push: ApplyState")?
-        .into_inner();
-    let unchanged = seconds(started);
-    let report = convert::report_from_pb(&response.report.unwrap_or_default());
+    let (unchanged, report) = apply_once(&mut client, desired, "second push").await?;
     ensure!(
         report.unchanged == n && report.is_noop(),
         "second push: expected {n} routes unchanged, the agent reports {report:?}"

@@ -93,10 +93,24 @@ impl AgentDriver {
         }
     }
 
-    fn timed_out(&self, node: &str) -> DriverError {
-        DriverError::Unreachable {
-            node: node.to_string(),
-            reason: format!("no answer in {:?}", self.timeout),
+    /// The answer to `call`, within the timeout: no answer in time drops
+    /// the connection and counts as unreachable; an error status is sorted
+    /// by [`Self::failed`].
+    async fn answer<T>(
+        &self,
+        node: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, DriverError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => {
+                self.clients.lock().await.remove(node);
+                Err(DriverError::Unreachable {
+                    node: node.to_string(),
+                    reason: format!("no answer in {:?}", self.timeout),
+                })
+            }
+            Ok(Err(status)) => Err(self.failed(node, status).await),
+            Ok(Ok(response)) => Ok(response.into_inner()),
         }
     }
 }
@@ -118,15 +132,7 @@ impl Driver for AgentDriver {
             generation,
             state: Some(node_state_to_pb(state)),
         };
-        let call = client.apply_state(request);
-        let response = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => {
-                self.clients.lock().await.remove(node);
-                return Err(self.timed_out(node));
-            }
-            Ok(Err(status)) => return Err(self.failed(node, status).await),
-            Ok(Ok(response)) => response.into_inner(),
-        };
+        let response = self.answer(node, client.apply_state(request)).await?;
         Ok(response
             .report
             .as_ref()
@@ -136,15 +142,9 @@ impl Driver for AgentDriver {
 
     async fn observe(&self, node: &str) -> Result<Observed, DriverError> {
         let mut client = self.client(node).await?;
-        let call = client.get_state(pb::GetStateRequest {});
-        let response = match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => {
-                self.clients.lock().await.remove(node);
-                return Err(self.timed_out(node));
-            }
-            Ok(Err(status)) => return Err(self.failed(node, status).await),
-            Ok(Ok(response)) => response.into_inner(),
-        };
+        let response = self
+            .answer(node, client.get_state(pb::GetStateRequest {}))
+            .await?;
         let state = node_state_from_pb("observed_state", response.observed_state.as_ref())
             .map_err(|error| DriverError::Refused {
                 node: node.to_string(),

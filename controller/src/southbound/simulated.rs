@@ -80,28 +80,12 @@ impl SimulatedDataplane {
     /// Makes a node's agent stop (or start again) answering, to exercise
     /// partial pushes.
     pub fn set_reachable(&self, node: &str, reachable: bool) {
-        let mut unreachable = self
-            .unreachable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if reachable {
-            unreachable.remove(node);
-        } else {
-            unreachable.insert(node.to_string());
-        }
+        set_listed(&self.unreachable, node, !reachable);
     }
 
     /// Gives a node's kernel SRv6 or takes it away, to exercise refusals.
     pub fn set_srv6(&self, node: &str, available: bool) {
-        let mut without = self
-            .without_srv6
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if available {
-            without.remove(node);
-        } else {
-            without.insert(node.to_string());
-        }
+        set_listed(&self.without_srv6, node, !available);
     }
 
     /// Link loads of `flows` under the state applied so far.
@@ -125,6 +109,16 @@ impl SimulatedDataplane {
             );
         }
         loads
+    }
+}
+
+/// Puts `node` on `list` or takes it off.
+fn set_listed(list: &Mutex<std::collections::BTreeSet<String>>, node: &str, listed: bool) {
+    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    if listed {
+        list.insert(node.to_string());
+    } else {
+        list.remove(node);
     }
 }
 
