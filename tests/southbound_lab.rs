@@ -105,7 +105,7 @@ impl Lab {
     }
 
     fn dir(&self) -> PathBuf {
-        aiwan_controller::lab_cli::agents_dir(&self.name)
+        aiwan_controller::lab_cli::agents_dir(&self.name).expect("a valid lab name")
     }
 
     fn endpoint(&self, node: &str) -> String {

@@ -114,13 +114,18 @@ pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The lab a command is about, checked before anything touches the
+/// filesystem: the name becomes part of paths under /run/aiwan/lab and of
+/// namespace names, so `/etc` or `../x` must never get that far.
 fn lab_name(target: &LabTarget) -> anyhow::Result<String> {
-    match (&target.name, &target.file) {
-        (Some(name), _) => Ok(name.clone()),
-        (None, Some(file)) => Ok(load_topology(file)?.name),
+    let lab = match (&target.name, &target.file) {
+        (Some(name), _) => name.clone(),
+        (None, Some(file)) => load_topology(file)?.name,
         // clap's group makes one of them required.
         (None, None) => anyhow::bail!("name a lab: FILE or --name NAME"),
-    }
+    };
+    deploy::check_lab_name(&lab)?;
+    Ok(lab)
 }
 
 fn load_topology(file: &Path) -> anyhow::Result<aiwan_planner::Topology> {
@@ -130,6 +135,7 @@ fn load_topology(file: &Path) -> anyhow::Result<aiwan_planner::Topology> {
 fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let topology = load_topology(&args.file)?;
     let lab = args.name.clone().unwrap_or_else(|| topology.name.clone());
+    deploy::check_lab_name(&lab).with_context(|| format!("lab up {}", args.file.display()))?;
     let options = DeployOptions {
         shape: args.shape,
         shape_scale: args.shape_scale,
@@ -188,7 +194,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 out,
                 "{} agents; controller: agent_endpoint_template = \"{}\"",
                 agents.len(),
-                agent_endpoint_template(&lab)
+                agent_endpoint_template(&lab)?
             )?;
         }
         writeln!(
@@ -238,7 +244,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let lab = lab_name(&args.target)?;
     let mut report = deploy::status(&lab).with_context(|| format!("lab status {lab}"))?;
     // Agents `up --agents` started: each must still run and have its socket.
-    let agents = agent_status(&lab);
+    let agents = agent_status(&lab)?;
     for agent in agents.iter().filter(|a| !(a.running && a.socket)) {
         report.healthy = false;
         report.problems.push(format!(
@@ -296,14 +302,17 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Where a lab's agents keep their sockets, logs and pid files.
-pub fn agents_dir(lab: &str) -> PathBuf {
-    PathBuf::from("/run/aiwan/lab").join(lab)
+/// Where a lab's agents keep their sockets, logs and pid files. The name is
+/// checked first: an absolute or relative path would otherwise replace or
+/// escape `/run/aiwan/lab`.
+pub fn agents_dir(lab: &str) -> anyhow::Result<PathBuf> {
+    deploy::check_lab_name(lab)?;
+    Ok(PathBuf::from(deploy::STATE_DIR).join(lab))
 }
 
 /// The controller's `southbound.agent_endpoint_template` for a lab.
-pub fn agent_endpoint_template(lab: &str) -> String {
-    format!("unix:{}/{{node}}.sock", agents_dir(lab).display())
+pub fn agent_endpoint_template(lab: &str) -> anyhow::Result<String> {
+    Ok(format!("unix:{}/{{node}}.sock", agents_dir(lab)?.display()))
 }
 
 /// One agent `lab up --agents` started.
@@ -318,18 +327,84 @@ pub struct LabAgent {
 /// How long an agent may take to open its socket.
 const AGENT_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The record of what `lab up --agents` created in the agents directory,
+/// kept in that directory. `lab down` removes what it lists and nothing
+/// else: a file someone put there, or a directory that was there before,
+/// stays.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct AgentsManifest {
+    /// Whether `lab up` made the directory (then `lab down` removes it
+    /// once it is empty).
+    created_dir: bool,
+    /// File names (no paths) inside the directory: sockets, logs, pid files.
+    files: Vec<String>,
+}
+
+const MANIFEST: &str = "aiwan-lab-agents.json";
+
+impl AgentsManifest {
+    fn read(dir: &Path) -> anyhow::Result<Option<AgentsManifest>> {
+        let path = dir.join(MANIFEST);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("{} is damaged", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Written before the files it names are made, so an interrupted `lab
+    /// up` still leaves a record of them.
+    fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(MANIFEST);
+        let temporary = dir.join(format!("{MANIFEST}.tmp"));
+        std::fs::write(&temporary, serde_json::to_string_pretty(self)? + "\n")
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn record(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if !self.files.contains(&name) {
+                self.files.push(name);
+            }
+        }
+    }
+}
+
+/// A file name recorded in the manifest: one path component made from a
+/// node id, never `..`, never a path.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Starts this binary as `aiwan agent --netns {namespace} --purge` for each
 /// node but hosts, in its own process group (so that it outlives this
 /// command and a Ctrl-C in its terminal), and waits for every socket.
 fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAgent>> {
     use std::os::unix::process::CommandExt as _;
-    let dir = agents_dir(lab);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = agents_dir(lab)?;
+    let mut manifest = AgentsManifest::read(&dir)?.unwrap_or_default();
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        manifest.created_dir = true;
+    }
     let binary = std::env::current_exe().context("cannot find this binary to run agents")?;
     let mut agents = Vec::new();
     for node in deployment.nodes.iter().filter(|node| node.role != "host") {
-        let socket = dir.join(format!("{}.sock", node.node));
-        let log = dir.join(format!("{}.log", node.node));
+        let names = ["sock", "log", "pid"].map(|kind| format!("{}.{kind}", node.node));
+        if let Some(bad) = names.iter().find(|name| !is_plain_file_name(name)) {
+            anyhow::bail!("node {:?}: {bad:?} cannot be a file name", node.node);
+        }
+        manifest.record(names.clone());
+        manifest.write(&dir)?;
+        let [socket, log, pid_file] = names.map(|name| dir.join(name));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let child = std::process::Command::new(&binary)
@@ -344,7 +419,8 @@ fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAge
             .spawn()
             .with_context(|| format!("cannot start the agent of {}", node.node))?;
         let pid = child.id();
-        std::fs::write(dir.join(format!("{}.pid", node.node)), format!("{pid}\n"))?;
+        std::fs::write(&pid_file, format!("{pid}\n"))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
         agents.push(LabAgent {
             node: node.node.clone(),
             pid,
@@ -381,32 +457,32 @@ pub struct AgentStatus {
     pub log: PathBuf,
 }
 
-/// The agents of a lab, from their pid files.
-fn agent_status(lab: &str) -> Vec<AgentStatus> {
-    let dir = agents_dir(lab);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
+/// The agents of a lab, from the pid files its manifest records.
+fn agent_status(lab: &str) -> anyhow::Result<Vec<AgentStatus>> {
+    let dir = agents_dir(lab)?;
+    let Some(manifest) = AgentsManifest::read(&dir)? else {
+        return Ok(Vec::new());
     };
-    let mut agents: Vec<AgentStatus> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("pid"))
-        .filter_map(|path| {
-            let node = path.file_stem()?.to_str()?.to_string();
-            let pid = std::fs::read_to_string(&path)
+    let mut agents: Vec<AgentStatus> = manifest
+        .files
+        .iter()
+        .filter(|name| is_plain_file_name(name))
+        .filter_map(|name| name.strip_suffix(".pid"))
+        .map(|node| {
+            let pid = std::fs::read_to_string(dir.join(format!("{node}.pid")))
                 .ok()
                 .and_then(|text| text.trim().parse::<u32>().ok());
-            Some(AgentStatus {
+            AgentStatus {
                 running: pid.is_some_and(process_alive),
                 socket: dir.join(format!("{node}.sock")).exists(),
                 log: dir.join(format!("{node}.log")),
                 pid,
-                node,
-            })
+                node: node.to_string(),
+            }
         })
         .collect();
     agents.sort_by(|a, b| a.node.cmp(&b.node));
-    agents
+    Ok(agents)
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -421,14 +497,17 @@ fn process_alive(pid: u32) -> bool {
 
 /// Stops the agents a `lab up --agents` of this lab started (those whose
 /// pid file names a live `aiwan agent` process listening under the lab's
-/// directory: a recycled pid is left alone), then removes the directory.
+/// directory: a recycled pid is left alone), then removes the files its
+/// manifest records, and the directory if `lab up` made it and nothing
+/// else is left in it. Returns how many agents it stopped.
 pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
-    let dir = agents_dir(lab);
-    if !dir.exists() {
+    let dir = agents_dir(lab)?;
+    let Some(manifest) = AgentsManifest::read(&dir)? else {
+        // Nothing of ours was recorded here: touch nothing.
         return Ok(0);
-    }
+    };
     let mut stopped = Vec::new();
-    for agent in agent_status(lab) {
+    for agent in agent_status(lab)? {
         let Some(pid) = agent.pid.and_then(|pid| i32::try_from(pid).ok()) else {
             continue;
         };
@@ -455,8 +534,41 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
             );
         }
     }
-    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    for name in manifest
+        .files
+        .iter()
+        .filter(|name| is_plain_file_name(name))
+    {
+        remove_recorded_file(&dir.join(name))?;
+    }
+    remove_recorded_file(&dir.join(MANIFEST))?;
+    if manifest.created_dir {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(
+                "left {} in place: {error} (it holds files lab up did not make)",
+                dir.display()
+            ),
+        }
+    }
     Ok(stopped.len())
+}
+
+/// Removes a file `lab up` recorded making; a directory or a missing file
+/// at that name is left as it is.
+fn remove_recorded_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            tracing::warn!("left {} in place: it is a directory", path.display());
+            Ok(())
+        }
+        Ok(_) => {
+            std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("cannot inspect {}", path.display())),
+    }
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
