@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "aiwan/v1/plan.proto",
     "aiwan/v1/telemetry.proto",
     "aiwan/v1/admin.proto",
+    "aiwan/v1/event.proto",
 ];
 
 const AGENT_PROTOS: &[&str] = &["aiwan/agent/v1/agent.proto"];

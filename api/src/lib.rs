@@ -24,6 +24,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "aiwan.v1.PlanService",
     "aiwan.v1.TelemetryService",
     "aiwan.v1.AdminService",
+    "aiwan.v1.EventService",
 ];
 
 /// The southbound API between the controller and `aiwan agent`.

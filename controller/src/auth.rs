@@ -89,12 +89,17 @@ pub fn required_role(path: &str) -> Option<Role> {
         | "aiwan.v1.PlanService/WatchPlans"
         | "aiwan.v1.TelemetryService/GetLinkUtilization"
         | "aiwan.v1.TelemetryService/ListTopFlows"
-        | "aiwan.v1.TelemetryService/GetTrafficMatrix" => Role::Viewer,
+        | "aiwan.v1.TelemetryService/GetTrafficMatrix"
+        | "aiwan.v1.TelemetryService/ListDemandMatrices"
+        | "aiwan.v1.TelemetryService/ListLinkForecasts"
+        | "aiwan.v1.PlanService/GetControlLoop"
+        | "aiwan.v1.EventService/WatchEvents" => Role::Viewer,
         "aiwan.v1.IntentService/CreateJob"
         | "aiwan.v1.IntentService/CancelJob"
         | "aiwan.v1.PlanService/PreviewPlan"
         | "aiwan.v1.PlanService/ApplyPlan"
-        | "aiwan.v1.PlanService/RollbackPlan" => Role::Operator,
+        | "aiwan.v1.PlanService/RollbackPlan"
+        | "aiwan.v1.PlanService/ApprovePlan" => Role::Operator,
         // Topology changes, tokens, the audit log, and anything not listed.
         _ => Role::Admin,
     };

@@ -56,6 +56,62 @@ pub struct ControllerConfig {
     pub collector: CollectorConfig,
     /// How plans reach the routers.
     pub southbound: SouthboundConfig,
+    /// Telemetry-driven re-planning.
+    pub closed_loop: ClosedLoopConfig,
+}
+
+/// The closed loop: measured demand, forecast, re-planning policy. It runs
+/// when the controller has collectors; `mode` says what it may do.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClosedLoopConfig {
+    /// `off` (measure and forecast only), `recommend` (store re-plans as
+    /// proposals) or `auto` (apply them).
+    pub mode: crate::closed_loop::LoopMode,
+    /// The telemetry interval planned on: 10000 reads the store's 10 s
+    /// tier, shorter intervals (1000 at least) its 1 s tier.
+    pub interval_ms: u64,
+    /// Predicted utilisation at which a link counts as congested.
+    pub congestion_threshold: f64,
+    /// Below this (predicted MLU) a congestion re-plan may fire again.
+    pub clear_threshold: f64,
+    /// A link whose chance of exceeding the threshold reaches this counts
+    /// as congested too.
+    pub congestion_probability: f64,
+    /// Re-plan when a new plan's predicted MLU is lower by this share...
+    pub improvement_margin: f64,
+    /// ...and the current one's is at least this.
+    pub improvement_floor: f64,
+    /// Never two re-plans closer than this.
+    pub min_replan_interval_ms: u64,
+    /// Routes (a router's next hops for a destination) one re-plan may
+    /// change; 0 for no limit.
+    pub max_route_changes: usize,
+    /// Intervals the forecaster learns from.
+    pub history: usize,
+    /// Past intervals a plan must serve besides the forecast.
+    pub window: usize,
+    /// Which node each flow exporter stands for.
+    pub exporters: Vec<crate::closed_loop::demand::ExporterMapping>,
+}
+
+impl Default for ClosedLoopConfig {
+    fn default() -> ClosedLoopConfig {
+        ClosedLoopConfig {
+            mode: crate::closed_loop::LoopMode::Off,
+            interval_ms: 10_000,
+            congestion_threshold: 0.8,
+            clear_threshold: 0.7,
+            congestion_probability: 0.5,
+            improvement_margin: 0.1,
+            improvement_floor: 0.5,
+            min_replan_interval_ms: 30_000,
+            max_route_changes: 1000,
+            history: 36,
+            window: 6,
+            exporters: Vec::new(),
+        }
+    }
 }
 
 /// What pushes plans to the routers. Off until `driver` is set: plans are
@@ -187,6 +243,7 @@ impl Default for ControllerConfig {
             log: LogConfig::default(),
             collector: CollectorConfig::default(),
             southbound: SouthboundConfig::default(),
+            closed_loop: ClosedLoopConfig::default(),
         }
     }
 }
@@ -245,6 +302,64 @@ impl BootstrapToken {
             role,
             secret: secret.to_string(),
         })
+    }
+}
+
+impl ClosedLoopConfig {
+    /// Checks the loop's settings; each error names the setting.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let setting = |name: &str| format!("closed_loop.{name}");
+        if !(1000..=3_600_000).contains(&self.interval_ms) {
+            return Err(invalid(
+                &setting("interval_ms"),
+                "must be from 1000 to 3600000",
+            ));
+        }
+        if !self.interval_ms.is_multiple_of(1000) {
+            return Err(invalid(
+                &setting("interval_ms"),
+                "must be whole seconds (the store's buckets are)",
+            ));
+        }
+        for (name, value) in [
+            ("congestion_threshold", self.congestion_threshold),
+            ("clear_threshold", self.clear_threshold),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 10.0) {
+                return Err(invalid(&setting(name), "must be above 0 and at most 10"));
+            }
+        }
+        if self.clear_threshold > self.congestion_threshold {
+            return Err(invalid(
+                &setting("clear_threshold"),
+                "must not be above congestion_threshold (hysteresis)",
+            ));
+        }
+        for (name, value) in [
+            ("congestion_probability", self.congestion_probability),
+            ("improvement_margin", self.improvement_margin),
+            ("improvement_floor", self.improvement_floor),
+        ] {
+            if !(value.is_finite() && (0.0..=1.0).contains(&value)) {
+                return Err(invalid(&setting(name), "must be from 0 to 1"));
+            }
+        }
+        if self.min_replan_interval_ms > 86_400_000 {
+            return Err(invalid(
+                &setting("min_replan_interval_ms"),
+                "must be at most a day (86400000)",
+            ));
+        }
+        if !(6..=1440).contains(&self.history) {
+            return Err(invalid(&setting("history"), "must be from 6 to 1440"));
+        }
+        if self.window > 64 {
+            return Err(invalid(&setting("window"), "must be at most 64"));
+        }
+        if self.exporters.len() > 100_000 {
+            return Err(invalid(&setting("exporters"), "at most 100000"));
+        }
+        Ok(())
     }
 }
 
@@ -390,6 +505,7 @@ impl ControllerConfig {
                 "must be 0 (off) or from 100 to 3600000",
             ));
         }
+        self.closed_loop.check()?;
         if self.southbound.agent_timeout_ms == 0 {
             return Err(invalid("southbound.agent_timeout_ms", "must be positive"));
         }

@@ -26,8 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the main job on the built-in default (not available yet).
-    Demo(NotYet),
+    /// The main job: the controller, its collectors and closed loop on the
+    /// built-in two-datacentre topology, with real NetFlow/IPFIX from a
+    /// simulated dataplane carrying AI and background traffic.
+    Demo(aiwan_controller::demo::DemoArgs),
     /// Run the controller daemon.
     Controller(ControllerArgs),
     /// Run the flow collectors (NetFlow v5/v9, IPFIX, sFlow) and the
@@ -275,7 +277,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo(_) => return Ok(not_yet("demo", "end-to-end demo")),
+            Command::Demo(args) => {
+                init_logging(
+                    LogFormat::Plain,
+                    if args.headless || args.json {
+                        "info"
+                    } else {
+                        "warn"
+                    },
+                );
+                return aiwan_controller::demo::demo(&args).await;
+            }
             Command::Collect(args) => {
                 init_logging(LogFormat::Plain, "info");
                 aiwan_controller::collect::collect(&args).await?

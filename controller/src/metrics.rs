@@ -75,6 +75,10 @@ impl Metrics {
         southbound.register(&mut self.registry);
     }
 
+    pub fn register_closed_loop(&mut self, closed_loop: &crate::closed_loop::LoopMetrics) {
+        closed_loop.register(&mut self.registry);
+    }
+
     pub fn register_collector(&mut self, collector: impl prometheus_client::collector::Collector) {
         self.registry.register_collector(Box::new(collector));
     }

@@ -157,6 +157,103 @@ impl PlanStatus {
     }
 }
 
+/// Why a plan was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanTrigger {
+    /// An operator asked (ApplyPlan).
+    Operator,
+    /// Congestion predicted under the current plan.
+    Congestion,
+    /// A better plan by the margin.
+    Improvement,
+    /// An operator returned to an earlier plan.
+    Rollback,
+    /// The reconcile loop put the previous plan back after a failure.
+    AutomaticRollback,
+    /// An operator approved a proposal.
+    Approval,
+}
+
+impl PlanTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanTrigger::Operator => "operator",
+            PlanTrigger::Congestion => "congestion",
+            PlanTrigger::Improvement => "improvement",
+            PlanTrigger::Rollback => "rollback",
+            PlanTrigger::AutomaticRollback => "automatic-rollback",
+            PlanTrigger::Approval => "approval",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PlanTrigger> {
+        [
+            PlanTrigger::Operator,
+            PlanTrigger::Congestion,
+            PlanTrigger::Improvement,
+            PlanTrigger::Rollback,
+            PlanTrigger::AutomaticRollback,
+            PlanTrigger::Approval,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == text)
+    }
+
+    /// Made by the loop from telemetry, not by a person.
+    pub fn is_telemetry(self) -> bool {
+        matches!(self, PlanTrigger::Congestion | PlanTrigger::Improvement)
+    }
+}
+
+/// Where a plan the closed loop recommended stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalState {
+    /// Waiting for an operator (ApprovePlan).
+    Proposed,
+    /// Approved: applied as a new plan.
+    Approved,
+    /// A newer proposal or plan came first.
+    Expired,
+}
+
+impl ProposalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalState::Proposed => "proposed",
+            ProposalState::Approved => "approved",
+            ProposalState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProposalState> {
+        [
+            ProposalState::Proposed,
+            ProposalState::Approved,
+            ProposalState::Expired,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}
+
+/// A plan to store: its content, and why it was made.
+#[derive(Debug, Clone)]
+pub struct NewPlan<'a> {
+    pub mlu: f64,
+    pub metrics_json: &'a str,
+    pub allocation_json: &'a str,
+    /// Per router, its desired state as JSON.
+    pub desired_state: &'a [(String, String)],
+    /// One line for people.
+    pub reason: &'a str,
+    pub trigger: PlanTrigger,
+    /// The figures behind the decision, as JSON.
+    pub reason_json: &'a str,
+    /// Stored as a proposal (status computed), not as the desired state.
+    pub proposal: bool,
+}
+
 /// A stored plan's header and metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRecord {
@@ -168,6 +265,10 @@ pub struct PlanRecord {
     pub mlu: Option<f64>,
     pub metrics_json: String,
     pub creator: String,
+    pub trigger: PlanTrigger,
+    /// The figures behind the decision (JSON object).
+    pub reason_json: String,
+    pub proposal_state: Option<ProposalState>,
 }
 
 /// A token as listed (never with its secret).

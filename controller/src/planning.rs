@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 
 use aiwan_planner::allocation::{Allocation, Problem};
-use aiwan_planner::classes::{Class, ClassDemand, ClassPlan, plan_classes};
+use aiwan_planner::classes::{Class, ClassDemand, ClassPlan, PathCache, plan_classes_cached};
 use aiwan_planner::failures::worst_single_failure;
 use aiwan_planner::fast::FastOptions;
-use aiwan_planner::network::Network;
+use aiwan_planner::network::{Network, TrafficMatrix};
 use aiwan_planner::paths::ShortestPaths;
 use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
@@ -42,7 +42,7 @@ pub enum PlanningError {
 
 /// The nodes where a site's traffic enters and leaves the WAN: its WAN
 /// routers, else (a site without one) all its nodes.
-fn site_nodes(topology: &Topology, network: &Network, site: &str) -> Vec<usize> {
+pub(crate) fn site_nodes(topology: &Topology, network: &Network, site: &str) -> Vec<usize> {
     let index = network.index();
     let of_site: Vec<&aiwan_planner::Node> = topology
         .nodes
@@ -66,7 +66,7 @@ fn site_nodes(topology: &Topology, network: &Network, site: &str) -> Vec<usize> 
 /// The node a prefix belongs to: the node originating the longest prefix
 /// that contains it; failing that, the WAN routers of the site owning a
 /// containing prefix.
-fn prefix_nodes(topology: &Topology, network: &Network, prefix: &IpNet) -> Vec<usize> {
+pub(crate) fn prefix_nodes(topology: &Topology, network: &Network, prefix: &IpNet) -> Vec<usize> {
     let index = network.index();
     let best_node = topology
         .nodes
@@ -327,19 +327,70 @@ fn describe(endpoint: &Endpoint) -> String {
     }
 }
 
+/// Traffic the closed loop measured, for a plan to serve besides the
+/// declared jobs: per scenario (recent intervals, then the forecast last)
+/// one matrix per class (bit/s, indexed as [`Class::ALL`]), its nodes
+/// indexed as `Network::from_topology` indexes the topology's.
+#[derive(Debug, Clone, Default)]
+pub struct MeasuredDemand {
+    pub scenarios: Vec<[TrafficMatrix; 3]>,
+}
+
 /// Plans the jobs on the topology.
 pub fn compute_plan(
     topology: &Topology,
     jobs: &[JobRecord],
     now_ms: i64,
 ) -> Result<ComputedPlan, PlanningError> {
+    compute_plan_with(topology, jobs, now_ms, None, &mut PathCache::default())
+}
+
+/// Plans the jobs and, when given, the measured traffic: declared jobs are
+/// known traffic, and the measurement adds what they do not account for
+/// (per node pair and class, the measured rate beyond the declared one),
+/// so a job that is declared and sending is not counted twice. Every
+/// scenario of the measurement is served by one split
+/// ([`aiwan_planner::classes::plan_classes_robust`]); the plan's figures are the forecast's.
+pub fn compute_plan_with(
+    topology: &Topology,
+    jobs: &[JobRecord],
+    now_ms: i64,
+    measured: Option<&MeasuredDemand>,
+    paths: &mut PathCache,
+) -> Result<ComputedPlan, PlanningError> {
     if topology.nodes.is_empty() {
         return Err(PlanningError::NoTopology);
     }
     let network = Network::from_topology(topology);
     let (demands, unresolved) = job_demands(topology, &network, jobs, now_ms);
-    let plan = plan_classes(&network, &demands, PATHS_PER_PAIR, &FastOptions::default());
+    let scenarios: Vec<Vec<ClassDemand>> = match measured {
+        Some(measured) if !measured.scenarios.is_empty() => measured
+            .scenarios
+            .iter()
+            .map(|matrices| with_measured(&network, &demands, matrices))
+            .collect(),
+        _ => vec![demands],
+    };
+    let primary = scenarios.len() - 1;
+    let plan = plan_classes_cached(
+        &network,
+        &scenarios,
+        primary,
+        PATHS_PER_PAIR,
+        &FastOptions::default(),
+        paths,
+    );
     let mut computed = describe_plan(&network, &plan, unresolved);
+    if let Some(object) = computed.metrics.as_object_mut() {
+        object.insert("scenarios".into(), serde_json::json!(scenarios.len()));
+        let spilled: Vec<&str> = plan
+            .outcomes
+            .iter()
+            .filter(|o| o.spilled)
+            .map(|o| o.class.as_str())
+            .collect();
+        object.insert("spilled_classes".into(), serde_json::json!(spilled));
+    }
     for (router, pins) in pins_by_router(topology, &network, jobs, now_ms) {
         let state = computed
             .desired_state
@@ -348,6 +399,50 @@ pub fn compute_plan(
         state["pins"] = serde_json::Value::Array(pins);
     }
     Ok(computed)
+}
+
+/// The declared demands plus, per node pair and class, the measured rate
+/// beyond what the jobs declare there. Measured ai-sync traffic keeps the
+/// default latency bound of ai-sync jobs (a preference: the planner spills
+/// past it when it does not fit).
+fn with_measured(
+    network: &Network,
+    declared: &[ClassDemand],
+    matrices: &[TrafficMatrix; 3],
+) -> Vec<ClassDemand> {
+    let mut known: BTreeMap<(usize, usize, Class), f64> = BTreeMap::new();
+    for demand in declared {
+        *known
+            .entry((demand.src, demand.dst, demand.class))
+            .or_default() += demand.rate;
+    }
+    let mut demands = declared.to_vec();
+    let mut finder = ShortestPaths::new(network);
+    for (class, matrix) in Class::ALL.into_iter().zip(matrices) {
+        for (src, dst, rate) in matrix.demands() {
+            let extra = rate - known.get(&(src, dst, class)).copied().unwrap_or(0.0);
+            if extra.is_nan() || extra <= 0.0 {
+                continue;
+            }
+            let max_latency_us = if class == Class::AiSync {
+                finder
+                    .shortest(src, dst, &[], &[])
+                    .map(|p| p.latency_us * SYNC_LATENCY_STRETCH)
+                    .filter(|bound| *bound > 0.0)
+            } else {
+                None
+            };
+            demands.push(ClassDemand {
+                src,
+                dst,
+                rate: extra,
+                class,
+                max_latency_us,
+                pinned_path: None,
+            });
+        }
+    }
+    demands
 }
 
 fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -> ComputedPlan {
@@ -519,6 +614,36 @@ fn desired_state(
             }
         }
     }
+    // Per destination the hops form a graph whose cycles would be routing
+    // loops: each demand's paths are loop-free, but two demands towards the
+    // same destination may cross a link in opposite directions, and
+    // routers forward by destination alone. Cancelling each cycle's
+    // circulation keeps every node's traffic delivered and only lightens
+    // links.
+    let destinations: std::collections::BTreeSet<usize> = flows
+        .values()
+        .flat_map(|by_destination| by_destination.keys().copied())
+        .collect();
+    for destination in destinations {
+        let mut graph: BTreeMap<usize, BTreeMap<usize, f64>> = flows
+            .iter()
+            .filter_map(|(node, by_destination)| {
+                Some((*node, by_destination.get(&destination)?.clone()))
+            })
+            .collect();
+        cancel_cycles(&mut graph);
+        for (node, by_destination) in flows.iter_mut() {
+            match graph.remove(node).filter(|hops| !hops.is_empty()) {
+                Some(hops) => {
+                    by_destination.insert(destination, hops);
+                }
+                None => {
+                    by_destination.remove(&destination);
+                }
+            }
+        }
+    }
+    flows.retain(|_, by_destination| !by_destination.is_empty());
     flows
         .into_iter()
         .map(|(node, by_destination)| {
@@ -540,10 +665,93 @@ fn desired_state(
         .collect()
 }
 
+/// Rates below this (bit/s) are rounding left over by cycle cancelling.
+const NEGLIGIBLE_BPS: f64 = 1e-3;
+
+/// Removes every directed cycle of a flow graph (node -> next hop -> bit/s)
+/// by subtracting the smallest flow around it, until none is left.
+fn cancel_cycles(graph: &mut BTreeMap<usize, BTreeMap<usize, f64>>) {
+    while let Some(cycle) = find_cycle(graph) {
+        let smallest = cycle
+            .windows(2)
+            .map(|pair| graph[&pair[0]][&pair[1]])
+            .fold(f64::INFINITY, f64::min);
+        for pair in cycle.windows(2) {
+            if let Some(hops) = graph.get_mut(&pair[0]) {
+                if let Some(rate) = hops.get_mut(&pair[1]) {
+                    *rate -= smallest;
+                }
+                hops.retain(|_, rate| *rate > NEGLIGIBLE_BPS);
+            }
+        }
+    }
+}
+
+/// A cycle of `graph` as its nodes, the first repeated at the end.
+fn find_cycle(graph: &BTreeMap<usize, BTreeMap<usize, f64>>) -> Option<Vec<usize>> {
+    // Iterative depth-first search; 0 unseen, 1 on the stack, 2 done.
+    let mut state: BTreeMap<usize, u8> = BTreeMap::new();
+    for &start in graph.keys() {
+        if state.get(&start).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, Vec<usize>)> = vec![(
+            start,
+            graph
+                .get(&start)
+                .map(|h| h.keys().copied().collect())
+                .unwrap_or_default(),
+        )];
+        state.insert(start, 1);
+        while let Some((node, pending)) = stack.last_mut() {
+            let node = *node;
+            match pending.pop() {
+                Some(next) => match state.get(&next).copied().unwrap_or(0) {
+                    0 => {
+                        state.insert(next, 1);
+                        let hops = graph
+                            .get(&next)
+                            .map(|h| h.keys().copied().collect())
+                            .unwrap_or_default();
+                        stack.push((next, hops));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|(n, _)| *n == next)?;
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        cycle.push(next);
+                        return Some(cycle);
+                    }
+                    _ => {}
+                },
+                None => {
+                    state.insert(node, 2);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{DemandRecord, NewJob};
+
+    #[test]
+    fn per_destination_cycles_are_cancelled() {
+        // Towards d (3): 0 sends via 1 then 2; 2 sends via 1: 1 -> 2 -> 1
+        // is a loop of 2 bit/s, which goes; everything still reaches 3.
+        let mut graph: BTreeMap<usize, BTreeMap<usize, f64>> = BTreeMap::from([
+            (0, BTreeMap::from([(1, 5.0)])),
+            (1, BTreeMap::from([(2, 3.0), (3, 4.0)])),
+            (2, BTreeMap::from([(1, 2.0), (3, 1.0)])),
+        ]);
+        cancel_cycles(&mut graph);
+        assert_eq!(graph[&1], BTreeMap::from([(2, 1.0), (3, 4.0)]));
+        assert_eq!(graph[&2], BTreeMap::from([(3, 1.0)]));
+        assert!(find_cycle(&graph).is_none());
+    }
     use crate::southbound::fixtures::diamond_with_hosts as diamond;
 
     fn job(id: &str, class: TrafficClass, rate_bps: i64, path: &[&str]) -> JobRecord {

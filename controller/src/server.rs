@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aiwan_api::v1::admin_service_server::AdminServiceServer;
+use aiwan_api::v1::event_service_server::EventServiceServer;
 use aiwan_api::v1::intent_service_server::IntentServiceServer;
 use aiwan_api::v1::plan_service_server::PlanServiceServer;
 use aiwan_api::v1::telemetry_service_server::TelemetryServiceServer;
@@ -20,6 +21,7 @@ use crate::metrics::{Metrics, MetricsLayer, bind_metrics, serve_metrics};
 use crate::model::now_ms;
 use crate::services::AppState;
 use crate::services::admin::AdminApi;
+use crate::services::event::EventApi;
 use crate::services::intent::IntentApi;
 use crate::services::plan::PlanApi;
 use crate::services::telemetry::TelemetryApi;
@@ -76,6 +78,10 @@ pub struct RunningController {
     pub telemetry: Option<aiwan_collectors::pipeline::Pipeline>,
     /// The simulated dataplane, when it is the southbound driver.
     pub simulated: Option<Arc<crate::southbound::simulated::SimulatedDataplane>>,
+    /// The event stream.
+    pub events: crate::events::EventBus,
+    /// What the closed loop measured, predicted and did.
+    pub closed_loop: crate::closed_loop::SharedView,
     reconciler: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
@@ -198,6 +204,8 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     .await?;
     let authenticator = Authenticator::new(store.clone());
     let (driver, simulated) = southbound_driver(config, &stored_topology.topology);
+    let events = crate::events::EventBus::new();
+    let loop_view: crate::closed_loop::SharedView = Default::default();
     let state = AppState {
         store: store.clone(),
         authenticator: authenticator.clone(),
@@ -206,7 +214,37 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         shutdown: stop_rx.clone(),
         telemetry,
         simulated: simulated.clone(),
+        events: events.clone(),
+        closed_loop: Some(loop_view.clone()),
+        loop_config: config.closed_loop.clone(),
     };
+    let loop_metrics = crate::closed_loop::LoopMetrics::default();
+    match (&state.telemetry, &pipeline) {
+        (Some(telemetry), Some(pipeline)) => {
+            let closed_loop = crate::closed_loop::ClosedLoop::new(
+                &config.closed_loop,
+                crate::closed_loop::LoopContext {
+                    db: store.clone(),
+                    telemetry: telemetry.store.clone(),
+                    board: Some(pipeline.collector.board()),
+                    events: events.clone(),
+                    view: loop_view.clone(),
+                    metrics: loop_metrics.clone(),
+                    plan_version: state.plan_version.clone(),
+                },
+            );
+            tokio::spawn(closed_loop.run(stop_rx.clone()));
+        }
+        _ => {
+            let mut view = loop_view
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.mode = config.closed_loop.mode;
+            view.idle_reason = Some(
+                "no flow collectors: set collector.netflow_listen or collector.sflow_listen".into(),
+            );
+        }
+    }
     let southbound_metrics = crate::southbound::metrics::SouthboundMetrics::default();
     let reconciler = driver.map(|driver| {
         let reconciler = crate::southbound::reconcile::Reconciler::new(
@@ -215,7 +253,8 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             std::time::Duration::from_millis(config.southbound.reconcile_interval_ms),
         )
         .with_metrics(southbound_metrics.clone())
-        .with_classes(config.collector.store.classes.clone());
+        .with_classes(config.collector.store.classes.clone())
+        .with_events(events.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });
     if config.southbound.driver == Some(crate::config::SouthboundDriver::Agents) {
@@ -231,6 +270,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
             counters,
             endpoints: agent_endpoints(config),
             metrics: southbound_metrics.clone(),
+            events: events.clone(),
         };
         tokio::spawn(streams.run(state.topology_revision.subscribe(), stop_rx.clone()));
     }
@@ -258,6 +298,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     }
     if let Some(pipeline) = &pipeline {
         metrics.register_collector(crate::telemetry::CollectorMetrics::new(pipeline));
+        metrics.register_closed_loop(&loop_metrics);
     }
     let metrics = Arc::new(metrics);
     let mut builder = Server::builder();
@@ -285,6 +326,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .add_service(TelemetryServiceServer::new(TelemetryApi::new(
             state.clone(),
         )))
+        .add_service(EventServiceServer::new(EventApi::new(state.clone())))
         .add_service(AdminServiceServer::new(AdminApi::new(state)));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -332,6 +374,8 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         store,
         telemetry: pipeline,
         simulated,
+        events,
+        closed_loop: loop_view,
         reconciler,
         stop,
         task,

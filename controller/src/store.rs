@@ -25,8 +25,8 @@ use tokio::sync::Mutex;
 
 use crate::auth::{Caller, Role};
 use crate::model::{
-    AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, PlanRecord, PlanStatus, TokenRecord,
-    TrafficClass,
+    AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, NewPlan, PlanRecord, PlanStatus,
+    PlanTrigger, ProposalState, TokenRecord, TrafficClass,
 };
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "job pin",
         include_str!("../../migrations/0003_job_pin.sql"),
+    ),
+    (
+        4,
+        "plan origin",
+        include_str!("../../migrations/0004_plan_origin.sql"),
     ),
 ];
 
@@ -104,7 +109,7 @@ macro_rules! select_plans {
     ($clauses:literal) => {
         concat!(
             "SELECT version, status, reason, created_ms, applied_ms, mlu, metrics_json, ",
-            "creator FROM plans ",
+            "creator, trigger, reason_json, proposal_state FROM plans ",
             $clauses
         )
     };
@@ -749,44 +754,71 @@ impl Store {
     /// desired-state row per router (push pending), the previous desired
     /// plan superseded, and the audit row, in one transaction.
     #[allow(clippy::too_many_arguments)]
-    pub async fn insert_desired_plan(
+    pub async fn insert_plan(
         &self,
-        mlu: f64,
-        metrics_json: &str,
-        allocation_json: &str,
-        desired_state: &[(String, String)],
-        reason: &str,
+        plan: &NewPlan<'_>,
         actor: &str,
         action: &str,
         now_ms: i64,
     ) -> Result<PlanRecord, StoreError> {
         let _writer = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
+        let record = Self::insert_plan_in(&mut tx, plan, actor, action, now_ms).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Stores a plan inside `tx`: the desired state (superseding the current
+    /// one) or a proposal (expiring older proposals), its routers' rows and
+    /// its audit row.
+    async fn insert_plan_in(
+        tx: &mut Transaction<'static, Any>,
+        plan: &NewPlan<'_>,
+        actor: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<PlanRecord, StoreError> {
         let last: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM plans")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         let version = last.unwrap_or(0) + 1;
+        // Whatever is stored, an older proposal is out of date.
         sqlx::query(
-            "UPDATE plans SET status = 'superseded' \
-             WHERE status IN ('applying', 'applied', 'partial')",
+            "UPDATE plans SET proposal_state = 'expired' WHERE proposal_state = 'proposed'",
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+        let (status, proposal_state, applied_ms) = if plan.proposal {
+            (PlanStatus::Computed, Some(ProposalState::Proposed), None)
+        } else {
+            sqlx::query(
+                "UPDATE plans SET status = 'superseded' \
+                 WHERE status IN ('applying', 'applied', 'partial')",
+            )
+            .execute(&mut **tx)
+            .await?;
+            (PlanStatus::Applying, None, Some(now_ms))
+        };
         sqlx::query(
             "INSERT INTO plans (version, status, reason, created_ms, applied_ms, mlu, \
-             metrics_json, allocation_json, creator) \
-             VALUES ($1, 'applying', $2, $3, $3, $4, $5, $6, $7)",
+             metrics_json, allocation_json, creator, trigger, reason_json, proposal_state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(version)
-        .bind(reason)
+        .bind(status.as_str())
+        .bind(plan.reason)
         .bind(now_ms)
-        .bind(mlu)
-        .bind(metrics_json)
-        .bind(allocation_json)
+        .bind(applied_ms)
+        .bind(plan.mlu)
+        .bind(plan.metrics_json)
+        .bind(plan.allocation_json)
         .bind(actor)
-        .execute(&mut *tx)
+        .bind(plan.trigger.as_str())
+        .bind(plan.reason_json)
+        .bind(proposal_state.map(ProposalState::as_str))
+        .execute(&mut **tx)
         .await?;
-        for (node, state) in desired_state {
+        for (node, state) in plan.desired_state {
             sqlx::query(
                 "INSERT INTO desired_state (node_id, plan_version, state_json, push_status, \
                  pushed_ms) VALUES ($1, $2, $3, 'pending', NULL)",
@@ -794,31 +826,112 @@ impl Store {
             .bind(node)
             .bind(version)
             .bind(state)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
+        let figures: serde_json::Value =
+            serde_json::from_str(plan.reason_json).unwrap_or(serde_json::Value::Null);
         Self::append_audit(
-            &mut tx,
+            tx,
             now_ms,
             AuditEntry {
                 actor,
                 action,
                 resource: &format!("plans/{version}"),
-                detail: serde_json::json!({ "reason": reason, "mlu": mlu, "routers": desired_state.len() }),
+                detail: serde_json::json!({
+                    "reason": plan.reason,
+                    "trigger": plan.trigger.as_str(),
+                    "proposal": plan.proposal,
+                    "mlu": plan.mlu,
+                    "routers": plan.desired_state.len(),
+                    "figures": figures,
+                }),
             },
         )
         .await?;
-        tx.commit().await?;
         Ok(PlanRecord {
             version,
-            status: PlanStatus::Applying,
-            reason: reason.to_string(),
+            status,
+            reason: plan.reason.to_string(),
             created_ms: now_ms,
-            applied_ms: Some(now_ms),
-            mlu: Some(mlu),
-            metrics_json: metrics_json.to_string(),
+            applied_ms,
+            mlu: Some(plan.mlu),
+            metrics_json: plan.metrics_json.to_string(),
             creator: actor.to_string(),
+            trigger: plan.trigger,
+            reason_json: plan.reason_json.to_string(),
+            proposal_state,
         })
+    }
+
+    /// Applies a proposal: its content as a new plan (trigger approval),
+    /// and the proposal marked approved, in one transaction. `None` when
+    /// `version` is not a proposal waiting for approval.
+    pub async fn approve_proposal(
+        &self,
+        version: i64,
+        reason: &str,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<Option<PlanRecord>, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(select_plans!(
+            "WHERE version = $1 AND proposal_state = 'proposed'"
+        ))
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(proposal) = row.as_ref().map(plan_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let allocation: String =
+            sqlx::query_scalar("SELECT allocation_json FROM plans WHERE version = $1")
+                .bind(version)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT node_id, state_json FROM desired_state WHERE plan_version = $1 ORDER BY node_id",
+        )
+        .bind(version)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut desired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            desired.push((row.try_get("node_id")?, row.try_get("state_json")?));
+        }
+        let mut figures: serde_json::Value =
+            serde_json::from_str(&proposal.reason_json).unwrap_or(serde_json::json!({}));
+        if let Some(object) = figures.as_object_mut() {
+            object.insert(
+                "proposal".into(),
+                serde_json::json!(format!("plans/{version}")),
+            );
+            object.insert("proposal_reason".into(), serde_json::json!(proposal.reason));
+        }
+        let record = Self::insert_plan_in(
+            &mut tx,
+            &NewPlan {
+                mlu: proposal.mlu.unwrap_or(0.0),
+                metrics_json: &proposal.metrics_json,
+                allocation_json: &allocation,
+                desired_state: &desired,
+                reason,
+                trigger: PlanTrigger::Approval,
+                reason_json: &figures.to_string(),
+                proposal: false,
+            },
+            actor,
+            "aiwan.v1.PlanService/ApprovePlan",
+            now_ms,
+        )
+        .await?;
+        sqlx::query("UPDATE plans SET proposal_state = 'approved' WHERE version = $1")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(record))
     }
 
     /// A stored plan's allocation and per-router desired state, for a
@@ -1147,6 +1260,21 @@ fn plan_from_row(row: &AnyRow) -> Result<PlanRecord, StoreError> {
         mlu: row.try_get("mlu")?,
         metrics_json: row.try_get("metrics_json")?,
         creator: row.try_get("creator")?,
+        trigger: {
+            let trigger: String = row.try_get("trigger")?;
+            PlanTrigger::parse(&trigger)
+                .ok_or_else(|| corrupt(format!("plan trigger {trigger:?}")))?
+        },
+        reason_json: row.try_get("reason_json")?,
+        proposal_state: {
+            let state: Option<String> = row.try_get("proposal_state")?;
+            state
+                .map(|state| {
+                    ProposalState::parse(&state)
+                        .ok_or_else(|| corrupt(format!("proposal state {state:?}")))
+                })
+                .transpose()?
+        },
     })
 }
 

@@ -461,7 +461,7 @@ topology:
         let topology = load_clab(&path).expect("ai-wan.clab.yml parses");
         assert_eq!(topology.name, "ai-wan");
         let sites: Vec<&str> = topology.sites.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(sites, ["dc1", "dc2"]);
+        assert_eq!(sites, ["dc1", "dc2", "pop-east", "pop-north", "pop-south"]);
         assert_eq!(topology.nodes.len(), 21);
         assert_eq!(topology.links.len(), 2 * 27);
         let hosts = topology

@@ -31,6 +31,32 @@ pub enum ForecastError {
 /// mean is 1): small enough to leave a well-posed fit unchanged.
 const RIDGE: f64 = 1e-8;
 
+/// A forecast: the expected matrix and, per pair, the standard deviation
+/// of its error (from the model's own errors on the history).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    pub mean: TrafficMatrix,
+    pub sigma: TrafficMatrix,
+}
+
+/// z-score of a two-sided 90% band under a normal error.
+pub const BAND_90_Z: f64 = 1.6449;
+
+impl Forecast {
+    /// The 90% band of a pair, clipped at zero.
+    pub fn band(&self, src: usize, dst: usize) -> (f64, f64) {
+        let (mean, sigma) = (self.mean.get(src, dst), self.sigma.get(src, dst));
+        (
+            (mean - BAND_90_Z * sigma).max(0.0),
+            mean + BAND_90_Z * sigma,
+        )
+    }
+}
+
+/// Pairs' own error estimates are pulled towards the pooled one by this
+/// many pseudo-samples: a pair with a short history borrows from the rest.
+const SIGMA_PRIOR_SAMPLES: f64 = 4.0;
+
 /// A pooled autoregressive forecaster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecaster {
@@ -47,6 +73,14 @@ impl Default for Forecaster {
 impl Forecaster {
     /// The matrix expected after `history` (oldest first).
     pub fn predict_next(&self, history: &[TrafficMatrix]) -> Result<TrafficMatrix, ForecastError> {
+        Ok(self.predict_with_band(history)?.mean)
+    }
+
+    /// The matrix expected after `history` (oldest first), with each pair's
+    /// error deviation: the model's errors on the history it learnt from,
+    /// per pair in its normalised units, pulled towards the pooled error
+    /// ([`SIGMA_PRIOR_SAMPLES`]) and scaled back by the pair's mean.
+    pub fn predict_with_band(&self, history: &[TrafficMatrix]) -> Result<Forecast, ForecastError> {
         let lags = self.lags.max(1);
         // At least two samples per coefficient (lags + intercept).
         let needed = lags + 2;
@@ -71,8 +105,12 @@ impl Forecaster {
             .filter(|&c| means[c] > 0.0 && means[c].is_finite())
             .collect();
         let mut forecast = TrafficMatrix::zeros(n);
+        let mut sigma = TrafficMatrix::zeros(n);
         if active.is_empty() {
-            return Ok(forecast);
+            return Ok(Forecast {
+                mean: forecast,
+                sigma,
+            });
         }
         let samples_per_pair = history.len() - lags;
         let rows = active.len() * samples_per_pair;
@@ -98,8 +136,18 @@ impl Forecaster {
             }
         }
         let model = LinearRegression::new()
-            .fit(&Dataset::new(records, targets))
+            .fit(&Dataset::new(records.clone(), targets.clone()))
             .map_err(|e| ForecastError::Fit(e.to_string()))?;
+        // In-sample errors, per pair and pooled (the ridge rows left out).
+        let fitted: Array1<f64> = model.predict(&records);
+        let mut squared = vec![0.0; active.len()];
+        for (i, chunk) in squared.iter_mut().enumerate() {
+            for t in 0..samples_per_pair {
+                let row = i * samples_per_pair + t;
+                *chunk += (targets[row] - fitted[row]).powi(2);
+            }
+        }
+        let pooled = squared.iter().sum::<f64>() / rows.max(1) as f64;
         let mut latest = Array2::<f64>::zeros((active.len(), lags));
         for (i, &c) in active.iter().enumerate() {
             for lag in 0..lags {
@@ -107,15 +155,26 @@ impl Forecaster {
             }
         }
         let predicted: Array1<f64> = model.predict(&latest);
-        for (&c, &value) in active.iter().zip(predicted.iter()) {
+        for (i, (&c, &value)) in active.iter().zip(predicted.iter()).enumerate() {
             let value = value * means[c];
             forecast.values[c] = if value.is_finite() {
                 value.max(0.0)
             } else {
                 0.0
             };
+            let variance = (squared[i] + SIGMA_PRIOR_SAMPLES * pooled)
+                / (samples_per_pair as f64 + SIGMA_PRIOR_SAMPLES);
+            let deviation = variance.sqrt() * means[c];
+            sigma.values[c] = if deviation.is_finite() {
+                deviation
+            } else {
+                0.0
+            };
         }
-        Ok(forecast)
+        Ok(Forecast {
+            mean: forecast,
+            sigma,
+        })
     }
 }
 

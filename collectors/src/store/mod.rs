@@ -42,8 +42,8 @@ pub use config::{
 pub use error::StoreError;
 pub use parquet::{ExportSummary, ExportedFile, ImportSummary};
 pub use query::{
-    CounterPoint, FlowSummary, InterfacePoint, MatrixAverage, MatrixCell, Talker, TalkerGrouping,
-    average_matrix,
+    CounterPoint, ExporterCell, FlowSummary, InterfacePoint, MatrixAverage, MatrixCell, Talker,
+    TalkerGrouping, average_matrix,
 };
 
 use classify::Classifier;
@@ -357,6 +357,14 @@ impl TelemetryStore {
             counter_samples: self.counters.samples,
             counter_resets: self.counters.resets,
         }
+    }
+
+    /// Every bucket of `tier` that ends at or before this time has closed:
+    /// a query up to it sees all it will ever see (late records are
+    /// counted, not added). Buckets without traffic are not stored, so
+    /// this, not the newest bucket, tells a reader how far time has gone.
+    pub fn closed_before_ms(&self, tier: Tier) -> i64 {
+        bucket_start(self.open.closed_before_ms(), tier.bucket_ms())
     }
 
     /// The finest tier that still holds everything from `window.start_ms`

@@ -108,6 +108,31 @@ pub struct CounterPoint {
     pub speed_bps: u64,
 }
 
+/// What one exporter saw of one class between two prefixes in one bucket:
+/// the closed loop's input for the node-to-node matrix (the exporter names
+/// the node where traffic entered, the destination prefix the node where it
+/// leaves). Bytes and packets are already scaled by sampling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExporterCell {
+    pub bucket_start_ms: i64,
+    pub bucket_ms: i64,
+    /// The exporter's address (the UDP source of NetFlow and IPFIX, the
+    /// agent address of sFlow).
+    pub exporter: IpAddr,
+    /// v9 source id, IPFIX observation domain, sFlow sub-agent.
+    pub observation_domain: u32,
+    /// The longest site prefix holding the source (destination) address,
+    /// or its aggregate (`ipv4_prefix_len`, `ipv6_prefix_len`) when no site
+    /// prefix does.
+    pub src_prefix: String,
+    pub dst_prefix: String,
+    pub class: String,
+    pub bytes: u64,
+    pub packets: u64,
+    /// Flow records behind the figures.
+    pub flows: u64,
+}
+
 /// Averages matrix cells over `window`: bytes and packets summed per (site
 /// pair, class), the rate over the window's whole length (buckets without
 /// traffic count as zero). Sorted by source, destination, class.
@@ -296,6 +321,63 @@ impl TelemetryStore {
                 bytes: bytes[i],
                 packets: packets[i],
                 rate_bps: per_second(bytes[i] as f64 * 8.0, seconds),
+            })
+            .collect())
+    }
+
+    /// Per bucket, exporter, prefix pair and class: the sums the closed
+    /// loop turns into its node-to-node matrix. Sorted by bucket, exporter,
+    /// observation domain, prefixes and class.
+    pub fn exporter_matrix(
+        &self,
+        window: TimeWindow,
+        tier: Option<Tier>,
+    ) -> Result<Vec<ExporterCell>, StoreError> {
+        let tier = self.resolve(window, tier);
+        let Some(all) = self.stacked_in(tier, window)? else {
+            return Ok(Vec::new());
+        };
+        let keys = [
+            BUCKET_START_MS,
+            EXPORTER,
+            EXPORTER_DOMAIN,
+            SRC_PREFIX,
+            DST_PREFIX,
+            CLASS,
+        ];
+        let frame = all
+            .group_by(keys.map(col))
+            .agg(SUMS.map(sum_of))
+            .sort_by_exprs(keys.map(col), SortMultipleOptions::new())
+            .collect()
+            .map_err(|e| StoreError::polars("building the exporter matrix", e))?;
+        let c = Columns::new(&frame);
+        let starts = c.i64(BUCKET_START_MS)?;
+        let (exporters, domains) = (c.strings(EXPORTER)?, c.u64(EXPORTER_DOMAIN)?);
+        let (src, dst, class) = (
+            c.strings(SRC_PREFIX)?,
+            c.strings(DST_PREFIX)?,
+            c.strings(CLASS)?,
+        );
+        let (bytes, packets, flows) = (c.u64(BYTES)?, c.u64(PACKETS)?, c.u64(FLOWS)?);
+        let bucket_ms = tier.bucket_ms();
+        Ok((0..frame.height())
+            .filter_map(|i| {
+                // The store writes the column from addresses; a text that
+                // does not parse back cannot occur, and is skipped if it did.
+                let exporter: IpAddr = exporters[i].parse().ok()?;
+                Some(ExporterCell {
+                    bucket_start_ms: starts[i],
+                    bucket_ms,
+                    exporter,
+                    observation_domain: u32::try_from(domains[i]).unwrap_or(u32::MAX),
+                    src_prefix: src[i].clone(),
+                    dst_prefix: dst[i].clone(),
+                    class: class[i].clone(),
+                    bytes: bytes[i],
+                    packets: packets[i],
+                    flows: flows[i],
+                })
             })
             .collect())
     }

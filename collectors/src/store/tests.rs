@@ -622,6 +622,113 @@ fn traffic_matrix_rates_per_bucket_and_averaged() {
 }
 
 #[test]
+fn exporter_matrix_per_exporter_domain_prefix_pair_and_class() {
+    let mut store = store_with(two_sites());
+    let (a, a2, b) = (
+        exporter("192.0.2.1", 1),
+        exporter("192.0.2.1", 2),
+        exporter("192.0.2.9", 1),
+    );
+    let mut sampled = flow(200, "10.1.2.3", "10.9.0.1", 26, 100, 1);
+    sampled.sampling_rate = 100;
+    ingest(
+        &mut store,
+        &[
+            (a, flow(100, "10.1.2.3", "10.9.0.1", 26, 1_000, 10)),
+            (a, sampled),
+            (a, flow(300, "10.1.2.3", "10.9.0.1", 0, 500, 5)),
+            (a2, flow(400, "10.1.2.3", "10.9.0.1", 26, 700, 7)),
+            (b, flow(500, "10.9.0.1", "172.16.5.9", 26, 900, 9)),
+            (b, flow(11_000, "10.9.0.1", "10.1.3.3", 26, 2_000, 2)),
+        ],
+    );
+    store.advance(30_000).expect("advance");
+    // The default grace keeps the last two seconds open.
+    assert_eq!(store.closed_before_ms(Tier::OneSecond), 28_000);
+    assert_eq!(store.closed_before_ms(Tier::TenSeconds), 20_000);
+    let cells = store
+        .exporter_matrix(TimeWindow::new(0, 20_000), Some(Tier::OneSecond))
+        .expect("matrix");
+    let rows: Vec<(i64, String, u32, &str, &str, &str, u64)> = cells
+        .iter()
+        .map(|c| {
+            (
+                c.bucket_start_ms,
+                c.exporter.to_string(),
+                c.observation_domain,
+                c.src_prefix.as_str(),
+                c.dst_prefix.as_str(),
+                c.class.as_str(),
+                c.bytes,
+            )
+        })
+        .collect();
+    let row = |start, exporter: &str, domain, src, dst, class, bytes| {
+        (start, exporter.to_string(), domain, src, dst, class, bytes)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row(
+                0,
+                "192.0.2.1",
+                1,
+                "10.1.2.0/24",
+                "10.9.0.0/16",
+                "ai-sync",
+                11_000
+            ),
+            row(
+                0,
+                "192.0.2.1",
+                1,
+                "10.1.2.0/24",
+                "10.9.0.0/16",
+                "best-effort",
+                500
+            ),
+            row(
+                0,
+                "192.0.2.1",
+                2,
+                "10.1.2.0/24",
+                "10.9.0.0/16",
+                "ai-sync",
+                700
+            ),
+            // No site holds the destination: its /24 aggregate.
+            row(
+                0,
+                "192.0.2.9",
+                1,
+                "10.9.0.0/16",
+                "172.16.5.0/24",
+                "ai-sync",
+                900
+            ),
+            row(
+                11_000,
+                "192.0.2.9",
+                1,
+                "10.9.0.0/16",
+                "10.1.0.0/16",
+                "ai-sync",
+                2_000
+            ),
+        ]
+    );
+    assert!(cells.iter().all(|c| c.bucket_ms == 1_000));
+    // The 10 s tier sums the same per exporter.
+    let coarse = store
+        .exporter_matrix(TimeWindow::new(0, 20_000), Some(Tier::TenSeconds))
+        .expect("matrix");
+    let total = |cells: &[ExporterCell]| cells.iter().map(|c| c.bytes).sum::<u64>();
+    assert_eq!(total(&coarse), total(&cells));
+    assert_eq!(coarse.len(), 5);
+    assert!(coarse.iter().all(|c| c.bucket_ms == 10_000));
+}
+
+#[test]
 fn interface_series_from_flow_records() {
     let mut store = store_with(StoreConfig::default());
     let e = exporter("192.0.2.1", 1);

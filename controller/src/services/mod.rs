@@ -2,6 +2,7 @@
 //! request (naming the offending field), calls the store, and converts back.
 
 pub mod admin;
+pub mod event;
 pub mod intent;
 pub mod plan;
 pub mod telemetry;
@@ -30,6 +31,12 @@ pub struct AppState {
     /// The simulated dataplane, when it is the southbound driver (it
     /// follows topology imports).
     pub simulated: Option<std::sync::Arc<crate::southbound::simulated::SimulatedDataplane>>,
+    /// The controller's event stream.
+    pub events: crate::events::EventBus,
+    /// What the closed loop measured and predicted, when it runs.
+    pub closed_loop: Option<crate::closed_loop::SharedView>,
+    /// The closed loop's settings, for GetControlLoop.
+    pub loop_config: crate::config::ClosedLoopConfig,
 }
 
 impl AppState {

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::intent::{known_sites, validate_job};
 use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::convert::{resource_id, timestamp};
-use crate::model::{PlanRecord, PlanStatus, now_ms};
+use crate::model::{PlanRecord, PlanStatus, PlanTrigger, ProposalState, now_ms};
 
 pub struct PlanApi {
     state: AppState,
@@ -65,11 +65,91 @@ pub fn plan_to_pb(plan: &PlanRecord, pending_nodes: Vec<String>) -> pb::Plan {
         create_time: Some(timestamp(plan.created_ms)),
         apply_time: plan.applied_ms.map(timestamp),
         reason: plan.reason.clone(),
+        trigger: trigger_to_pb(plan.trigger) as i32,
+        proposal_state: match plan.proposal_state {
+            None => pb::ProposalState::Unspecified,
+            Some(ProposalState::Proposed) => pb::ProposalState::Proposed,
+            Some(ProposalState::Approved) => pb::ProposalState::Approved,
+            Some(ProposalState::Expired) => pb::ProposalState::Expired,
+        } as i32,
+        figures: figures_to_pb(plan.trigger, &plan.reason_json),
+        creator: plan.creator.clone(),
     }
 }
 
-/// A stored plan with its pending routers.
+fn trigger_to_pb(trigger: PlanTrigger) -> pb::PlanTrigger {
+    match trigger {
+        PlanTrigger::Operator => pb::PlanTrigger::Operator,
+        PlanTrigger::Congestion => pb::PlanTrigger::Congestion,
+        PlanTrigger::Improvement => pb::PlanTrigger::Improvement,
+        PlanTrigger::Rollback => pb::PlanTrigger::Rollback,
+        PlanTrigger::AutomaticRollback => pb::PlanTrigger::AutomaticRollback,
+        PlanTrigger::Approval => pb::PlanTrigger::Approval,
+    }
+}
+
+/// The closed loop's figures of a plan it made (or a proposal approved).
+fn figures_to_pb(trigger: PlanTrigger, reason_json: &str) -> Option<pb::ReplanFigures> {
+    if !(trigger.is_telemetry() || trigger == PlanTrigger::Approval) {
+        return None;
+    }
+    let figures: serde_json::Value = serde_json::from_str(reason_json).ok()?;
+    figures.get("predicted_mlu_before")?;
+    let number = |key: &str| {
+        figures
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let integer = |key: &str| {
+        figures
+            .get(key)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
+    let count = |key: &str| i32::try_from(integer(key)).unwrap_or(i32::MAX);
+    let text = |key: &str| {
+        figures
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hottest = text("hottest_link");
+    Some(pb::ReplanFigures {
+        predicted_mlu_before: number("predicted_mlu_before"),
+        predicted_mlu_after: number("predicted_mlu_after"),
+        measured_mlu: number("measured_mlu"),
+        hottest_link: if hottest.is_empty() {
+            hottest
+        } else {
+            format!("links/{hottest}")
+        },
+        congestion_probability: number("congestion_probability"),
+        congestion_threshold: number("congestion_threshold"),
+        interval_start_time: Some(timestamp(integer("interval_start_ms"))),
+        interval: Some(duration_of_ms(integer("interval_ms"))),
+        forecast: text("forecast"),
+        history_intervals: count("history_intervals"),
+        routes_changed: count("routes_changed"),
+        routes_wanted: count("routes_wanted"),
+    })
+}
+
+/// A protobuf duration of `ms` milliseconds.
+pub fn duration_of_ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// A stored plan with its pending routers (none for a proposal, which is
+/// not pushed).
 async fn plan_with_pending(state: &AppState, plan: &PlanRecord) -> Result<pb::Plan, Status> {
+    if plan.status == PlanStatus::Computed {
+        return Ok(plan_to_pb(plan, Vec::new()));
+    }
     let pending = state
         .store
         .pending_nodes(plan.version)
@@ -84,6 +164,17 @@ async fn compute(
     state: &AppState,
     extra: Option<crate::model::JobRecord>,
 ) -> Result<crate::planning::ComputedPlan, Status> {
+    // The closed loop's view of the traffic, when it has one: an operator's
+    // plan serves what is measured too, not only the declared jobs.
+    let measured = state.closed_loop.as_ref().and_then(|view| {
+        let view = view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let latest = view.intervals.back()?;
+        Some(crate::planning::MeasuredDemand {
+            scenarios: vec![latest.classes.clone()],
+        })
+    });
     let topology = state
         .store
         .load_topology()
@@ -93,10 +184,18 @@ async fn compute(
     let mut jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
     jobs.extend(extra);
     let now = now_ms();
-    tokio::task::spawn_blocking(move || crate::planning::compute_plan(&topology, &jobs, now))
-        .await
-        .map_err(|e| Status::internal(format!("planner task failed: {e}")))?
-        .map_err(|e| Status::failed_precondition(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        crate::planning::compute_plan_with(
+            &topology,
+            &jobs,
+            now,
+            measured.as_ref(),
+            &mut aiwan_planner::classes::PathCache::default(),
+        )
+    })
+    .await
+    .map_err(|e| Status::internal(format!("planner task failed: {e}")))?
+    .map_err(|e| Status::failed_precondition(e.to_string()))
 }
 
 /// Stores a computed plan as the desired state and tells the watchers.
@@ -104,6 +203,7 @@ async fn store_desired(
     state: &AppState,
     computed: &crate::planning::ComputedPlan,
     reason: &str,
+    trigger: PlanTrigger,
     actor: &str,
     action: &str,
 ) -> Result<pb::Operation, Status> {
@@ -112,27 +212,49 @@ async fn store_desired(
         .iter()
         .map(|(node, value)| (node.clone(), value.to_string()))
         .collect();
+    let metrics = computed.metrics.to_string();
+    let allocation = computed.allocation.to_string();
     let record = state
         .store
-        .insert_desired_plan(
-            computed.mlu,
-            &computed.metrics.to_string(),
-            &computed.allocation.to_string(),
-            &desired,
-            reason,
+        .insert_plan(
+            &crate::model::NewPlan {
+                mlu: computed.mlu,
+                metrics_json: &metrics,
+                allocation_json: &allocation,
+                desired_state: &desired,
+                reason,
+                trigger,
+                reason_json: "{}",
+                proposal: false,
+            },
             actor,
             action,
             now_ms(),
         )
         .await
         .map_err(store_status)?;
+    announce(state, &record, actor);
+    stored_operation(state, &record).await
+}
+
+/// Tells the reconcile loop and the event stream of a new desired plan.
+fn announce(state: &AppState, record: &PlanRecord, actor: &str) {
     state.plan_version.send_replace(record.version);
-    tracing::info!(version = record.version, mlu = computed.mlu, routers = desired.len(), %actor, "plan stored as desired state");
+    state.events.publish(
+        crate::events::EventKind::Replan,
+        format!("plans/{}", record.version),
+        format!("{} by {actor}: {}", record.trigger.as_str(), record.reason),
+        &[("mlu_after", record.mlu.unwrap_or(0.0))],
+    );
+    tracing::info!(version = record.version, mlu = record.mlu, trigger = record.trigger.as_str(), %actor, "plan stored as desired state");
+}
+
+async fn stored_operation(state: &AppState, record: &PlanRecord) -> Result<pb::Operation, Status> {
     Ok(pb::Operation {
         name: format!("operations/plan-{}", record.version),
         done: true,
         result: Some(pb::operation::Result::Response(
-            plan_with_pending(state, &record).await?,
+            plan_with_pending(state, record).await?,
         )),
     })
 }
@@ -247,6 +369,9 @@ impl PlanService for PlanApi {
             mlu: Some(computed.mlu),
             metrics_json: computed.metrics.to_string(),
             creator: caller.actor(),
+            trigger: PlanTrigger::Operator,
+            reason_json: "{}".into(),
+            proposal_state: None,
         };
         let mut plan = plan_to_pb(&preview, Vec::new());
         plan.name = "plans/preview".into();
@@ -274,6 +399,7 @@ impl PlanService for PlanApi {
             &self.state,
             &computed,
             &reason,
+            PlanTrigger::Operator,
             &caller.actor(),
             "aiwan.v1.PlanService/ApplyPlan",
         )
@@ -323,12 +449,102 @@ impl PlanService for PlanApi {
             &self.state,
             &computed,
             &format!("rollback to {name}"),
+            PlanTrigger::Rollback,
             &caller.actor(),
             "aiwan.v1.PlanService/RollbackPlan",
         )
         .await?;
         Ok(Response::new(pb::RollbackPlanResponse {
             operation: Some(operation),
+        }))
+    }
+
+    async fn approve_plan(
+        &self,
+        request: Request<pb::ApprovePlanRequest>,
+    ) -> Result<Response<pb::ApprovePlanResponse>, Status> {
+        let caller = crate::auth::caller(&request)?;
+        let request = request.into_inner();
+        let version = plan_version("name", &request.name)?;
+        if request.reason.len() > 1000 {
+            return Err(Status::invalid_argument(
+                "reason: longer than 1000 characters",
+            ));
+        }
+        let reason = if request.reason.trim().is_empty() {
+            format!("approved proposal {}", request.name)
+        } else {
+            request.reason
+        };
+        let Some(record) = self
+            .state
+            .store
+            .approve_proposal(version, &reason, &caller.actor(), now_ms())
+            .await
+            .map_err(store_status)?
+        else {
+            return Err(
+                match self
+                    .state
+                    .store
+                    .get_plan(version)
+                    .await
+                    .map_err(store_status)?
+                {
+                    None => Status::not_found(format!("{} not found", request.name)),
+                    Some(plan) => Status::failed_precondition(format!(
+                        "name: {} is not a proposal waiting for approval ({})",
+                        request.name,
+                        plan.proposal_state
+                            .map_or("not a proposal", |state| state.as_str())
+                    )),
+                },
+            );
+        };
+        announce(&self.state, &record, &caller.actor());
+        Ok(Response::new(pb::ApprovePlanResponse {
+            operation: Some(stored_operation(&self.state, &record).await?),
+        }))
+    }
+
+    async fn get_control_loop(
+        &self,
+        _request: Request<pb::GetControlLoopRequest>,
+    ) -> Result<Response<pb::GetControlLoopResponse>, Status> {
+        let config = &self.state.loop_config;
+        let mut control_loop = pb::ControlLoop {
+            mode: match config.mode {
+                crate::closed_loop::LoopMode::Off => pb::ControlLoopMode::Off,
+                crate::closed_loop::LoopMode::Recommend => pb::ControlLoopMode::Recommend,
+                crate::closed_loop::LoopMode::Auto => pb::ControlLoopMode::Auto,
+            } as i32,
+            interval: Some(duration_of_ms(
+                i64::try_from(config.interval_ms).unwrap_or(0),
+            )),
+            congestion_threshold: config.congestion_threshold,
+            clear_threshold: config.clear_threshold,
+            congestion_probability: config.congestion_probability,
+            improvement_margin: config.improvement_margin,
+            min_replan_interval: Some(duration_of_ms(
+                i64::try_from(config.min_replan_interval_ms).unwrap_or(0),
+            )),
+            max_route_changes: i32::try_from(config.max_route_changes).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        if let Some(view) = &self.state.closed_loop {
+            let view = view
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            control_loop.last_interval_start_time = view.last_interval_start_ms.map(timestamp);
+            control_loop.last_decision = view.last_decision.clone();
+            control_loop.predicted_mlu = view.predicted_mlu;
+            control_loop.measured_mlu = view.measured_mlu;
+            control_loop.replans = i64::try_from(view.replan_count).unwrap_or(i64::MAX);
+            control_loop.last_loop_latency = view.last_latency_ms.map(duration_of_ms);
+            control_loop.idle_reason = view.idle_reason.clone().unwrap_or_default();
+        }
+        Ok(Response::new(pb::GetControlLoopResponse {
+            control_loop: Some(control_loop),
         }))
     }
 

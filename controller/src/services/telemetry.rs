@@ -73,8 +73,136 @@ fn host_prefix(address: std::net::IpAddr) -> String {
     }
 }
 
+/// The closed loop's view, or UNAVAILABLE saying why there is none.
+fn loop_view(state: &AppState) -> Result<crate::closed_loop::SharedView, Status> {
+    let view = state
+        .closed_loop
+        .clone()
+        .ok_or_else(|| Status::unavailable(NO_COLLECTOR))?;
+    let idle = view
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .idle_reason
+        .clone();
+    match idle {
+        Some(reason) if state.telemetry.is_none() => Err(Status::unavailable(format!(
+            "the closed loop is not measuring: {reason}"
+        ))),
+        _ => Ok(view),
+    }
+}
+
+fn class_to_pb(class: aiwan_planner::classes::Class) -> pb::TrafficClass {
+    match class {
+        aiwan_planner::classes::Class::AiSync => pb::TrafficClass::AiSync,
+        aiwan_planner::classes::Class::AiBulk => pb::TrafficClass::AiBulk,
+        aiwan_planner::classes::Class::BestEffort => pb::TrafficClass::BestEffort,
+    }
+}
+
+/// Intervals a ListDemandMatrices answer holds when asked for 0, and at
+/// most.
+const DEFAULT_INTERVALS: usize = 10;
+const MAX_INTERVALS: usize = 3600;
+
 #[tonic::async_trait]
 impl TelemetryService for TelemetryApi {
+    async fn list_demand_matrices(
+        &self,
+        request: Request<pb::ListDemandMatricesRequest>,
+    ) -> Result<Response<pb::ListDemandMatricesResponse>, Status> {
+        let wanted = match request.into_inner().max_intervals {
+            n if n < 0 => {
+                return Err(Status::invalid_argument(
+                    "max_intervals: must not be negative",
+                ));
+            }
+            0 => DEFAULT_INTERVALS,
+            n => usize::try_from(n)
+                .unwrap_or(MAX_INTERVALS)
+                .min(MAX_INTERVALS),
+        };
+        let view = loop_view(&self.state)?;
+        let view = view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let skip = view.intervals.len().saturating_sub(wanted);
+        let matrices = view
+            .intervals
+            .iter()
+            .skip(skip)
+            .map(|interval| {
+                let mut entries = Vec::new();
+                for (class, matrix) in aiwan_planner::classes::Class::ALL
+                    .into_iter()
+                    .zip(&interval.classes)
+                {
+                    for (src, dst, rate) in matrix.demands() {
+                        let node = |i: usize| {
+                            format!("nodes/{}", view.nodes.get(i).map_or("", String::as_str))
+                        };
+                        entries.push(pb::DemandEntry {
+                            src_node: node(src),
+                            dst_node: node(dst),
+                            traffic_class: class_to_pb(class) as i32,
+                            rate_bps: rate,
+                        });
+                    }
+                }
+                pb::DemandMatrix {
+                    start_time: Some(timestamp(interval.start_ms)),
+                    duration: Some(super::plan::duration_of_ms(interval.duration_ms)),
+                    entries,
+                    unknown_exporter_bytes: interval.unknown_exporter_bytes,
+                    unknown_exporters: interval.unknown_exporters.clone(),
+                    unknown_destination_bytes: interval.unknown_destination_bytes,
+                    transit_bytes: interval.transit_bytes,
+                    local_bytes: interval.local_bytes,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListDemandMatricesResponse { matrices }))
+    }
+
+    async fn list_link_forecasts(
+        &self,
+        _request: Request<pb::ListLinkForecastsRequest>,
+    ) -> Result<Response<pb::ListLinkForecastsResponse>, Status> {
+        let view = loop_view(&self.state)?;
+        let view = view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let links = view
+            .links
+            .iter()
+            .map(|link| pb::LinkForecast {
+                link: format!("links/{}", link.link),
+                capacity_bps: link.capacity_bps,
+                counter_bps: link.counter_bps.unwrap_or(0.0),
+                has_counters: link.counter_bps.is_some(),
+                estimated_bps: link.estimated_bps,
+                disagreement_bps: link.disagreement_bps,
+                tolerance_bps: link.tolerance_bps,
+                agrees: link.agrees,
+                predicted_bps: link.predicted_bps,
+                predicted_low_bps: link.predicted_low_bps,
+                predicted_high_bps: link.predicted_high_bps,
+                predicted_utilization: link.predicted_utilization,
+                congestion_probability: link.congestion_probability,
+                dominant_class: class_to_pb(link.dominant_class) as i32,
+                covered_by_flows: link.covered,
+            })
+            .collect();
+        Ok(Response::new(pb::ListLinkForecastsResponse {
+            interval_start_time: view.last_interval_start_ms.map(timestamp),
+            interval: Some(super::plan::duration_of_ms(view.interval_ms)),
+            congestion_threshold: self.state.loop_config.congestion_threshold,
+            links,
+            predicted_mlu: view.predicted_mlu,
+            measured_mlu: view.measured_mlu,
+        }))
+    }
+
     async fn get_link_utilization(
         &self,
         request: Request<pb::GetLinkUtilizationRequest>,

@@ -41,7 +41,8 @@ use super::metrics::SouthboundMetrics;
 use super::render::render;
 use super::{Driver, DriverError, Observed};
 use crate::agent::{NodeState, UcmpRoute};
-use crate::model::{PlanStatus, now_ms};
+use crate::events::{EventBus, EventKind};
+use crate::model::{NewPlan, PlanStatus, PlanTrigger, now_ms};
 use crate::store::Store;
 
 /// Shortest and longest wait before a router that did not answer is tried
@@ -74,6 +75,9 @@ pub struct Reconciler {
     metrics: SouthboundMetrics,
     /// DSCP to traffic class, for rate limits.
     classes: Vec<ClassRule>,
+    events: Option<EventBus>,
+    /// Routers whose agent did not answer last time (for lost/back events).
+    lost: BTreeSet<String>,
 }
 
 impl Reconciler {
@@ -85,6 +89,21 @@ impl Reconciler {
             backoff: BTreeMap::new(),
             metrics: SouthboundMetrics::default(),
             classes: aiwan_collectors::store::default_class_rules(),
+            events: None,
+            lost: BTreeSet::new(),
+        }
+    }
+
+    /// Tells `events` of pushes, plans applied or failed, agents lost and
+    /// back.
+    pub fn with_events(mut self, events: EventBus) -> Reconciler {
+        self.events = Some(events);
+        self
+    }
+
+    fn publish(&self, kind: EventKind, subject: String, message: String) {
+        if let Some(events) = &self.events {
+            events.publish(kind, subject, message, &[]);
         }
     }
 
@@ -202,6 +221,13 @@ impl Reconciler {
             }
             match self.driver.observe(router).await {
                 Ok(state) => {
+                    if self.lost.remove(router) {
+                        self.publish(
+                            EventKind::AgentBack,
+                            format!("nodes/{router}"),
+                            format!("agent of {router} answers again"),
+                        );
+                    }
                     observed.insert(router.clone(), state);
                 }
                 Err(error) => self.note_unreachable(router, &error, &mut report),
@@ -256,6 +282,11 @@ impl Reconciler {
                 }
             }
             for router in stale.iter().filter(|r| !failed.contains(*r)) {
+                self.publish(
+                    EventKind::Push,
+                    format!("nodes/{router}"),
+                    format!("{router} runs plans/{version} ({} steps)", report.steps),
+                );
                 self.metrics.push(router, "applied");
                 self.backoff.remove(router);
                 report.pushed.push(router.clone());
@@ -285,6 +316,19 @@ impl Reconciler {
         };
         if self.store.set_plan_status(version, status).await? {
             tracing::info!(plan = version, status = status.as_str(), "plan status");
+            match status {
+                PlanStatus::Applied => self.publish(
+                    EventKind::PlanApplied,
+                    format!("plans/{version}"),
+                    format!("plans/{version} applied on every router"),
+                ),
+                PlanStatus::Failed => self.publish(
+                    EventKind::PlanFailed,
+                    format!("plans/{version}"),
+                    format!("plans/{version} refused by {}", report.refused.join(", ")),
+                ),
+                _ => {}
+            }
         }
         if status == PlanStatus::Failed {
             self.roll_back(version, "was refused").await?;
@@ -298,6 +342,13 @@ impl Reconciler {
             .get(router)
             .map_or(BACKOFF_MIN, |(_, last)| (*last * 2).min(BACKOFF_MAX));
         tracing::warn!(%error, retry_in = ?wait, "router not reachable");
+        if self.lost.insert(router.to_string()) {
+            self.publish(
+                EventKind::AgentLost,
+                format!("nodes/{router}"),
+                format!("agent of {router} does not answer: {error}"),
+            );
+        }
         self.metrics.push(router, "unreachable");
         self.backoff
             .insert(router.to_string(), (Instant::now() + wait, wait));
@@ -312,7 +363,8 @@ impl Reconciler {
     /// round).
     async fn roll_back(&self, failed: i64, why: &str) -> Result<(), ReconcileError> {
         if let Some(plan) = self.store.get_plan(failed).await?
-            && plan.reason.starts_with(AUTOMATIC_ROLLBACK)
+            && (plan.trigger == PlanTrigger::AutomaticRollback
+                || plan.reason.starts_with(AUTOMATIC_ROLLBACK))
         {
             tracing::error!(
                 plan = failed,
@@ -337,14 +389,26 @@ impl Reconciler {
         let Some((allocation, rows)) = self.store.plan_content(previous.version).await? else {
             return Ok(());
         };
+        let reason = format!("{AUTOMATIC_ROLLBACK}: plans/{failed} {why}");
+        let figures = serde_json::json!({
+            "failed_plan": format!("plans/{failed}"),
+            "restored_plan": format!("plans/{}", previous.version),
+            "error": why,
+        })
+        .to_string();
         let record = self
             .store
-            .insert_desired_plan(
-                previous.mlu.unwrap_or(0.0),
-                &previous.metrics_json,
-                &allocation,
-                &rows,
-                &format!("{AUTOMATIC_ROLLBACK}: plans/{failed} {why}"),
+            .insert_plan(
+                &NewPlan {
+                    mlu: previous.mlu.unwrap_or(0.0),
+                    metrics_json: &previous.metrics_json,
+                    allocation_json: &allocation,
+                    desired_state: &rows,
+                    reason: &reason,
+                    trigger: PlanTrigger::AutomaticRollback,
+                    reason_json: &figures,
+                    proposal: false,
+                },
                 "aiwan controller",
                 "reconcile/RollbackPlan",
                 now_ms(),

@@ -104,7 +104,6 @@ impl SimulatedDataplane {
                 &ingress,
                 flow.destination,
                 flow.rate_bps,
-                0,
                 &mut loads,
             );
         }
@@ -122,67 +121,69 @@ fn set_listed(list: &Mutex<std::collections::BTreeSet<String>>, node: &str, list
     }
 }
 
+/// Moves `rate` from `node` towards `destination` hop by hop: at each hop
+/// the traffic at every node is split over its route's next hops, so a
+/// forwarding loop costs [`MAX_HOPS`] rounds, not an exponential walk.
 fn forward(
     topology: &Topology,
     nodes: &BTreeMap<String, NodeEntry>,
     node: &str,
     destination: IpAddr,
     rate: f64,
-    hops: usize,
     loads: &mut SimulatedLoads,
 ) {
     if rate <= 0.0 {
         return;
     }
-    if owner(topology, destination).as_deref() == Some(node) {
-        loads.delivered_bps += rate;
-        return;
+    let delivering = owner(topology, destination);
+    let mut frontier: BTreeMap<String, f64> = BTreeMap::from([(node.to_string(), rate)]);
+    for _ in 0..=MAX_HOPS {
+        if frontier.is_empty() {
+            return;
+        }
+        let mut next: BTreeMap<String, f64> = BTreeMap::new();
+        for (node, rate) in frontier {
+            if delivering.as_deref() == Some(node.as_str()) {
+                loads.delivered_bps += rate;
+                continue;
+            }
+            let route = nodes.get(&node).and_then(|entry| {
+                entry
+                    .state
+                    .routes
+                    .iter()
+                    .filter(|route| route.prefix.contains(&destination))
+                    .max_by_key(|route| route.prefix.prefix_len())
+            });
+            let Some(route) = route else {
+                loads.dropped_bps += rate;
+                continue;
+            };
+            let total: f64 = route
+                .next_hops
+                .iter()
+                .map(|hop| f64::from(hop.weight))
+                .sum();
+            for hop in &route.next_hops {
+                let share = rate * f64::from(hop.weight) / total.max(1.0);
+                let link = topology
+                    .links
+                    .iter()
+                    .find(|link| link.src == node && link.src_interface == hop.interface);
+                let Some(link) = link else {
+                    loads.dropped_bps += share;
+                    continue;
+                };
+                *loads
+                    .links
+                    .entry(format!("{}:{}", link.src, link.src_interface))
+                    .or_default() += share;
+                *next.entry(link.dst.clone()).or_default() += share;
+            }
+        }
+        frontier = next;
     }
-    if hops >= MAX_HOPS {
-        loads.looped_bps += rate;
-        return;
-    }
-    let route = nodes.get(node).and_then(|entry| {
-        entry
-            .state
-            .routes
-            .iter()
-            .filter(|route| route.prefix.contains(&destination))
-            .max_by_key(|route| route.prefix.prefix_len())
-    });
-    let Some(route) = route else {
-        loads.dropped_bps += rate;
-        return;
-    };
-    let total: f64 = route
-        .next_hops
-        .iter()
-        .map(|hop| f64::from(hop.weight))
-        .sum();
-    for hop in &route.next_hops {
-        let share = rate * f64::from(hop.weight) / total.max(1.0);
-        let link = topology
-            .links
-            .iter()
-            .find(|link| link.src == node && link.src_interface == hop.interface);
-        let Some(link) = link else {
-            loads.dropped_bps += share;
-            continue;
-        };
-        *loads
-            .links
-            .entry(format!("{}:{}", link.src, link.src_interface))
-            .or_default() += share;
-        forward(
-            topology,
-            nodes,
-            &link.dst,
-            destination,
-            share,
-            hops + 1,
-            loads,
-        );
-    }
+    loads.looped_bps += frontier.values().sum::<f64>();
 }
 
 /// The node that delivers `address`: the one whose prefixes hold it most

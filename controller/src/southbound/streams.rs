@@ -43,6 +43,8 @@ pub struct AgentStreams {
     pub counters: Option<(SharedStore, Duration)>,
     pub endpoints: AgentEndpoints,
     pub metrics: SouthboundMetrics,
+    /// Drift the agents repaired is told here.
+    pub events: crate::events::EventBus,
 }
 
 impl AgentStreams {
@@ -77,6 +79,7 @@ impl AgentStreams {
                             endpoint.clone(),
                             self.counters.clone(),
                             self.metrics.clone(),
+                            self.events.clone(),
                         ));
                         feeds.insert(node, (endpoint, task));
                     }
@@ -105,8 +108,9 @@ async fn node_streams(
     endpoint: String,
     counters: Option<(SharedStore, Duration)>,
     metrics: SouthboundMetrics,
+    events: crate::events::EventBus,
 ) {
-    let drift = watch_drift(&node, &endpoint, &metrics);
+    let drift = watch_drift(&node, &endpoint, &metrics, &events);
     match counters {
         Some((telemetry, interval)) => {
             let counters = feed_counters(&node, &endpoint, interval, telemetry, &metrics);
@@ -117,10 +121,15 @@ async fn node_streams(
 }
 
 /// Logs and counts the router's drift events, re-subscribing with backoff.
-async fn watch_drift(node: &str, endpoint: &str, metrics: &SouthboundMetrics) {
+async fn watch_drift(
+    node: &str,
+    endpoint: &str,
+    metrics: &SouthboundMetrics,
+    events: &crate::events::EventBus,
+) {
     let mut retry = RETRY_FIRST;
     loop {
-        match drift_once(node, endpoint, metrics).await {
+        match drift_once(node, endpoint, metrics, events).await {
             Ok(true) => retry = RETRY_FIRST,
             Ok(false) => {}
             Err(error) => tracing::debug!(%node, %error, "no drift stream from the agent"),
@@ -135,6 +144,7 @@ async fn drift_once(
     node: &str,
     endpoint: &str,
     metrics: &SouthboundMetrics,
+    events: &crate::events::EventBus,
 ) -> Result<bool, String> {
     let mut client = AgentClient::connect(endpoint)
         .await
@@ -169,6 +179,14 @@ async fn drift_once(
             tracing::error!(%node, kind, object = %event.object, error = %event.error, "drift on a router, not repaired");
         } else {
             tracing::warn!(%node, kind, object = %event.object, outcome, generation = event.generation, "drift on a router");
+            if outcome == "repaired" {
+                events.publish(
+                    crate::events::EventKind::DriftRepaired,
+                    format!("nodes/{node}"),
+                    format!("drift on {node} repaired: {} {kind}", event.object),
+                    &[],
+                );
+            }
         }
     }
     Ok(seen)

@@ -1,0 +1,264 @@
+//! The closed loop through the API, on a running `aiwan demo` in
+//! `recommend` mode: the measured matrices and link forecasts, the control
+//! loop's state, the event stream with a proposal on it, ApprovePlan
+//! making the proposal the applied plan, and the loop's metrics.
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aiwan_api::v1 as pb;
+use aiwan_api::v1::event_service_client::EventServiceClient;
+use aiwan_controller::client::BearerToken;
+use support::{Clients, http_get};
+
+/// The demo, killed when dropped.
+struct Demo {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the demo and reads its attach and metrics lines.
+fn start_demo() -> (Demo, String, String, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .args([
+            "demo",
+            "--headless",
+            "--mode",
+            "recommend",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--duration", "120", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start aiwan demo");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let demo = Demo { child, _dir: dir };
+    let (mut attach, mut metrics) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while attach.is_none() || metrics.is_none() {
+        let line = received
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo prints its attach and metrics lines");
+        if let Some(rest) = line.split("aiwan tui ").nth(1) {
+            attach = Some(rest.to_string());
+        }
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            metrics = rest.split('/').next().map(str::to_string);
+        }
+    }
+    // Keep draining stderr so the demo never blocks on a full pipe.
+    std::thread::spawn(move || while received.recv().is_ok() {});
+    let attach = attach.expect("attach line");
+    let words: Vec<&str> = attach.split_whitespace().collect();
+    let endpoint = words[words
+        .iter()
+        .position(|w| *w == "--endpoint")
+        .expect("endpoint")
+        + 1];
+    let token = words[words.iter().position(|w| *w == "--token").expect("token") + 1];
+    let metrics = metrics.expect("metrics").parse().expect("metrics address");
+    (demo, endpoint.to_string(), token.to_string(), metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_through_the_api_in_recommend_mode() {
+    let (_demo, endpoint, token, metrics) = start_demo();
+    let addr: std::net::SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("endpoint address");
+    let mut clients = Clients::connect(addr, Some(&token)).await;
+    let channel = support::channel(addr).await;
+    let mut events = EventServiceClient::with_interceptor(
+        channel,
+        BearerToken::new(Some(&token)).expect("token"),
+    );
+    let mut stream = events
+        .watch_events(pb::WatchEventsRequest {
+            kinds: vec![
+                pb::EventKind::Proposal as i32,
+                pb::EventKind::PlanApplied as i32,
+            ],
+            include_recent: true,
+        })
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+
+    // A proposal comes from telemetry (the training job scales out at 6 s).
+    let proposal = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open")
+                .event
+                .expect("event");
+            if event.kind == pb::EventKind::Proposal as i32 {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a proposal within a minute");
+    assert!(proposal.subject.starts_with("plans/"), "{proposal:?}");
+    assert!(proposal.figures.contains_key("mlu_before"), "{proposal:?}");
+
+    let control = clients
+        .plans
+        .get_control_loop(pb::GetControlLoopRequest {})
+        .await
+        .expect("GetControlLoop")
+        .into_inner()
+        .control_loop
+        .expect("control loop");
+    assert_eq!(control.mode, pb::ControlLoopMode::Recommend as i32);
+    assert!(control.last_interval_start_time.is_some());
+    assert!(control.replans >= 1);
+    assert!(control.idle_reason.is_empty(), "{control:?}");
+
+    let matrices = clients
+        .telemetry
+        .list_demand_matrices(pb::ListDemandMatricesRequest { max_intervals: 5 })
+        .await
+        .expect("ListDemandMatrices")
+        .into_inner()
+        .matrices;
+    assert_eq!(matrices.len(), 5);
+    let newest = matrices.last().expect("one");
+    assert!(
+        newest.entries.iter().any(|e| e.src_node == "nodes/dc1-edge"
+            && e.dst_node == "nodes/dc2-edge"
+            && e.traffic_class == pb::TrafficClass::AiSync as i32
+            && e.rate_bps > 1e9),
+        "{newest:?}"
+    );
+    assert_eq!(newest.unknown_exporter_bytes, 0);
+
+    let forecasts = clients
+        .telemetry
+        .list_link_forecasts(pb::ListLinkForecastsRequest {})
+        .await
+        .expect("ListLinkForecasts")
+        .into_inner();
+    assert_eq!(forecasts.links.len(), 54);
+    let wan: Vec<&pb::LinkForecast> = forecasts
+        .links
+        .iter()
+        .filter(|l| l.covered_by_flows)
+        .collect();
+    assert_eq!(wan.len(), 14, "seven WAN links, both ways");
+    for link in &wan {
+        assert!(link.has_counters, "{link:?}");
+        assert!(
+            link.predicted_low_bps <= link.predicted_bps
+                && link.predicted_bps <= link.predicted_high_bps
+        );
+        assert!((0.0..=1.0).contains(&link.congestion_probability));
+    }
+    let agreeing = wan.iter().filter(|l| l.agrees).count();
+    assert!(
+        agreeing * 10 >= wan.len() * 8,
+        "flows and counters disagree on most WAN links: {wan:?}"
+    );
+
+    // Approve the proposal: it becomes the applied plan.
+    let approved = clients
+        .plans
+        .approve_plan(pb::ApprovePlanRequest {
+            name: proposal.subject.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect("ApprovePlan")
+        .into_inner()
+        .operation
+        .expect("operation");
+    let Some(pb::operation::Result::Response(plan)) = approved.result else {
+        panic!("no plan in {approved:?}")
+    };
+    assert_eq!(plan.trigger, pb::PlanTrigger::Approval as i32);
+    assert!(
+        plan.figures.is_some(),
+        "the proposal's figures travel with it: {plan:?}"
+    );
+    let applied = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open")
+                .event
+                .expect("event");
+            if event.kind == pb::EventKind::PlanApplied as i32 && event.subject == plan.name {
+                return event;
+            }
+        }
+    })
+    .await;
+    assert!(applied.is_ok(), "{} was not applied", plan.name);
+    let again = clients
+        .plans
+        .approve_plan(pb::ApprovePlanRequest {
+            name: proposal.subject.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("a proposal is approved once");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    let listed = clients
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: proposal.subject.clone(),
+        })
+        .await
+        .expect("GetPlan")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(listed.proposal_state, pb::ProposalState::Approved as i32);
+
+    let text = http_get(metrics, "/metrics").await;
+    for name in [
+        "aiwan_closed_loop_replans_total{",
+        "aiwan_closed_loop_intervals_total",
+        "aiwan_closed_loop_latency_seconds_bucket",
+        "aiwan_closed_loop_predicted_mlu",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        text.contains("mode=\"recommend\""),
+        "re-plans by trigger and mode:\n{text}"
+    );
+}
