@@ -26,6 +26,8 @@ pub struct MethodScore {
     pub snapshots: usize,
     /// Normalised mean absolute error of the method's point forecast.
     pub nmae: f64,
+    /// The normalised MLU of each scored snapshot, in time order.
+    pub per_snapshot: Vec<f64>,
 }
 
 /// Candidate paths of every pair, as edge sequences.
@@ -174,12 +176,13 @@ pub fn evaluate_methods(
         .iter()
         .zip(norm)
         .zip(errors)
-        .map(|((name, mut values), (error, total))| MethodScore {
+        .map(|((name, values), (error, total))| MethodScore {
             name,
             mean_norm_mlu: values.iter().sum::<f64>() / values.len().max(1) as f64,
-            p90_norm_mlu: percentile(&mut values, 0.9),
+            p90_norm_mlu: percentile(&mut values.clone(), 0.9),
             snapshots: values.len(),
             nmae: if total > 0.0 { error / total } else { 0.0 },
+            per_snapshot: values,
         })
         .collect())
 }
@@ -189,6 +192,45 @@ mod tests {
     use super::*;
     use crate::lp::tests::{matrix, network};
     use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
+
+    #[test]
+    fn the_future_changes_nothing_before_it() {
+        // A diamond with varying traffic; then everything after snapshot
+        // 11 replaced by absurd matrices. Every method's score of
+        // snapshots up to 11 must be the same: it plans from the past only.
+        let net = network(4, &[(0, 1, 10.0), (1, 3, 10.0), (0, 2, 10.0), (2, 3, 10.0)]);
+        let series: Vec<TrafficMatrix> = (0..16)
+            .map(|i| {
+                let x = 1.0 + (i as f64 * 0.7).sin().abs() * 5.0;
+                matrix(4, &[(0, 3, x), (1, 2, 6.0 - x), (0, 1, 0.5 * x)])
+            })
+            .collect();
+        let mut poisoned = series.clone();
+        for (i, m) in poisoned.iter_mut().enumerate().skip(12) {
+            for v in &mut m.values {
+                *v = *v * 1000.0 + i as f64;
+            }
+        }
+        let mut finder = ShortestPaths::new(&net);
+        let mut paths = PairPaths::new();
+        for (s, t) in [(0, 3), (1, 2), (0, 1)] {
+            let found = candidate_paths(&net, &mut finder, s, t, &PathOptions::k_shortest(2));
+            paths.insert((s, t), found.into_iter().map(|p| p.edges).collect());
+        }
+        let train = 4;
+        let clean = evaluate_methods(&net, &series, &paths, train).unwrap();
+        let dirty = evaluate_methods(&net, &poisoned, &paths, train).unwrap();
+        let before_poison = 12 - train;
+        for (a, b) in clean.iter().zip(&dirty) {
+            assert_eq!(a.name, b.name);
+            assert_eq!(
+                a.per_snapshot[..before_poison],
+                b.per_snapshot[..before_poison],
+                "{}",
+                a.name
+            );
+        }
+    }
 
     #[test]
     fn alternating_traffic_favours_the_robust_plan() {

@@ -220,6 +220,62 @@ mod tests {
         assert!((forecast.get(1, 0) - 5.0).abs() < 1e-3);
     }
 
+    /// One pair's series as matrices.
+    fn single(values: &[f64]) -> Vec<TrafficMatrix> {
+        values
+            .iter()
+            .map(|v| TrafficMatrix {
+                n: 2,
+                values: vec![0.0, *v, 0.0, 0.0],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sinusoid_is_predicted_exactly_with_a_narrow_band() {
+        let wave = |t: usize| 10.0 + 5.0 * (2.0 * std::f64::consts::PI * t as f64 / 12.0).sin();
+        let history: Vec<f64> = (0..36).map(wave).collect();
+        let forecast = Forecaster::default()
+            .predict_with_band(&single(&history))
+            .unwrap();
+        assert!((forecast.mean.get(0, 1) - wave(36)).abs() < 1e-3, "{forecast:?}");
+        assert!(forecast.sigma.get(0, 1) < 1e-3, "{forecast:?}");
+    }
+
+    #[test]
+    fn after_a_step_the_new_level_is_predicted() {
+        let mut history = vec![5.0; 24];
+        history.extend([15.0; 6]);
+        let forecast = Forecaster::default().predict_next(&single(&history)).unwrap();
+        assert!((forecast.get(0, 1) / 15.0 - 1.0).abs() < 0.1, "{forecast:?}");
+    }
+
+    #[test]
+    fn a_periodic_burst_is_predicted_before_it_comes() {
+        // On one interval in three (a collective's burst), off between.
+        let burst = |t: usize| if t % 3 == 0 { 20.0 } else { 2.0 };
+        let history: Vec<f64> = (0..30).map(burst).collect();
+        let forecaster = Forecaster::default();
+        let next = forecaster.predict_next(&single(&history)).unwrap();
+        assert!((next.get(0, 1) - burst(30)).abs() < 0.5, "{next:?}");
+        let later = forecaster.predict_next(&single(&(0..31).map(burst).collect::<Vec<_>>())).unwrap();
+        assert!((later.get(0, 1) - burst(31)).abs() < 0.5, "{later:?}");
+    }
+
+    #[test]
+    fn noise_widens_the_band() {
+        // A level of 10 with noise of deviation about 1 (a fixed sequence).
+        let noise = [0.3, -1.2, 0.8, 1.5, -0.4, -1.1, 0.2, 0.9, -1.6, 1.0, -0.2, 0.6];
+        let history: Vec<f64> = (0..36).map(|t| 10.0 + noise[t % 12] * (1.0 + (t / 12) as f64 * 0.1)).collect();
+        let forecast = Forecaster::default()
+            .predict_with_band(&single(&history))
+            .unwrap();
+        let sigma = forecast.sigma.get(0, 1);
+        assert!((0.5..2.0).contains(&sigma), "{sigma}");
+        let (low, high) = forecast.band(0, 1);
+        assert!(low < forecast.mean.get(0, 1) && forecast.mean.get(0, 1) < high);
+    }
+
     #[test]
     fn short_or_ragged_history_is_an_error() {
         let short = series(&[[1.0, 1.0]; 3]);
