@@ -147,6 +147,10 @@ enum BenchCommand {
     /// Collector throughput: IPFIX decoded into the store on one core,
     /// loopback UDP at half that rate, and nfacctd on the same stream.
     Collector(aiwan_controller::bench_collector::BenchCollectorArgs),
+    /// The closed loop's work for one interval (forecast, prediction,
+    /// robust re-plan), cold and warm, on the demo topology and larger
+    /// networks.
+    Replan(aiwan_controller::closed_loop::bench::BenchReplanArgs),
     /// Route push rate through the agent: N weighted multipath routes in a
     /// scratch namespace, against `ip -batch` (needs root).
     Push(aiwan_controller::agent::bench::BenchPushArgs),
@@ -320,6 +324,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Push(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::agent::bench::bench_push(&args).await?
+            }
+            Command::Bench(BenchCommand::Replan(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::closed_loop::bench::bench_replan(&args)?
             }
             Command::Bench(BenchCommand::Planner(args)) => {
                 init_logging(LogFormat::Plain, "warn");

@@ -380,7 +380,7 @@ pub struct BenchPlannerArgs {
 }
 
 /// The file and capacity of each benchmark topology.
-fn bench_topology(data: &Path, name: &str) -> anyhow::Result<(PathBuf, Option<f64>)> {
+pub fn bench_topology(data: &Path, name: &str) -> anyhow::Result<(PathBuf, Option<f64>)> {
     Ok(match name {
         "GEANT" => (data.join("geant/GEANT.json"), None),
         "Cogentco" => (data.join("topologies/zoo/Cogentco.graphml"), Some(10e9)),

@@ -238,7 +238,10 @@ mod tests {
         let forecast = Forecaster::default()
             .predict_with_band(&single(&history))
             .unwrap();
-        assert!((forecast.mean.get(0, 1) - wave(36)).abs() < 1e-3, "{forecast:?}");
+        assert!(
+            (forecast.mean.get(0, 1) - wave(36)).abs() < 1e-3,
+            "{forecast:?}"
+        );
         assert!(forecast.sigma.get(0, 1) < 1e-3, "{forecast:?}");
     }
 
@@ -246,8 +249,13 @@ mod tests {
     fn after_a_step_the_new_level_is_predicted() {
         let mut history = vec![5.0; 24];
         history.extend([15.0; 6]);
-        let forecast = Forecaster::default().predict_next(&single(&history)).unwrap();
-        assert!((forecast.get(0, 1) / 15.0 - 1.0).abs() < 0.1, "{forecast:?}");
+        let forecast = Forecaster::default()
+            .predict_next(&single(&history))
+            .unwrap();
+        assert!(
+            (forecast.get(0, 1) / 15.0 - 1.0).abs() < 0.1,
+            "{forecast:?}"
+        );
     }
 
     #[test]
@@ -258,15 +266,21 @@ mod tests {
         let forecaster = Forecaster::default();
         let next = forecaster.predict_next(&single(&history)).unwrap();
         assert!((next.get(0, 1) - burst(30)).abs() < 0.5, "{next:?}");
-        let later = forecaster.predict_next(&single(&(0..31).map(burst).collect::<Vec<_>>())).unwrap();
+        let later = forecaster
+            .predict_next(&single(&(0..31).map(burst).collect::<Vec<_>>()))
+            .unwrap();
         assert!((later.get(0, 1) - burst(31)).abs() < 0.5, "{later:?}");
     }
 
     #[test]
     fn noise_widens_the_band() {
         // A level of 10 with noise of deviation about 1 (a fixed sequence).
-        let noise = [0.3, -1.2, 0.8, 1.5, -0.4, -1.1, 0.2, 0.9, -1.6, 1.0, -0.2, 0.6];
-        let history: Vec<f64> = (0..36).map(|t| 10.0 + noise[t % 12] * (1.0 + (t / 12) as f64 * 0.1)).collect();
+        let noise = [
+            0.3, -1.2, 0.8, 1.5, -0.4, -1.1, 0.2, 0.9, -1.6, 1.0, -0.2, 0.6,
+        ];
+        let history: Vec<f64> = (0..36)
+            .map(|t| 10.0 + noise[t % 12] * (1.0 + (t / 12) as f64 * 0.1))
+            .collect();
         let forecast = Forecaster::default()
             .predict_with_band(&single(&history))
             .unwrap();

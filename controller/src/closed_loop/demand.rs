@@ -106,7 +106,7 @@ pub struct MeasuredInterval {
 }
 
 impl MeasuredInterval {
-    fn empty(start_ms: i64, duration_ms: i64, n: usize) -> MeasuredInterval {
+    pub fn empty(start_ms: i64, duration_ms: i64, n: usize) -> MeasuredInterval {
         MeasuredInterval {
             start_ms,
             duration_ms,

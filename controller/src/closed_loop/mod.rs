@@ -23,10 +23,12 @@
 //! What it measures and predicts is published for the API
 //! ([`LoopView`]), counted in `/metrics`, and told on the event bus.
 
+pub mod bench;
 pub mod churn;
 pub mod demand;
 pub mod forwarding;
 pub mod policy;
+pub mod predict;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -37,7 +39,6 @@ use aiwan_collectors::pipeline::{SharedStore, read_store};
 use aiwan_collectors::store::{Tier, TimeWindow};
 use aiwan_planner::Topology;
 use aiwan_planner::classes::Class;
-use aiwan_planner::forecast::{BAND_90_Z, Forecaster};
 use aiwan_planner::network::{Network, TrafficMatrix};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -50,9 +51,8 @@ pub use policy::LoopMode;
 use crate::config::ClosedLoopConfig;
 use crate::events::{EventBus, EventKind};
 use crate::model::{NewPlan, PlanTrigger, now_ms};
-use crate::planning::{MeasuredDemand, compute_plan_with, job_demands};
 use crate::store::Store;
-use demand::{DemandModel, MeasuredInterval, class_index};
+use demand::{DemandModel, MeasuredInterval};
 use forwarding::Forwarding;
 use policy::{Decision, Observation, PolicyConfig, PolicyState};
 
@@ -509,115 +509,49 @@ impl ClosedLoop {
             self.forwarding = Some((current_version, forwarding));
         }
 
-        // Forecast per class, the declared jobs as known traffic.
-        let (declared, _) = job_demands(topology, &network, &jobs, now);
-        let n = network.nodes.len();
-        let mut known = [
-            TrafficMatrix::zeros(n),
-            TrafficMatrix::zeros(n),
-            TrafficMatrix::zeros(n),
-        ];
-        for demand in &declared {
-            known[class_index(demand.class)].values[demand.src * n + demand.dst] += demand.rate;
-        }
-        let forecaster = Forecaster::default();
-        let mut forecast: Vec<(TrafficMatrix, TrafficMatrix)> = Vec::with_capacity(3);
-        for (c, known) in known.iter().enumerate() {
-            let series: Vec<TrafficMatrix> =
-                self.history.iter().map(|i| i.classes[c].clone()).collect();
-            let (mut mean, sigma) = match forecaster.predict_with_band(&series) {
-                Ok(f) => (f.mean, f.sigma),
-                // Too short a history: the last interval, no band.
-                Err(_) => (latest.classes[c].clone(), TrafficMatrix::zeros(n)),
-            };
-            for (m, k) in mean.values.iter_mut().zip(&known.values) {
-                *m = m.max(*k);
-            }
-            forecast.push((mean, sigma));
-        }
-        let total_mean = sum_matrices(forecast.iter().map(|(m, _)| m));
-        let total_sigma = TrafficMatrix {
-            n,
-            values: (0..n * n)
-                .map(|i| {
-                    forecast
-                        .iter()
-                        .map(|(_, s)| s.values[i].powi(2))
-                        .sum::<f64>()
-                        .sqrt()
-                })
-                .collect(),
-        };
-        let Some((_, forwarding)) = self.forwarding.as_mut() else {
+        let Some((_, forwarding)) = self.forwarding.take() else {
             return Ok(());
         };
-        let (predicted, deviation) = forwarding.route(&network, &total_mean, Some(&total_sigma));
-        let (estimated, _) = forwarding.route(&network, &latest.total(), None);
-        let per_class: Vec<Vec<f64>> = forecast
-            .iter()
-            .map(|(m, _)| forwarding.route(&network, m, None).0.edges)
-            .collect();
-
-        // Per link: agreement, what the counters see beyond the flows, the
-        // prediction.
-        let seconds = latest.duration_ms as f64 / 1000.0;
-        let mean_packet_bytes = if latest.packets > 0 {
-            latest.bytes as f64 / latest.packets as f64
-        } else {
-            0.0
+        let history: Vec<MeasuredInterval> = self.history.iter().cloned().collect();
+        let work = predict::Work {
+            topology: topology.clone(),
+            network: network.clone(),
+            jobs: jobs.clone(),
+            now_ms: now,
+            history,
+            counters,
+            sampling,
+            covered,
+            link_names: link_names.clone(),
+            congestion_threshold: self.config.congestion_threshold,
+            window: self.config.window,
+            plan: self.config.mode != LoopMode::Off,
         };
+        let paths = std::mem::take(&mut self.paths);
+        let (outcome, forwarding, paths) = tokio::task::spawn_blocking(move || {
+            let mut forwarding = forwarding;
+            let mut paths = paths;
+            let outcome = predict::run(&work, &mut forwarding, &mut paths);
+            (outcome, forwarding, paths)
+        })
+        .await
+        .map_err(|e| format!("planner task: {e}"))?;
+        self.forwarding = Some((current_version, forwarding));
+        self.paths = paths;
+        let predict::Outcome {
+            prediction,
+            candidate,
+        } = outcome;
+        let predict::Prediction {
+            total_mean,
+            links,
+            unexplained,
+            measured_mlu,
+            current_mlu,
+            hottest,
+            max_probability,
+        } = prediction;
         let threshold = self.config.congestion_threshold;
-        let mut links = Vec::with_capacity(network.edges.len());
-        let mut unexplained = vec![0.0; network.edges.len()];
-        for (e, edge) in network.edges.iter().enumerate() {
-            let estimate = estimated.edges[e];
-            let counter = counters.get(e).copied().flatten();
-            // Bernoulli 1-in-N packet sampling: the byte estimate's variance
-            // is about N x bytes x mean packet size.
-            let bytes = estimate * seconds / 8.0;
-            let sigma_bps = (sampling * bytes * mean_packet_bytes).sqrt() * 8.0 / seconds.max(1e-9);
-            let tolerance = AGREEMENT_SIGMAS * sigma_bps + AGREEMENT_FLOOR * edge.capacity;
-            let disagreement = counter.map_or(0.0, |c| c - estimate);
-            let is_covered = covered.get(e).copied().unwrap_or(false);
-            if disagreement > tolerance || (!is_covered && disagreement > 0.0) {
-                unexplained[e] = disagreement;
-            }
-            let mean = predicted.edges[e] + unexplained[e];
-            let sd = deviation[e];
-            let probability = exceed_probability(mean, sd, threshold * edge.capacity);
-            let dominant = (0..3)
-                .max_by(|&a, &b| per_class[a][e].total_cmp(&per_class[b][e]))
-                .unwrap_or(2);
-            links.push(LinkView {
-                link: link_names.get(e).cloned().unwrap_or_default(),
-                capacity_bps: edge.capacity,
-                counter_bps: counter,
-                estimated_bps: estimate,
-                disagreement_bps: disagreement,
-                tolerance_bps: tolerance,
-                agrees: !is_covered || counter.is_none() || disagreement.abs() <= tolerance,
-                covered: is_covered,
-                predicted_bps: mean,
-                predicted_low_bps: (mean - BAND_90_Z * sd).max(0.0),
-                predicted_high_bps: mean + BAND_90_Z * sd,
-                predicted_utilization: mean / edge.capacity,
-                congestion_probability: probability,
-                dominant_class: Class::ALL[dominant],
-            });
-        }
-        let measured_mlu = links
-            .iter()
-            .map(|l| l.counter_bps.unwrap_or(l.estimated_bps) / l.capacity_bps)
-            .fold(0.0, f64::max);
-        let (hottest, current_mlu) = links
-            .iter()
-            .enumerate()
-            .map(|(e, l)| (e, l.predicted_utilization))
-            .fold((0, 0.0), |best, x| if x.1 > best.1 { x } else { best });
-        let max_probability = links
-            .iter()
-            .map(|l| l.congestion_probability)
-            .fold(0.0, f64::max);
         let disagreeing = links.iter().filter(|l| !l.agrees).count();
         if disagreeing > 0 {
             tracing::debug!(
@@ -645,47 +579,8 @@ impl ClosedLoop {
         self.fill_measured_after(latest.start_ms, measured_mlu);
 
         let mut decision = "mode off: measuring and forecasting only".to_string();
-        if self.config.mode != LoopMode::Off {
-            // The plan must serve the recent intervals and the forecast.
-            let mut scenarios: Vec<[TrafficMatrix; 3]> = self
-                .history
-                .iter()
-                .rev()
-                .take(self.config.window)
-                .rev()
-                .map(|i| i.classes.clone())
-                .collect();
-            scenarios.push([
-                forecast[0].0.clone(),
-                forecast[1].0.clone(),
-                forecast[2].0.clone(),
-            ]);
-            let measured = MeasuredDemand { scenarios };
-            let topology_owned = topology.clone();
-            let jobs_owned = jobs.clone();
-            let mut paths = std::mem::take(&mut self.paths);
-            let (candidate, paths) = tokio::task::spawn_blocking(move || {
-                let plan = compute_plan_with(
-                    &topology_owned,
-                    &jobs_owned,
-                    now,
-                    Some(&measured),
-                    &mut paths,
-                );
-                (plan, paths)
-            })
-            .await
-            .map_err(|e| format!("planner task: {e}"))?;
-            self.paths = paths;
-            let candidate = candidate.map_err(|e| e.to_string())?;
-            let mut candidate_forwarding =
-                Forwarding::from_desired(&network, &candidate.desired_state);
-            let candidate_mlu = predicted_mlu(
-                &mut candidate_forwarding,
-                &network,
-                &total_mean,
-                &unexplained,
-            );
+        if let Some(candidate) = candidate {
+            let (candidate, candidate_mlu) = candidate.map_err(|e| e.to_string())?;
             let seen = Observation {
                 now_ms: now,
                 current_mlu,
@@ -976,7 +871,7 @@ struct ReplanInput<'a> {
 
 /// The predicted MLU of `forecast` under `forwarding`, with the load the
 /// counters see beyond the flows added as it is.
-fn predicted_mlu(
+pub(crate) fn predicted_mlu(
     forwarding: &mut Forwarding,
     network: &Network,
     forecast: &TrafficMatrix,
@@ -995,7 +890,7 @@ fn predicted_mlu(
 
 /// P(load > limit) for a normal load of `mean` and `sd`; a step when the
 /// deviation is zero.
-fn exceed_probability(mean: f64, sd: f64, limit: f64) -> f64 {
+pub(crate) fn exceed_probability(mean: f64, sd: f64, limit: f64) -> f64 {
     if sd <= 0.0 || !sd.is_finite() {
         return if mean >= limit { 1.0 } else { 0.0 };
     }
@@ -1022,7 +917,7 @@ fn erfc(x: f64) -> f64 {
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
-fn sum_matrices<'a>(matrices: impl Iterator<Item = &'a TrafficMatrix>) -> TrafficMatrix {
+pub(crate) fn sum_matrices<'a>(matrices: impl Iterator<Item = &'a TrafficMatrix>) -> TrafficMatrix {
     let mut total: Option<TrafficMatrix> = None;
     for matrix in matrices {
         match total.as_mut() {
