@@ -39,8 +39,9 @@ enum Command {
     /// serves the southbound gRPC API aiwan.agent.v1 on a unix socket or a
     /// loopback address only (no authentication yet).
     Agent(AgentArgs),
-    /// Operator dashboard in the terminal (not available yet).
-    Tui(NotYet),
+    /// Operator dashboard in the terminal: links, traffic, jobs, plans and
+    /// events of a running controller, through its gRPC API.
+    Tui(TuiArgs),
     /// Import and show the topology stored in the controller.
     #[command(subcommand)]
     Topology(TopologyCommand),
@@ -68,6 +69,12 @@ enum Command {
 struct NotYet {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
+}
+
+#[derive(Args)]
+struct TuiArgs {
+    #[command(flatten)]
+    connection: client::Connection,
 }
 
 #[derive(Args)]
@@ -151,6 +158,8 @@ enum BenchCommand {
     /// robust re-plan), cold and warm, on the demo topology and larger
     /// networks.
     Replan(aiwan_controller::closed_loop::bench::BenchReplanArgs),
+    /// Frame time of the operator TUI with 2,000 links and 500 jobs.
+    Tui(aiwan_controller::bench_tui::BenchTuiArgs),
     /// Route push rate through the agent: N weighted multipath routes in a
     /// scratch namespace, against `ip -batch` (needs root).
     Push(aiwan_controller::agent::bench::BenchPushArgs),
@@ -297,7 +306,17 @@ fn main() -> ExitCode {
                 aiwan_controller::collect::collect(&args).await?
             }
             Command::Agent(args) => run_agent(args).await?,
-            Command::Tui(_) => return Ok(not_yet("tui", "operator TUI")),
+            Command::Tui(args) => {
+                // Logs would draw over the dashboard: only errors, and to a
+                // file when AIWAN_TUI_LOG names one.
+                init_logging(LogFormat::Plain, "off");
+                aiwan_ui::run(aiwan_ui::Options {
+                    endpoint: args.connection.endpoint,
+                    token: args.connection.token,
+                    ca_file: args.connection.ca_file,
+                })
+                .await?
+            }
             Command::Lab(aiwan_controller::lab_cli::LabCommand::Run(_)) => {
                 return Ok(not_yet("lab run", "lab traffic scenarios"));
             }
@@ -324,6 +343,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Push(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::agent::bench::bench_push(&args).await?
+            }
+            Command::Bench(BenchCommand::Tui(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_tui::bench_tui(&args)?
             }
             Command::Bench(BenchCommand::Replan(args)) => {
                 init_logging(LogFormat::Plain, "warn");

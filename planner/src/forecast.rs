@@ -261,7 +261,7 @@ mod tests {
     #[test]
     fn a_periodic_burst_is_predicted_before_it_comes() {
         // On one interval in three (a collective's burst), off between.
-        let burst = |t: usize| if t % 3 == 0 { 20.0 } else { 2.0 };
+        let burst = |t: usize| if t.is_multiple_of(3) { 20.0 } else { 2.0 };
         let history: Vec<f64> = (0..30).map(burst).collect();
         let forecaster = Forecaster::default();
         let next = forecaster.predict_next(&single(&history)).unwrap();

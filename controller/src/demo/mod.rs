@@ -69,8 +69,8 @@ const SETTLE: Duration = Duration::from_secs(4);
 /// Arguments of `aiwan demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Run without a terminal user interface: print the attach line and
-    /// log to stderr.
+    /// Run without the operator TUI (which opens by default on a
+    /// terminal): print the attach line, and log and report to stderr.
     #[arg(long)]
     pub headless: bool,
     /// Stop after this many seconds [default: at Ctrl-C].
@@ -569,14 +569,43 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("aiwan demo: metrics on http://{metrics}/metrics");
     }
     let (_, mut events) = running.events.subscribe();
-    let result = run(args, &running, &mut network, &endpoint, &token, &mut events).await;
-    let summary = summarize(&running, &mut events, result.as_ref().ok().copied()).await;
+    let mut figures = RunFigures::default();
+    use std::io::IsTerminal as _;
+    let dashboard = !args.headless
+        && !args.json
+        && std::io::stdout().is_terminal()
+        && std::io::stdin().is_terminal();
+    let result = if dashboard {
+        // The operator TUI in front; the demo runs behind it until the TUI
+        // quits (or the duration ends).
+        let tui = aiwan_ui::run(aiwan_ui::Options {
+            endpoint: endpoint.clone(),
+            token: Some(token.clone()),
+            ca_file: None,
+        });
+        tokio::select! {
+            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures) => result,
+            result = tui => result.context("the operator TUI"),
+        }
+    } else {
+        run(
+            args,
+            &running,
+            &mut network,
+            &endpoint,
+            &token,
+            &mut events,
+            &mut figures,
+        )
+        .await
+    };
+    let summary = summarize(&running, &mut events, Some(figures)).await;
     running
         .shutdown()
         .await
         .context("the demo's controller did not stop cleanly")?;
     let (summary, text) = summary?;
-    let _ = result?;
+    result?;
     if args.json {
         crate::client::print_out(&format!("{summary}\n"))?;
     } else {
@@ -593,6 +622,7 @@ struct RunFigures {
     datagrams_sent: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     args: &DemoArgs,
     running: &RunningController,
@@ -600,7 +630,8 @@ async fn run(
     endpoint: &str,
     token: &str,
     events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
-) -> anyhow::Result<RunFigures> {
+    figures: &mut RunFigures,
+) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .context("endpoint")?
         .connect()
@@ -626,7 +657,6 @@ async fn run(
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
-    let mut figures = RunFigures::default();
     let interactive = !args.headless && !args.json;
     let stop = crate::server::shutdown_signal();
     tokio::pin!(stop);
@@ -665,6 +695,33 @@ async fn run(
             report_events(events, running, mlu);
         }
     }
+    settle(
+        running,
+        network,
+        &dataplane,
+        &background,
+        started_ms,
+        &store,
+        &socket,
+        collector,
+    )
+    .await;
+    Ok(())
+}
+
+/// Keeps the network running for the last re-plan's first measured
+/// interval (at most [`SETTLE`]).
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    running: &RunningController,
+    network: &mut SimulatedSites,
+    dataplane: &SimulatedDataplane,
+    background: &Background,
+    started_ms: i64,
+    store: &aiwan_collectors::pipeline::SharedStore,
+    socket: &tokio::net::UdpSocket,
+    collector: SocketAddr,
+) {
     // Let the last re-plan show its effect in a measured interval.
     let settle = tokio::time::Instant::now() + SETTLE;
     while tokio::time::Instant::now() < settle {
@@ -687,14 +744,13 @@ async fn run(
         ))
         .await;
         let t = (end_ms - started_ms) as f64 / 1000.0 - 0.5;
-        let demands = traffic::offered_at(&background, t.max(0.0));
-        let (datagrams, samples, _) = network.second(&dataplane, &demands, end_ms);
-        let _ = with_store(&store, move |store| store.ingest_counters(&samples)).await;
+        let demands = traffic::offered_at(background, t.max(0.0));
+        let (datagrams, samples, _) = network.second(dataplane, &demands, end_ms);
+        let _ = with_store(store, move |store| store.ingest_counters(&samples)).await;
         for datagram in &datagrams {
             let _ = socket.send_to(datagram, collector).await;
         }
     }
-    Ok(figures)
 }
 
 /// One stderr line per event an operator watching the demo cares about.

@@ -1,0 +1,119 @@
+//! Jobs: every AI job with its class, rate or volume and deadline, state,
+//! its class's satisfaction in the current plan and what was measured of
+//! it; `n` opens the form, `c` cancels (both need an operator token).
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Cell, Row, Table};
+
+use super::{age, fit, level, rate, window_start};
+use crate::app::{App, job_rows};
+use crate::snapshot::Snapshot;
+
+pub fn draw(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, now_ms: i64) {
+    let rows = job_rows(snapshot, app);
+    let selected = app.selected().min(rows.len().saturating_sub(1));
+    let height = area.height.saturating_sub(3) as usize;
+    let start = window_start(selected, rows.len(), height);
+    let wide = area.width >= 120;
+    let body: Vec<Row> = rows
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(height)
+        .map(|(i, job)| {
+            let demand = if job.volume_bytes > 0 {
+                format!("{}B", rate(job.volume_bytes as f64))
+            } else {
+                rate(job.rate_bps as f64)
+            };
+            let satisfaction = job
+                .satisfaction
+                .map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
+            let shortfall = 1.0 - job.satisfaction.unwrap_or(1.0);
+            let mut cells = vec![
+                Cell::from(fit(job.name.trim_start_matches("jobs/"), 20)),
+                Cell::from(fit(&job.class, 11)),
+                Cell::from(demand),
+                Cell::from(fit(&job.state, 10)),
+                Cell::from(Span::styled(
+                    satisfaction,
+                    Style::new().fg(level(shortfall + 0.5)),
+                )),
+            ];
+            if wide {
+                cells.insert(1, Cell::from(fit(&job.tenant, 14)));
+                cells.push(Cell::from(format!(
+                    "{} → {}",
+                    job.sources.join(","),
+                    job.destinations.join(",")
+                )));
+                cells.push(Cell::from(
+                    job.deadline_ms
+                        .map(|d| {
+                            if d > now_ms {
+                                format!("in {}", age(d - now_ms))
+                            } else {
+                                "passed".into()
+                            }
+                        })
+                        .unwrap_or_default(),
+                ));
+                cells.push(Cell::from(job.measured_bps.map(rate).unwrap_or_default()));
+            }
+            let style = if i == selected {
+                Style::new().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::new()
+            };
+            Row::new(cells).style(style)
+        })
+        .collect();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
+        (
+            vec![
+                "job",
+                "tenant",
+                "class",
+                "rate/volume",
+                "state",
+                "satisfied",
+                "sites",
+                "deadline",
+                "measured",
+            ],
+            vec![
+                Constraint::Length(20),
+                Constraint::Length(14),
+                Constraint::Length(11),
+                Constraint::Length(11),
+                Constraint::Length(10),
+                Constraint::Length(9),
+                Constraint::Min(20),
+                Constraint::Length(10),
+                Constraint::Length(9),
+            ],
+        )
+    } else {
+        (
+            vec!["job", "class", "rate/vol", "state", "satisfied"],
+            vec![
+                Constraint::Min(14),
+                Constraint::Length(11),
+                Constraint::Length(9),
+                Constraint::Length(10),
+                Constraint::Length(9),
+            ],
+        )
+    };
+    let table = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(Block::bordered().title(format!(
+            " jobs {} of {} ",
+            rows.len(),
+            snapshot.jobs.len()
+        )));
+    frame.render_widget(table, area);
+}
