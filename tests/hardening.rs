@@ -121,3 +121,237 @@ fn lab_down_removes_only_what_lab_up_made() {
     std::fs::remove_file(&foreign).expect("remove the test's file");
     std::fs::remove_dir(&dir).expect("remove the then empty directory");
 }
+
+/// Found: CreateJob with rate_bps i64::MAX and two destinations answered
+/// UNAVAILABLE (the shared rate overflowed into a negative demand the
+/// database refused). It is the caller's mistake, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_rate_is_an_invalid_argument() {
+    use aiwan_api::v1 as pb;
+    let db = support::TestDb::new(support::Backend::Sqlite, "overflow")
+        .await
+        .expect("sqlite");
+    let controller = support::start(&db).await;
+    let mut clients =
+        support::Clients::connect(controller.grpc_addr, Some(support::ADMIN_SECRET)).await;
+    clients
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(support::small_topology()),
+        })
+        .await
+        .expect("import");
+    // Two destinations: the rate is shared by two pairs.
+    let mut job = support::sync_job();
+    job.rate_bps = i64::MAX;
+    let error = clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "huge".into(),
+            job: Some(job),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert!(error.message().starts_with("job.rate_bps"), "{error:?}");
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}
+
+/// Found: 2,000 calls to made-up paths added 42,000 lines to /metrics,
+/// kept until restart. Unknown paths are now one label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_paths_do_not_grow_the_metrics() {
+    use aiwan_api::v1 as pb;
+    let db = support::TestDb::new(support::Backend::Sqlite, "paths")
+        .await
+        .expect("sqlite");
+    let controller = support::start(&db).await;
+    let metrics = controller.metrics_addr.expect("metrics endpoint");
+    let channel = support::channel(controller.grpc_addr).await;
+    let call = |path: String| {
+        let channel = channel.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("ready");
+            let path = http::uri::PathAndQuery::try_from(path).expect("path");
+            let codec =
+                tonic_prost::ProstCodec::<pb::GetTopologyRequest, pb::GetTopologyResponse>::default(
+                );
+            let _ = grpc
+                .unary(tonic::Request::new(pb::GetTopologyRequest {}), path, codec)
+                .await;
+        }
+    };
+    for i in 0..20 {
+        call(format!("/made.up.Service{i}/Method{i}")).await;
+    }
+    let size = |text: &str| text.lines().count();
+    let before = size(&support::http_get(metrics, "/metrics").await);
+    for i in 20..2000 {
+        call(format!("/made.up.Service{i}/Method{i}")).await;
+    }
+    let after_text = support::http_get(metrics, "/metrics").await;
+    assert_eq!(
+        size(&after_text),
+        before,
+        "/metrics grew with made-up paths"
+    );
+    assert!(after_text.contains("service=\"unknown\""), "{after_text}");
+    assert!(
+        !after_text.contains("made.up"),
+        "a made-up path became a label"
+    );
+    controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}
+
+/// Found: `aiwan plan` on an Abilene-format file whose header claims
+/// 10^18 links panicked (exit 101) allocating for them.
+#[test]
+fn an_oversized_count_in_a_file_is_an_error_naming_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topology = dir.path().join("topology.txt");
+    std::fs::write(
+        &topology,
+        "Node_num: 2\tEdge_num: 1000000000000000000\nLink_index\tSource\tDestination\tOSPF\tCapacity(kbps)\n0\t0\t1\t1\t9920000\n1\t1\t0\t1\t9920000\n",
+    )
+    .expect("write");
+    let traffic = dir.path().join("tm.txt");
+    std::fs::write(&traffic, "0 1 1 0\n").expect("write");
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        topology.to_str().expect("utf-8"),
+        "--traffic",
+        traffic.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("line 1: Edge_num 1000000000000000000"),
+        "{stderr}"
+    );
+}
+
+/// Plaintext gRPC on a non-loopback address is refused unless asked for
+/// by name; secrets can come from files rather than argv.
+#[test]
+fn plaintext_beyond_loopback_needs_insecure_listen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let output = aiwan(&["controller", "--listen", "0.0.0.0:0", "--data-dir", data]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("listen: 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure-listen"), "{stderr}");
+
+    let secret = dir.path().join("bootstrap");
+    std::fs::write(&secret, "root:0123456789abcdef0\n").expect("write");
+    let output = aiwan(&[
+        "controller",
+        "--bootstrap-token-file",
+        secret.to_str().expect("utf-8"),
+        "--data-dir",
+        data,
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("bootstrap_token: unknown role \"root\""),
+        "the file's token was read and checked: {}",
+        text(&output.stderr)
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let output = aiwan(&[
+        "topology",
+        "show",
+        "--token-file",
+        empty.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("the file is empty"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// A bootstrap token revoked through the API stays revoked at the next
+/// start with the same configuration, and one removed from the
+/// configuration stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_token_follows_the_configuration_and_revocation() {
+    use aiwan_api::v1 as pb;
+    let db = support::TestDb::new(support::Backend::Sqlite, "bootstrap")
+        .await
+        .expect("sqlite");
+    let config = support::test_config(&db);
+    let first = aiwan_controller::server::start(&config)
+        .await
+        .expect("start");
+    let mut admin = support::Clients::connect(first.grpc_addr, Some(support::ADMIN_SECRET)).await;
+    let spare = support::create_token(&mut admin, pb::Role::Admin, "spare admin").await;
+    admin
+        .admin
+        .delete_token(pb::DeleteTokenRequest {
+            name: "tokens/bootstrap".into(),
+        })
+        .await
+        .expect("revoke the bootstrap token");
+    first.shutdown().await.expect("shutdown");
+
+    let second = aiwan_controller::server::start(&config)
+        .await
+        .expect("restart");
+    let mut again = support::Clients::connect(second.grpc_addr, Some(support::ADMIN_SECRET)).await;
+    let refused = again
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect_err("the revoked bootstrap token came back");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    second.shutdown().await.expect("shutdown");
+
+    // A new secret in the config is a new bootstrap token...
+    let mut renewed = config.clone();
+    renewed.bootstrap_token = Some("admin:another-secret-0123456789".into());
+    let third = aiwan_controller::server::start(&renewed)
+        .await
+        .expect("restart");
+    let mut fresh =
+        support::Clients::connect(third.grpc_addr, Some("another-secret-0123456789")).await;
+    fresh
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("the new bootstrap token works");
+    third.shutdown().await.expect("shutdown");
+
+    // ...and removed from the config, it stops working.
+    let mut removed = config.clone();
+    removed.bootstrap_token = None;
+    let fourth = aiwan_controller::server::start(&removed)
+        .await
+        .expect("restart");
+    let mut gone =
+        support::Clients::connect(fourth.grpc_addr, Some("another-secret-0123456789")).await;
+    let refused = gone
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect_err("a bootstrap token removed from the config still works");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut other = support::Clients::connect(fourth.grpc_addr, Some(&spare)).await;
+    other
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("other tokens are untouched");
+    fourth.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}

@@ -1175,6 +1175,7 @@ async fn tls_when_a_certificate_is_configured() {
     let secure = Connection {
         endpoint: format!("https://localhost:{port}"),
         token: Some(ADMIN_SECRET.to_string()),
+        token_file: None,
         ca_file: Some(cert_file),
     };
     let channel = connect(&secure).await.expect("TLS connect");
@@ -1192,6 +1193,7 @@ async fn tls_when_a_certificate_is_configured() {
     let plain = Connection {
         endpoint: format!("http://127.0.0.1:{port}"),
         token: Some(ADMIN_SECRET.to_string()),
+        token_file: None,
         ca_file: None,
     };
     let refused = match connect(&plain).await {

@@ -205,3 +205,60 @@ fn the_tui_in_tmux_against_a_controller() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The dashboard's own load on the controller while idle: at most one
+/// request a second for the view on screen (streams carry the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_dashboard_asks_at_most_once_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let _controller = start_controller(dir.path(), port);
+    let token = std::fs::read_to_string(dir.path().join("demo-token")).expect("token");
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(
+        aiwan_ui::snapshot::Snapshot::default(),
+    ));
+    let (commands, received) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(aiwan_ui::engine::run(
+        aiwan_ui::Options {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            token: Some(token.trim().to_string()),
+            ca_file: None,
+        },
+        std::sync::Arc::clone(&shared),
+        received,
+        stopped,
+    ));
+    let requests = || shared.lock().expect("snapshot").requests;
+    let connected = || {
+        matches!(
+            shared.lock().expect("snapshot").connection,
+            aiwan_ui::snapshot::ConnectionState::Connected
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !connected() {
+        assert!(Instant::now() < deadline, "the engine did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for view in aiwan_ui::app::View::ALL {
+        commands
+            .send(aiwan_ui::app::Command::Show(view))
+            .expect("engine running");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let before = requests();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let per_second = (requests() - before) as f64 / 6.0;
+        eprintln!("{view:?}: {per_second:.1} requests a second");
+        assert!(
+            per_second <= 1.2,
+            "{view:?}: {per_second} requests a second"
+        );
+    }
+    assert!(!shared.lock().expect("snapshot").links.is_empty());
+    stop.send_replace(true);
+    engine.await.expect("engine task").expect("engine");
+}

@@ -109,24 +109,38 @@ pub fn required_role(path: &str) -> Option<Role> {
 /// Resolves bearer secrets to callers: an in-memory cache in front of the
 /// token table, so a token created by another controller sharing the
 /// database is found too.
+///
+/// Entries live [`TOKEN_CACHE_TTL`], so a token revoked on another
+/// controller sharing the database stops working here within it; unknown
+/// secrets are remembered for [`NEGATIVE_TTL`], so a burst of bogus tokens
+/// costs one database query each, not one per call. Both maps are bounded.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
-    cache: Arc<RwLock<HashMap<String, Caller>>>,
+    cache: Arc<RwLock<HashMap<String, (Caller, std::time::Instant)>>>,
+    unknown: Arc<RwLock<HashMap<String, std::time::Instant>>>,
 }
+
+/// How long a token found in the database is trusted without asking again.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an unknown secret is refused without asking again.
+pub const NEGATIVE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Entries per map before it starts again.
+const CACHE_LIMIT: usize = 10_000;
 
 impl Authenticator {
     pub fn new(store: Store) -> Authenticator {
         Authenticator {
             store,
             cache: Arc::default(),
+            unknown: Arc::default(),
         }
     }
 
     /// Forgets a revoked token at once.
     pub fn forget(&self, token_name: &str) {
         if let Ok(mut cache) = self.cache.write() {
-            cache.retain(|_, caller| caller.token_name != token_name);
+            cache.retain(|_, (caller, _)| caller.token_name != token_name);
         }
     }
 
@@ -145,17 +159,46 @@ impl Authenticator {
             .filter(|secret| !secret.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be Bearer <token>"))?;
         let hash = hash_secret(secret);
-        if let Some(caller) = self.cache.read().ok().and_then(|c| c.get(&hash).cloned()) {
+        let fresh = |at: &std::time::Instant, ttl| at.elapsed() < ttl;
+        if let Some((caller, at)) = self.cache.read().ok().and_then(|c| c.get(&hash).cloned())
+            && fresh(&at, TOKEN_CACHE_TTL)
+        {
             return Ok(caller);
+        }
+        if self
+            .unknown
+            .read()
+            .ok()
+            .and_then(|u| u.get(&hash).copied())
+            .is_some_and(|at| fresh(&at, NEGATIVE_TTL))
+        {
+            return Err(Status::unauthenticated("unknown or revoked token"));
         }
         match self.store.find_token(&hash).await {
             Ok(Some(caller)) => {
                 if let Ok(mut cache) = self.cache.write() {
-                    cache.insert(hash, caller.clone());
+                    if cache.len() >= CACHE_LIMIT {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (caller.clone(), std::time::Instant::now()));
                 }
                 Ok(caller)
             }
-            Ok(None) => Err(Status::unauthenticated("unknown or revoked token")),
+            Ok(None) => {
+                if let Ok(mut cache) = self.cache.write() {
+                    cache.remove(&hash);
+                }
+                if let Ok(mut unknown) = self.unknown.write() {
+                    if unknown.len() >= CACHE_LIMIT {
+                        unknown.retain(|_, at| fresh(at, NEGATIVE_TTL));
+                        if unknown.len() >= CACHE_LIMIT {
+                            unknown.clear();
+                        }
+                    }
+                    unknown.insert(hash, std::time::Instant::now());
+                }
+                Err(Status::unauthenticated("unknown or revoked token"))
+            }
             Err(error) => {
                 tracing::error!(%error, "token lookup failed");
                 Err(Status::unavailable(

@@ -20,9 +20,18 @@ pub struct Connection {
     /// Controller gRPC endpoint.
     #[arg(long, env = "AIWAN_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
-    /// Bearer token.
-    #[arg(long, env = "AIWAN_TOKEN", hide_env_values = true)]
+    /// Bearer token. Visible to other users of this machine in the process
+    /// list: prefer --token-file or AIWAN_TOKEN.
+    #[arg(
+        long,
+        env = "AIWAN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
+    /// A file holding the bearer token (its first line).
+    #[arg(long, env = "AIWAN_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed the controller's certificate, for
     /// an https:// endpoint.
     #[arg(long, env = "AIWAN_CA_FILE")]
@@ -55,6 +64,28 @@ impl Interceptor for BearerToken {
         }
         Ok(request)
     }
+}
+
+impl Connection {
+    /// The token, from --token / AIWAN_TOKEN or from --token-file.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => Ok(Some(read_secret(path, "--token-file")?)),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The first line of a secret file, which must not be empty.
+pub fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{what} {}: cannot read it", path.display()))?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_string();
+    if secret.is_empty() {
+        bail!("{what} {}: the file is empty", path.display());
+    }
+    Ok(secret)
 }
 
 /// Opens a channel to the controller.
@@ -102,11 +133,9 @@ pub async fn topology_import(
 ) -> anyhow::Result<()> {
     let topology = aiwan_lab::clab::load_clab(file)?;
     let proto = topology_to_pb(&topology, 0, 0);
+    let token = BearerToken::new(connection.token()?.as_deref())?;
     let channel = connect(connection).await?;
-    let mut client = TopologyServiceClient::with_interceptor(
-        channel,
-        BearerToken::new(connection.token.as_deref())?,
-    );
+    let mut client = TopologyServiceClient::with_interceptor(channel, token);
     let stored = client
         .import_topology(pb::ImportTopologyRequest {
             topology: Some(proto),
@@ -181,11 +210,9 @@ pub fn topology_json(topology: &pb::Topology) -> serde_json::Value {
 
 /// `aiwan topology show`.
 pub async fn topology_show(connection: &Connection, json: bool) -> anyhow::Result<()> {
+    let token = BearerToken::new(connection.token()?.as_deref())?;
     let channel = connect(connection).await?;
-    let mut client = TopologyServiceClient::with_interceptor(
-        channel,
-        BearerToken::new(connection.token.as_deref())?,
-    );
+    let mut client = TopologyServiceClient::with_interceptor(channel, token);
     let topology = client
         .get_topology(pb::GetTopologyRequest {})
         .await
@@ -245,11 +272,9 @@ pub async fn token_create(
     let Some(role) = crate::auth::Role::parse(role) else {
         bail!("--role {role:?}: use viewer, operator or admin");
     };
+    let token = BearerToken::new(connection.token()?.as_deref())?;
     let channel = connect(connection).await?;
-    let mut client = AdminServiceClient::with_interceptor(
-        channel,
-        BearerToken::new(connection.token.as_deref())?,
-    );
+    let mut client = AdminServiceClient::with_interceptor(channel, token);
     let created = client
         .create_token(pb::CreateTokenRequest {
             role: role_to_pb(role) as i32,

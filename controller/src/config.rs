@@ -50,6 +50,10 @@ pub struct ControllerConfig {
     /// A token created (or updated) at start, `ROLE:TOKEN`, so that a fresh
     /// install can be administered.
     pub bootstrap_token: Option<String>,
+    /// A file holding `ROLE:TOKEN` (first line), instead of the token here.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback `listen` address.
+    pub insecure_listen: bool,
     pub tls: TlsConfig,
     pub log: LogConfig,
     /// Flow collectors and the telemetry store.
@@ -239,6 +243,8 @@ impl Default for ControllerConfig {
             data_dir: PathBuf::from(".aiwan"),
             database_url: None,
             bootstrap_token: None,
+            bootstrap_token_file: None,
+            insecure_listen: false,
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             collector: CollectorConfig::default(),
@@ -262,6 +268,7 @@ pub struct ConfigOverrides {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub bootstrap_token: Option<String>,
+    pub insecure_listen: bool,
     pub netflow_listen: Option<SocketAddr>,
     pub sflow_listen: Option<SocketAddr>,
 }
@@ -405,6 +412,9 @@ impl ControllerConfig {
         if let Some(value) = lookup("AIWAN_BOOTSTRAP_TOKEN") {
             self.bootstrap_token = Some(value);
         }
+        if let Some(value) = lookup("AIWAN_BOOTSTRAP_TOKEN_FILE") {
+            self.bootstrap_token_file = Some(PathBuf::from(value));
+        }
         if let Some(value) = lookup("AIWAN_TLS_CERT_FILE") {
             self.tls.cert_file = Some(PathBuf::from(value));
         }
@@ -451,6 +461,10 @@ impl ControllerConfig {
         }
         if let Some(token) = &overrides.bootstrap_token {
             self.bootstrap_token = Some(token.clone());
+            self.bootstrap_token_file = None;
+        }
+        if overrides.insecure_listen {
+            self.insecure_listen = true;
         }
         if let Some(listen) = overrides.netflow_listen {
             self.collector.netflow_listen = Some(listen);
@@ -472,6 +486,20 @@ impl ControllerConfig {
         };
         config.apply_env(lookup)?;
         config.apply_overrides(overrides);
+        if config.bootstrap_token.is_none()
+            && let Some(path) = &config.bootstrap_token_file
+        {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("bootstrap_token_file", format!("{}: {e}", path.display())))?;
+            let token = text.lines().next().unwrap_or_default().trim();
+            if token.is_empty() {
+                return Err(invalid(
+                    "bootstrap_token_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            config.bootstrap_token = Some(token.to_string());
+        }
         config.check()?;
         Ok(config)
     }
@@ -480,6 +508,18 @@ impl ControllerConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.bootstrap_token {
             BootstrapToken::parse(token)?;
+        }
+        let tls = self.tls.cert_file.is_some() && self.tls.key_file.is_some();
+        if !tls && !self.listen.ip().is_loopback() && !self.insecure_listen {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} is not a loopback address and no TLS is configured (tls.cert_file, \
+                     tls.key_file): tokens would cross the network readable; configure TLS, \
+                     or set insecure_listen (--insecure-listen) to serve plaintext anyway",
+                    self.listen
+                ),
+            ));
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("sqlite:")

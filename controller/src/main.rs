@@ -95,8 +95,17 @@ struct ControllerArgs {
     #[arg(long)]
     database_url: Option<String>,
     /// ROLE:TOKEN created at start so a fresh install can be administered.
-    #[arg(long)]
+    /// Visible in the process list: prefer --bootstrap-token-file or
+    /// AIWAN_BOOTSTRAP_TOKEN.
+    #[arg(long, conflicts_with = "bootstrap_token_file")]
     bootstrap_token: Option<String>,
+    /// A file holding ROLE:TOKEN (its first line).
+    #[arg(long, value_name = "FILE")]
+    bootstrap_token_file: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address (no TLS configured):
+    /// tokens then cross the network readable.
+    #[arg(long)]
+    insecure_listen: bool,
     /// NetFlow v5/v9 and IPFIX listen address (collectors off unless this
     /// or --sflow-listen is set).
     #[arg(long)]
@@ -240,7 +249,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
-        bootstrap_token: args.bootstrap_token,
+        bootstrap_token: match &args.bootstrap_token_file {
+            Some(path) => Some(client::read_secret(path, "--bootstrap-token-file")?),
+            None => args.bootstrap_token,
+        },
+        insecure_listen: args.insecure_listen,
         netflow_listen: args.netflow_listen,
         sflow_listen: args.sflow_listen,
     };
@@ -310,9 +323,10 @@ fn main() -> ExitCode {
                 // Logs would draw over the dashboard: only errors, and to a
                 // file when AIWAN_TUI_LOG names one.
                 init_logging(LogFormat::Plain, "off");
+                let token = args.connection.token()?;
                 aiwan_ui::run(aiwan_ui::Options {
                     endpoint: args.connection.endpoint,
-                    token: args.connection.token,
+                    token,
                     ca_file: args.connection.ca_file,
                 })
                 .await?

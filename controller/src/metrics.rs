@@ -93,10 +93,15 @@ impl Metrics {
     }
 
     fn observe(&self, path: &str, code: &str, seconds: f64) {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
+        // A path no service serves is one label whatever it is: anyone may
+        // send any path, and each new label would stay until restart.
+        let (service, method) = if known_method(path) {
+            path.trim_start_matches('/')
+                .split_once('/')
+                .unwrap_or(("unknown", "unknown"))
+        } else {
+            ("unknown", "unknown")
+        };
         self.requests
             .get_or_create(&RpcCodeLabels {
                 service: service.to_string(),
@@ -117,6 +122,40 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+/// The `/package.Service/Method` paths the controller serves: the
+/// northbound API (from its descriptor set), health and reflection.
+fn served_methods() -> &'static std::collections::HashSet<String> {
+    static METHODS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message as _;
+        let mut methods: std::collections::HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(aiwan_api::FILE_DESCRIPTOR_SET) {
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        methods.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                    }
+                }
+            }
+        }
+        methods
+    })
+}
+
+fn known_method(path: &str) -> bool {
+    served_methods().contains(path)
 }
 
 /// Name of a gRPC status code, as the gRPC spec spells it.

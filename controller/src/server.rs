@@ -176,6 +176,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Opens the database, prepares the services and starts serving.
 pub async fn start(config: &ControllerConfig) -> Result<RunningController, ServeError> {
     config.check()?;
+    if !config.listen.ip().is_loopback() && config.tls.cert_file.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "serving plaintext gRPC on a non-loopback address (insecure_listen): bearer tokens cross the network readable"
+        );
+    }
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
             path: config.data_dir.clone(),
@@ -184,11 +190,20 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     }
     let store = Store::open(&config.effective_database_url()).await?;
     tracing::info!(backend = ?store.backend(), "database ready");
-    if let Some(token) = &config.bootstrap_token {
-        let token = BootstrapToken::parse(token)?;
-        store
-            .ensure_bootstrap_token(token.role, &token.secret, now_ms())
-            .await?;
+    match &config.bootstrap_token {
+        Some(token) => {
+            let token = BootstrapToken::parse(token)?;
+            store
+                .ensure_bootstrap_token(token.role, &token.secret, now_ms())
+                .await?;
+        }
+        None => {
+            if store.revoke_bootstrap_token(now_ms()).await? {
+                tracing::warn!(
+                    "the configuration names no bootstrap token: the stored one is revoked"
+                );
+            }
+        }
     }
     let stored_topology = store.load_topology().await?;
     let topology_revision = stored_topology.revision;

@@ -1089,13 +1089,22 @@ impl Store {
         let _writer = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         let hash = crate::auth::hash_secret(secret);
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT secret_sha256 || ':' || role FROM api_tokens \
-             WHERE token_id = 'bootstrap' AND revoked_ms IS NULL",
+        let current: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT secret_sha256 || ':' || role, revoked_ms FROM api_tokens \
+             WHERE token_id = 'bootstrap'",
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if current.as_deref() == Some(&format!("{hash}:{}", role.as_str())) {
+        if let Some((identity, revoked)) = &current
+            && *identity == format!("{hash}:{}", role.as_str())
+        {
+            if revoked.is_some() {
+                // Revoked through the API: the same secret in the config
+                // does not bring it back; a new secret makes a new token.
+                tracing::warn!(
+                    "the configured bootstrap token was revoked; it stays revoked (configure a new secret for a new one)"
+                );
+            }
             return Ok(());
         }
         // A changed bootstrap secret replaces the old one.
@@ -1124,6 +1133,37 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Revokes the bootstrap token when the configuration no longer names
+    /// one (a secret removed from the config must stop working). True when
+    /// a token was revoked.
+    pub async fn revoke_bootstrap_token(&self, now_ms: i64) -> Result<bool, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let revoked = sqlx::query(
+            "UPDATE api_tokens SET revoked_ms = $1 WHERE token_id = 'bootstrap' AND revoked_ms IS NULL",
+        )
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if revoked {
+            Self::append_audit(
+                &mut tx,
+                now_ms,
+                AuditEntry {
+                    actor: "config",
+                    action: "bootstrap_token_removed",
+                    resource: "tokens/bootstrap",
+                    detail: serde_json::json!({}),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Stores a new token under a random ID and returns its record.

@@ -243,6 +243,7 @@ async fn session(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    let mut plans_stale = false;
     loop {
         tokio::select! {
             message = events.message() => {
@@ -259,10 +260,9 @@ async fn session(
                     subject: event.subject,
                     message: event.message,
                 }));
-                if refresh {
-                    load_plans(&mut clients, shared).await?;
-                    load_control(&mut clients, shared).await?;
-                }
+                // Plans changed: fetched on the next tick, once however
+                // many events came, in place of that tick's poll.
+                plans_stale |= refresh;
             }
             message = plans.message() => {
                 let Some(message) = message.map_err(|s| describe_status(&s))? else {
@@ -292,14 +292,19 @@ async fn session(
             }
             _ = tick.tick() => {
                 ticks += 1;
-                poll_view(&mut clients, shared, *view, ticks).await?;
+                if plans_stale {
+                    plans_stale = false;
+                    load_plans(&mut clients, shared).await?;
+                } else {
+                    poll_view(&mut clients, shared, *view, ticks).await?;
+                }
             }
         }
     }
 }
 
-/// What the view on screen needs that no stream carries: about one
-/// request a second.
+/// What the view on screen needs that no stream carries: at most one
+/// request a second (`tick` counts seconds), the rest comes by streams.
 async fn poll_view(
     clients: &mut Clients,
     shared: &Shared,
@@ -307,36 +312,19 @@ async fn poll_view(
     tick: u64,
 ) -> Result<(), String> {
     match view {
-        View::Overview | View::Links => {
-            load_forecasts(clients, shared).await?;
-            if tick.is_multiple_of(5) {
-                load_control(clients, shared).await?;
-            }
+        // The overview also shows the control loop and the jobs by state:
+        // every fifth and tenth second ask for those instead.
+        View::Overview if tick % 10 == 5 => load_jobs(clients, shared).await,
+        View::Overview | View::Links if tick.is_multiple_of(5) => {
+            load_control(clients, shared).await
         }
-        View::Traffic => {
-            if tick.is_multiple_of(2) {
-                load_matrix(clients, shared).await?;
-            } else if tick.is_multiple_of(5) {
-                load_flows(clients, shared).await?;
-            }
-        }
-        View::Jobs => {
-            if tick.is_multiple_of(2) {
-                load_jobs(clients, shared).await?;
-            }
-        }
-        View::Plans => {
-            if tick.is_multiple_of(5) {
-                load_plans(clients, shared).await?;
-            }
-        }
-        View::Events => {}
+        View::Overview | View::Links => load_forecasts(clients, shared).await,
+        View::Traffic if tick % 10 == 5 => load_flows(clients, shared).await,
+        View::Traffic if tick.is_multiple_of(2) => load_matrix(clients, shared).await,
+        View::Jobs if tick.is_multiple_of(2) => load_jobs(clients, shared).await,
+        View::Plans if tick.is_multiple_of(5) => load_plans(clients, shared).await,
+        _ => Ok(()),
     }
-    // The overview's job counts and the job view's satisfaction.
-    if tick.is_multiple_of(10) && view != View::Jobs {
-        load_jobs(clients, shared).await?;
-    }
-    Ok(())
 }
 
 fn counted(shared: &Shared) {

@@ -19,6 +19,9 @@ use crate::model::{
 pub const MAX_NAME_LEN: usize = 63;
 /// Most endpoints on one side of a job.
 pub const MAX_ENDPOINTS: usize = 64;
+/// The highest rate a job may ask for, bit/s (1 Pbit/s): far beyond any
+/// network, and far from where arithmetic on rates could overflow.
+pub const MAX_RATE_BPS: i64 = 1_000_000_000_000_000;
 /// Highest priority.
 pub const MAX_PRIORITY: i32 = 1000;
 
@@ -259,8 +262,24 @@ pub fn validate_job(
     let pin = validate_pin(job, sources.len(), destinations.len())?;
     // The rate is shared evenly by the pairs, rounded up so that no pair
     // gets zero.
+    if rate_bps > MAX_RATE_BPS {
+        let field = if job.rate_bps >= rate_bps {
+            "job.rate_bps"
+        } else {
+            "job.volume_bytes"
+        };
+        return Err(FieldViolation::new(
+            field,
+            format!(
+                "{rate_bps} bit/s is more than {MAX_RATE_BPS} (1 Pbit/s), which no network carries"
+            ),
+        ));
+    }
     let pairs = (sources.len() * destinations.len()) as i64;
-    let per_pair = (rate_bps + pairs - 1) / pairs;
+    let per_pair = rate_bps
+        .checked_add(pairs - 1)
+        .map(|rounded| rounded / pairs)
+        .ok_or_else(|| FieldViolation::new("job.rate_bps", "overflows when shared by the pairs"))?;
     let demands = (0..sources.len() as i64)
         .flat_map(|src| {
             (0..destinations.len() as i64).map(move |dst| DemandRecord {

@@ -21,6 +21,21 @@ pub fn parse_link_table(text: &str) -> Result<Network, FormatError> {
     };
     let n = number_after("Node_num:")?;
     let expected_edges = number_after("Edge_num:")?;
+    // The header's counts are only claims: a table cannot hold more links
+    // than it has lines, and no network needs more nodes than this.
+    if n > super::MAX_NODES {
+        return Err(FormatError::line(
+            1,
+            format!("Node_num {n} is more than {} nodes", super::MAX_NODES),
+        ));
+    }
+    let rows = text.lines().count();
+    if expected_edges > rows {
+        return Err(FormatError::line(
+            1,
+            format!("Edge_num {expected_edges} is more than the {rows} lines of the file"),
+        ));
+    }
     let mut edges = Vec::with_capacity(expected_edges);
     for (i, line) in lines {
         let line_no = i + 1;
@@ -88,6 +103,22 @@ pub fn parse_link_table(text: &str) -> Result<Network, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_header_counts_are_refused_not_allocated() {
+        for (text, error) in [
+            (
+                "Node_num: 2\tEdge_num: 1000000000000000000\nh\n0\t0\t1\t1\t5\n",
+                "line 1: Edge_num 1000000000000000000 is more than the 3 lines of the file",
+            ),
+            (
+                "Node_num: 1000000000000000000\tEdge_num: 1\nh\n0\t0\t1\t1\t5\n",
+                "line 1: Node_num 1000000000000000000 is more than 1000000 nodes",
+            ),
+        ] {
+            assert_eq!(parse_link_table(text).unwrap_err().to_string(), error);
+        }
+    }
 
     #[test]
     fn reads_the_table() {

@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 
 use crate::network::{Network, TrafficMatrix};
 
+/// Most nodes a network file may declare: beyond the largest networks TE
+/// is run on (ASN2k has 1,739), far below what would exhaust memory.
+pub const MAX_NODES: usize = 1_000_000;
+/// Largest file a reader takes (a week of GEANT matrices is a few MB).
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// Why a file cannot be read as what it claims to be.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -55,6 +61,18 @@ impl FormatError {
 }
 
 fn read(path: &Path) -> Result<String, FormatError> {
+    let size = std::fs::metadata(path)
+        .map_err(|source| FormatError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(FormatError::InFile {
+            path: path.to_path_buf(),
+            message: format!("{size} bytes is more than the {MAX_FILE_BYTES} a reader takes"),
+        });
+    }
     std::fs::read_to_string(path).map_err(|source| FormatError::Read {
         path: path.to_path_buf(),
         source,
