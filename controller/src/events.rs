@@ -38,6 +38,24 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Replan,
+        EventKind::Proposal,
+        EventKind::PlanApplied,
+        EventKind::PlanFailed,
+        EventKind::Push,
+        EventKind::DriftRepaired,
+        EventKind::AgentLost,
+        EventKind::AgentBack,
+        EventKind::CongestionPredicted,
+        EventKind::CongestionSeen,
+        EventKind::CongestionCleared,
+    ];
+
+    fn index(self) -> usize {
+        EventKind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Replan => "replan",
@@ -73,6 +91,8 @@ pub struct EventBus {
     sender: broadcast::Sender<Event>,
     recent: Arc<Mutex<VecDeque<Event>>>,
     sequence: Arc<AtomicU64>,
+    /// Events published, per kind, since the start.
+    counts: Arc<[AtomicU64; 11]>,
 }
 
 impl Default for EventBus {
@@ -87,7 +107,13 @@ impl EventBus {
             sender: broadcast::Sender::new(CHANNEL_CAPACITY),
             recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
             sequence: Arc::new(AtomicU64::new(0)),
+            counts: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
         }
+    }
+
+    /// How many events of `kind` were published since the start.
+    pub fn count(&self, kind: EventKind) -> u64 {
+        self.counts[kind.index()].load(Ordering::Relaxed)
     }
 
     /// Publishes (and logs) an event.
@@ -98,6 +124,7 @@ impl EventBus {
         message: impl Into<String>,
         figures: &[(&str, f64)],
     ) -> Event {
+        self.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
         let event = Event {
             sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
             at_ms: now_ms(),

@@ -9,6 +9,7 @@ use crate::allocation::{Allocation, Demand, Problem};
 use crate::forecast::Forecaster;
 use crate::lp::{LpError, path_lp, robust_path_lp};
 use crate::network::{Network, TrafficMatrix};
+use crate::scenario::{self, AiwanPlanner};
 
 /// How many past matrices `aiwan` plans against.
 pub const AIWAN_WINDOW: usize = 6;
@@ -95,9 +96,11 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 /// Evaluates `last-lp` (plan for the last matrix), `ewma-lp` (plan for an
 /// EWMA of the past), `linfa-lp` (plan for the [`Forecaster`]'s forecast
-/// from the last [`FORECAST_HISTORY`] matrices) and `aiwan` (one split that
-/// minimises the worst normalised MLU over the last [`AIWAN_WINDOW`]
-/// matrices and the forecast) on `series` after `train` snapshots. `paths`
+/// from the last [`FORECAST_HISTORY`] matrices), `worst-window` (one split
+/// that minimises the worst normalised MLU over the last [`AIWAN_WINDOW`]
+/// matrices and the forecast) and `aiwan` (the sample-average plan over
+/// recentred and raw windows of [`crate::scenario`]) on `series` after
+/// `train` snapshots. `paths`
 /// must cover every pair with demand in the series. Where the history is
 /// too short for the forecaster, its forecast is the last matrix.
 pub fn evaluate_methods(
@@ -109,7 +112,15 @@ pub fn evaluate_methods(
     let train = train.max(1);
     let mut pairs: Vec<(usize, usize)> = paths.keys().copied().collect();
     pairs.sort_unstable();
-    let names = ["last-lp", "ewma-lp", "linfa-lp", "aiwan"];
+    let names = ["last-lp", "ewma-lp", "linfa-lp", "worst-window", "aiwan"];
+    let mut aiwan = AiwanPlanner::default();
+    // Levels over the whole series: levels[k] reads only matrices before k,
+    // and the planner reads only levels up to the snapshot it plans for.
+    let levels: Vec<(f64, Vec<TrafficMatrix>)> = aiwan
+        .alphas()
+        .into_iter()
+        .map(|alpha| (alpha, scenario::levels(series, alpha)))
+        .collect();
     let forecaster = Forecaster::default();
     let mut norm: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut errors = vec![(0.0, 0.0); names.len()];
@@ -153,13 +164,22 @@ pub fn evaluate_methods(
             }
             window.push(forecast_problem);
             scales.push(forecast_optimum.max(1e-12));
+            let problem = |m: &TrafficMatrix| problem_for(network, m, &pairs, paths);
+            let aiwan_plan = aiwan.plan(&series[..t], &levels, &mut optimum_of, &problem)?;
             let plans = [
                 path_lp(&problem_for(network, last, &pairs, paths), None)?.0,
                 path_lp(&problem_for(network, &ewma, &pairs, paths), None)?.0,
                 forecast_plan,
                 robust_path_lp(&window, &scales, None)?.0,
+                aiwan_plan,
             ];
-            let forecasts = [last, &ewma, &forecast, &forecast];
+            let forecasts = [last, &ewma, &forecast, &forecast, &forecast];
+            // The planner learns how its candidates did on this matrix
+            // only now that it has come.
+            aiwan.observe(&|split| {
+                let mlu = score(network, actual, &pairs, paths, split);
+                if optimum > 0.0 { mlu / optimum } else { 1.0 }
+            });
             for (k, plan) in plans.iter().enumerate() {
                 let mlu = score(network, actual, &pairs, paths, plan);
                 norm[k].push(if optimum > 0.0 { mlu / optimum } else { 1.0 });

@@ -110,6 +110,116 @@ pub fn robust_path_lp(
     scales: &[f64],
     time_limit_s: Option<f64>,
 ) -> Result<(Allocation, f64), LpError> {
+    scenario_path_lp(problems, scales, &ScenarioObjective::Worst, time_limit_s)
+}
+
+/// What a split over several scenarios minimises.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScenarioObjective {
+    /// The worst scaled MLU over the scenarios.
+    Worst,
+    /// The weighted mean of the scaled MLUs (weights summing to 1): the
+    /// split best on average over the scenarios, a sample average of what
+    /// the next matrix may be.
+    Mean(Vec<f64>),
+}
+
+/// One split per pair for several scenarios (see [`robust_path_lp`]),
+/// minimising `objective` of their MLUs, each divided by its scale. Returns
+/// the allocation and the objective's value.
+pub fn scenario_path_lp(
+    problems: &[Problem],
+    scales: &[f64],
+    objective: &ScenarioObjective,
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64), LpError> {
+    scenario_lp(problems, scales, objective, None, time_limit_s)
+}
+
+/// [`scenario_path_lp`] by row generation: each scenario starts with the
+/// capacity rows of `seeds` (its edges binding last time, say) and gains
+/// the rows its solution violates, until none is violated; the answer is
+/// the same optimum with a fraction of the rows when few edges bind (many
+/// scenarios on a large network). Returns the allocation, the objective
+/// and each scenario's rows at the end (the next call's seeds).
+pub fn scenario_path_lp_rowgen(
+    problems: &[Problem],
+    scales: &[f64],
+    objective: &ScenarioObjective,
+    seeds: &[Vec<usize>],
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64, Vec<Vec<usize>>), LpError> {
+    /// Rows added per scenario and round, the most violated first.
+    const ADD_PER_ROUND: usize = 4;
+    const MAX_ROUNDS: usize = 30;
+    let n_edges = problems.first().map_or(0, |p| p.network.edges.len());
+    let mut active: Vec<Vec<usize>> = (0..problems.len())
+        .map(|k| {
+            let mut rows: Vec<usize> = seeds
+                .get(k)
+                .map(|s| s.iter().copied().filter(|e| *e < n_edges).collect())
+                .unwrap_or_default();
+            rows.sort_unstable();
+            rows.dedup();
+            rows
+        })
+        .collect();
+    for _ in 0..MAX_ROUNDS {
+        let (allocation, value, levels) =
+            scenario_lp_levels(problems, scales, objective, Some(&active), time_limit_s)?;
+        let mut added = false;
+        for (k, problem) in problems.iter().enumerate() {
+            let Ok(evaluation) = problem.evaluate(&allocation) else {
+                continue;
+            };
+            let level = levels[k];
+            let mut violated: Vec<(usize, f64)> = evaluation
+                .loads
+                .iter()
+                .enumerate()
+                .map(|(e, load)| (e, load / problem.network.edges[e].capacity / scales[k]))
+                .filter(|(e, u)| *u > level + 1e-9 * level.max(1.0) && !active[k].contains(e))
+                .collect();
+            violated.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (e, _) in violated.into_iter().take(ADD_PER_ROUND) {
+                active[k].push(e);
+                added = true;
+            }
+        }
+        if !added {
+            return Ok((allocation, value, active));
+        }
+    }
+    // Never settled (a degenerate case): the full LP.
+    let (allocation, value) = scenario_lp(problems, scales, objective, None, time_limit_s)?;
+    Ok((
+        allocation,
+        value,
+        vec![(0..n_edges).collect(); problems.len()],
+    ))
+}
+
+fn scenario_lp(
+    problems: &[Problem],
+    scales: &[f64],
+    objective: &ScenarioObjective,
+    active: Option<&[Vec<usize>]>,
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64), LpError> {
+    scenario_lp_levels(problems, scales, objective, active, time_limit_s)
+        .map(|(allocation, value, _)| (allocation, value))
+}
+
+/// The LP itself, over the capacity rows `active` lists per scenario (all
+/// when `None`); also returns each scenario's MLU variable (one shared by
+/// all scenarios for the worst case).
+fn scenario_lp_levels(
+    problems: &[Problem],
+    scales: &[f64],
+    objective: &ScenarioObjective,
+    active: Option<&[Vec<usize>]>,
+    time_limit_s: Option<f64>,
+) -> Result<(Allocation, f64, Vec<f64>), LpError> {
     if scales.len() != problems.len() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return Err(LpError::Setup(
             "one positive scale per matrix is needed".into(),
@@ -124,6 +234,19 @@ pub fn robust_path_lp(
     {
         return Err(LpError::Setup("problems differ in their demands".into()));
     }
+    let weights: Option<&Vec<f64>> = match objective {
+        ScenarioObjective::Worst => None,
+        ScenarioObjective::Mean(weights) => {
+            if weights.len() != problems.len()
+                || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+            {
+                return Err(LpError::Setup(
+                    "one non-negative weight per matrix is needed".into(),
+                ));
+            }
+            Some(weights)
+        }
+    };
     let offsets: Vec<usize> = first
         .demands
         .iter()
@@ -134,8 +257,9 @@ pub fn robust_path_lp(
         })
         .collect();
     let n_shares: usize = first.demands.iter().map(|d| d.paths.len()).sum();
-    let u = n_shares;
-    let n_vars = n_shares + 1;
+    // One MLU variable in all (worst), or one per scenario (mean).
+    let n_mlu = if weights.is_some() { problems.len() } else { 1 };
+    let n_vars = n_shares + n_mlu;
     let n_demands = first.demands.len();
     let n_edges = first.network.edges.len();
     let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
@@ -149,36 +273,73 @@ pub fn robust_path_lp(
         b.push(1.0);
     }
     let mut row = n_demands;
-    for (problem, scale) in problems.iter().zip(scales) {
+    let mut slot = vec![usize::MAX; n_edges];
+    for (k, (problem, scale)) in problems.iter().zip(scales).enumerate() {
+        let u = n_shares + if weights.is_some() { k } else { 0 };
+        // The row of each constrained edge of this scenario.
+        let edges: Vec<usize> = match active {
+            Some(active) => active.get(k).cloned().unwrap_or_default(),
+            None => (0..n_edges).collect(),
+        };
+        slot.iter_mut().for_each(|s| *s = usize::MAX);
+        for (i, &e) in edges.iter().enumerate() {
+            if let Some(s) = slot.get_mut(e) {
+                *s = row + i;
+            }
+        }
         for (d, demand) in problem.demands.iter().enumerate() {
             for (p, path) in demand.paths.iter().enumerate() {
                 for &e in path {
-                    rows.push(row + e);
+                    let Some(&r) = slot.get(e).filter(|r| **r != usize::MAX) else {
+                        continue;
+                    };
+                    rows.push(r);
                     cols.push(offsets[d] + p);
                     vals.push(demand.rate / problem.network.edges[e].capacity / scale);
                 }
             }
         }
-        for e in 0..n_edges {
-            rows.push(row + e);
+        for i in 0..edges.len() {
+            rows.push(row + i);
             cols.push(u);
             vals.push(-1.0);
             b.push(0.0);
         }
-        row += n_edges;
+        row += edges.len();
     }
-    let m = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..n_shares);
+    // MLUs are not negative: with rows left out (row generation) nothing
+    // else would bound them below.
+    let m = push_nonnegative(&mut rows, &mut cols, &mut vals, &mut b, row, 0..n_vars);
     let a = CscMatrix::new_from_triplets(m, n_vars, rows, cols, vals);
     let mut q = vec![0.0; n_vars];
-    q[u] = 1.0;
-    let x = solve(n_vars, q, a, b, n_demands, m - n_demands, time_limit_s)?;
+    match weights {
+        None => q[n_shares] = 1.0,
+        Some(weights) => {
+            for (k, w) in weights.iter().enumerate() {
+                q[n_shares + k] = *w;
+            }
+        }
+    }
+    let x = solve(
+        n_vars,
+        q.clone(),
+        a,
+        b,
+        n_demands,
+        m - n_demands,
+        time_limit_s,
+    )?;
     let splits = first
         .demands
         .iter()
         .enumerate()
         .map(|(d, demand)| split_of(&x[offsets[d]..offsets[d] + demand.paths.len()]))
         .collect();
-    Ok((Allocation { splits }, x[u]))
+    let value = q.iter().zip(&x).map(|(q, x)| q * x).sum();
+    let levels = (0..problems.len())
+        .map(|k| x[n_shares + if n_mlu > 1 { k } else { 0 }])
+        .collect();
+    Ok((Allocation { splits }, value, levels))
 }
 
 /// The split that minimises the worst MLU under any single link failure,

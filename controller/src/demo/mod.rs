@@ -584,7 +584,7 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             ca_file: None,
         });
         tokio::select! {
-            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures) => result,
+            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures, false) => result,
             result = tui => result.context("the operator TUI"),
         }
     } else {
@@ -596,10 +596,11 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             &token,
             &mut events,
             &mut figures,
+            !args.headless && !args.json,
         )
         .await
     };
-    let summary = summarize(&running, &mut events, Some(figures)).await;
+    let summary = summarize(&running, Some(figures)).await;
     running
         .shutdown()
         .await
@@ -631,6 +632,8 @@ async fn run(
     token: &str,
     events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
     figures: &mut RunFigures,
+    // Report events on stderr (no dashboard on the terminal).
+    interactive: bool,
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .context("endpoint")?
@@ -657,7 +660,6 @@ async fn run(
     let deadline = args
         .duration
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
-    let interactive = !args.headless && !args.json;
     let stop = crate::server::shutdown_signal();
     tokio::pin!(stop);
     loop {
@@ -799,7 +801,6 @@ fn report_events(
 
 async fn summarize(
     running: &RunningController,
-    events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
     figures: Option<RunFigures>,
 ) -> anyhow::Result<(serde_json::Value, String)> {
     use std::fmt::Write as _;
@@ -810,12 +811,7 @@ async fn summarize(
             totals.add(&exporter.counters);
         }
     }
-    let mut pushes = 0u64;
-    while let Ok(event) = events.try_recv() {
-        if event.kind == EventKind::Push {
-            pushes += 1;
-        }
-    }
+    let pushes = running.events.count(EventKind::Push);
     let view = running
         .closed_loop
         .read()
