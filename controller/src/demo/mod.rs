@@ -294,7 +294,7 @@ async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
             })
             .await
             .context("ImportTopology")?;
-        eprintln!("aiwan demo: imported the built-in topology lab/ai-wan.clab.yml");
+        tracing::info!("imported the built-in topology lab/ai-wan.clab.yml");
     }
     let mut intents: IntentServiceClient<Authed> =
         IntentServiceClient::with_interceptor(channel.clone(), token.clone());
@@ -316,7 +316,7 @@ async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
             })
             .await
             .with_context(|| format!("CreateJob {id}"))?;
-        eprintln!("aiwan demo: declared job jobs/{id}");
+        tracing::info!("declared job jobs/{id}");
     }
     let mut plans = PlanServiceClient::with_interceptor(channel, token.clone());
     match plans.get_current_plan(pb::GetCurrentPlanRequest {}).await {
