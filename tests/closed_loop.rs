@@ -113,7 +113,7 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         .expect("WatchEvents")
         .into_inner();
 
-    // A proposal comes from telemetry (the training job scales out at 6 s).
+    // A proposal comes from telemetry (the background re-plan, or the training job scaling out at 10 s).
     let proposal = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let event = stream

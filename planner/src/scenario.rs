@@ -71,15 +71,15 @@ impl WindowPlanner {
         let mut problems = Vec::new();
         let mut scales = Vec::new();
         let mut keys = Vec::new();
-        for k in first..t {
+        for (k, past) in history.iter().enumerate().take(t).skip(first) {
             let (matrix, factor) = match self.scenarios {
-                Scenarios::Raw => (history[k].clone(), 1.0),
+                Scenarios::Raw => (past.clone(), 1.0),
                 Scenarios::Recentred { .. } => {
                     let (Some(then), Some(now)) = (levels.get(k), levels.get(t)) else {
                         return Err(LpError::Setup("levels do not cover the history".into()));
                     };
-                    let recentred = recentre(&history[k], then, now);
-                    let factor = recentred.total() / history[k].total().max(1e-12);
+                    let recentred = recentre(past, then, now);
+                    let factor = recentred.total() / past.total().max(1e-12);
                     (recentred, factor)
                 }
             };

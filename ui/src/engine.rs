@@ -244,6 +244,7 @@ async fn session(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
     let mut plans_stale = false;
+    let mut control_stale = false;
     loop {
         tokio::select! {
             message = events.message() => {
@@ -260,9 +261,10 @@ async fn session(
                     subject: event.subject,
                     message: event.message,
                 }));
-                // Plans changed: fetched on the next tick, once however
-                // many events came, in place of that tick's poll.
+                // Plans changed: fetched on the next ticks, once however
+                // many events came, in place of those ticks' polls.
                 plans_stale |= refresh;
+                control_stale |= refresh;
             }
             message = plans.message() => {
                 let Some(message) = message.map_err(|s| describe_status(&s))? else {
@@ -279,6 +281,7 @@ async fn session(
                 };
                 if let Some(topology) = message.topology {
                     update(shared, |s| apply_topology(s, &topology));
+                    control_stale = true;
                 }
             }
             command = commands.recv() => {
@@ -295,6 +298,9 @@ async fn session(
                 if plans_stale {
                     plans_stale = false;
                     load_plans(&mut clients, shared).await?;
+                } else if control_stale {
+                    control_stale = false;
+                    load_control(&mut clients, shared).await?;
                 } else {
                     poll_view(&mut clients, shared, *view, ticks).await?;
                 }

@@ -74,6 +74,7 @@ fn now_ms() -> i64 {
 fn terminal_loop(
     shared: Arc<Mutex<Snapshot>>,
     commands: mpsc::UnboundedSender<Command>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), UiError> {
     let mut terminal = ratatui::try_init()?;
     let mut app = App::default();
@@ -81,6 +82,9 @@ fn terminal_loop(
         let mut last_draw = Instant::now() - FRAME;
         let mut dirty = true;
         loop {
+            if closing.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             if dirty || last_draw.elapsed() >= FRAME {
                 let snapshot = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 terminal.draw(|frame| render::draw(frame, &snapshot, &app, now_ms()))?;
@@ -119,6 +123,15 @@ fn terminal_loop(
 
 /// Runs the dashboard against `options.endpoint` until the operator quits.
 pub async fn run(options: Options) -> Result<(), UiError> {
+    run_until(options, std::future::pending()).await
+}
+
+/// [`run`], also ending (the terminal restored) when `close` resolves:
+/// for a caller that owns the dashboard's lifetime, as `aiwan demo` does.
+pub async fn run_until(
+    options: Options,
+    close: impl std::future::Future<Output = ()>,
+) -> Result<(), UiError> {
     // A bad endpoint or token is said before the terminal is taken.
     engine::prepare(&options)?;
     let shared = Arc::new(Mutex::new(Snapshot {
@@ -129,9 +142,18 @@ pub async fn run(options: Options) -> Result<(), UiError> {
     let (stop, stopped) = watch::channel(false);
     let engine = tokio::spawn(engine::run(options, Arc::clone(&shared), received, stopped));
     let ui = Arc::clone(&shared);
-    let result = tokio::task::spawn_blocking(move || terminal_loop(ui, commands))
-        .await
-        .map_err(|e| UiError::Thread(e.to_string()))?;
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&closing);
+    let mut terminal = tokio::task::spawn_blocking(move || terminal_loop(ui, commands, flag));
+    tokio::pin!(close);
+    let joined = tokio::select! {
+        joined = &mut terminal => joined,
+        () = &mut close => {
+            closing.store(true, std::sync::atomic::Ordering::Relaxed);
+            terminal.await
+        }
+    };
+    let result = joined.map_err(|e| UiError::Thread(e.to_string()))?;
     stop.send_replace(true);
     if let Ok(Err(error)) = engine.await {
         return Err(error.into());

@@ -60,6 +60,9 @@ use policy::{Decision, Observation, PolicyConfig, PolicyState};
 pub const KEPT_INTERVALS: usize = 3600;
 /// Re-plans remembered for the API and the demo's summary.
 pub const KEPT_REPLANS: usize = 256;
+/// Intervals measured before the loop may re-plan: the first ones after a
+/// start can be partial (collectors and exporters were not yet in step).
+pub const WARMUP_INTERVALS: usize = 3;
 /// How often the loop looks for a newly closed interval.
 const POLL: Duration = Duration::from_millis(100);
 /// Flows and counters of a link agree within this many standard deviations
@@ -525,7 +528,7 @@ impl ClosedLoop {
             link_names: link_names.clone(),
             congestion_threshold: self.config.congestion_threshold,
             window: self.config.window,
-            plan: self.config.mode != LoopMode::Off,
+            plan: self.config.mode != LoopMode::Off && self.history.len() >= WARMUP_INTERVALS,
         };
         let paths = std::mem::take(&mut self.paths);
         let (outcome, forwarding, paths) = tokio::task::spawn_blocking(move || {
@@ -578,7 +581,14 @@ impl ClosedLoop {
         }
         self.fill_measured_after(latest.start_ms, measured_mlu);
 
-        let mut decision = "mode off: measuring and forecasting only".to_string();
+        let mut decision = if self.config.mode == LoopMode::Off {
+            "mode off: measuring and forecasting only".to_string()
+        } else {
+            format!(
+                "warming up: {} of {WARMUP_INTERVALS} intervals measured",
+                self.history.len()
+            )
+        };
         if let Some(candidate) = candidate {
             let (candidate, candidate_mlu) = candidate.map_err(|e| e.to_string())?;
             let seen = Observation {

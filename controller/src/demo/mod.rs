@@ -578,14 +578,34 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let result = if dashboard {
         // The operator TUI in front; the demo runs behind it until the TUI
         // quits (or the duration ends).
-        let tui = aiwan_ui::run(aiwan_ui::Options {
-            endpoint: endpoint.clone(),
-            token: Some(token.clone()),
-            ca_file: None,
-        });
-        tokio::select! {
-            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures, false) => result,
-            result = tui => result.context("the operator TUI"),
+        // The dashboard closes (restoring the terminal) when the demo's
+        // run ends, and the run ends when the operator quits the dashboard.
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        let tui = aiwan_ui::run_until(
+            aiwan_ui::Options {
+                endpoint: endpoint.clone(),
+                token: Some(token.clone()),
+                ca_file: None,
+            },
+            async move {
+                let _ = ended.await;
+            },
+        );
+        tokio::pin!(tui);
+        let ran = tokio::select! {
+            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures, false) => Some(result),
+            result = &mut tui => {
+                // The operator quit the dashboard: the demo ends.
+                result.context("the operator TUI").map(|()| None)?
+            }
+        };
+        match ran {
+            Some(result) => {
+                let _ = done.send(());
+                let closed = tui.await.context("the operator TUI");
+                result.and(closed)
+            }
+            None => Ok(()),
         }
     } else {
         run(

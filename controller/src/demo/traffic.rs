@@ -25,7 +25,7 @@ pub const BACKGROUND_MEAN_BPS: f64 = 16e9;
 pub const SECONDS_PER_MATRIX: f64 = 5.0;
 
 pub const CYCLE_S: f64 = 90.0;
-pub const SCALE_OUT_AT_S: f64 = 6.0;
+pub const SCALE_OUT_AT_S: f64 = 10.0;
 pub const SCALE_OUT_FOR_S: f64 = 45.0;
 pub const BURST_PERIOD_S: f64 = 3.0;
 /// Each direction of the training ring: what it declares and usually
