@@ -38,6 +38,9 @@ pub struct ListenerConfig {
     pub batch_records: usize,
     /// ...or when this much time has passed.
     pub flush_interval: Duration,
+    /// Per-sender bounds of the NetFlow/IPFIX decoder (its
+    /// `key_by_source_port` is taken from above).
+    pub netflow_limits: NetflowOptions,
 }
 
 impl Default for ListenerConfig {
@@ -51,6 +54,7 @@ impl Default for ListenerConfig {
             template_file: None,
             batch_records: 8192,
             flush_interval: Duration::from_millis(200),
+            netflow_limits: NetflowOptions::default(),
         }
     }
 }
@@ -221,7 +225,7 @@ pub async fn start(
             let decoder = if is_netflow {
                 let mut decoder = NetflowDecoder::new(NetflowOptions {
                     key_by_source_port: config.key_by_source_port,
-                    ..NetflowOptions::default()
+                    ..config.netflow_limits
                 });
                 decoder.restore(&saved);
                 Decoder::Netflow(decoder)

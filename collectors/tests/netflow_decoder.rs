@@ -661,3 +661,99 @@ fn random_and_mutated_datagrams_never_panic() {
         let _ = decoder.decode(source("192.0.2.1:2055"), NOW_MS, &datagram, &mut batch);
     }
 }
+
+/// A template flood from one sender: templates past the per-exporter and
+/// collector-wide caps, and templates with too many fields, are refused
+/// and counted; the exporter's first templates keep working.
+#[test]
+fn template_floods_are_capped_and_counted() {
+    let options = NetflowOptions {
+        max_templates_per_exporter: 8,
+        max_templates_total: 12,
+        max_template_fields: 16,
+        ..NetflowOptions::default()
+    };
+    let mut decoder = NetflowDecoder::new(options);
+    let flood = |domain: u32, first: u16, count: u16| -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|i| {
+                MessageBuilder::ipfix(domain, 0, NOW_SECS)
+                    .template(&ipv4_flow_template(first + i))
+                    .finish()
+            })
+            .collect()
+    };
+    decode(&mut decoder, "192.0.2.1:4739", &flood(1, 256, 20));
+    let c = counters(&decoder, "192.0.2.1", FlowProtocol::Ipfix, 1);
+    assert_eq!(c.decode_errors, 12, "20 templates, 8 kept");
+    assert_eq!(decoder.template_count(), 8);
+    // A second domain finds room for only 4 before the collector-wide cap.
+    decode(&mut decoder, "192.0.2.1:4739", &flood(2, 256, 10));
+    assert_eq!(decoder.template_count(), 12);
+    assert_eq!(
+        counters(&decoder, "192.0.2.1", FlowProtocol::Ipfix, 2).decode_errors,
+        6
+    );
+    // A template of 17 fields is refused whatever the room.
+    let wide = data_template(300, &[(ie::OCTET_DELTA_COUNT, 8); 17]);
+    let mut message = MessageBuilder::ipfix(3, 0, NOW_SECS);
+    message.template(&wide);
+    decode(&mut decoder, "192.0.2.1:4739", &[message.finish()]);
+    let c = counters(&decoder, "192.0.2.1", FlowProtocol::Ipfix, 3);
+    assert_eq!(c.decode_errors, 1);
+    // The first templates still decode data.
+    let data = MessageBuilder::ipfix(1, 0, NOW_SECS)
+        .flows(&ipv4_flow_template(256), &[flow(1, 100, 1)])
+        .finish();
+    assert_eq!(decode(&mut decoder, "192.0.2.1:4739", &[data]).len(), 1);
+    // Withdrawing a template makes room again.
+    let mut withdraw = MessageBuilder::ipfix(1, 0, NOW_SECS);
+    withdraw.withdraw(257, false);
+    decode(&mut decoder, "192.0.2.1:4739", &[withdraw.finish()]);
+    assert_eq!(decoder.template_count(), 11);
+}
+
+/// An exporter flood: past the cap new keys are dropped and counted; once
+/// tracked exporters have been idle long enough, a new one takes the place
+/// of the one idle longest.
+#[test]
+fn exporter_floods_are_capped_and_idle_exporters_make_room() {
+    let options = NetflowOptions {
+        max_exporters: 4,
+        exporter_idle_ms: 60_000,
+        ..NetflowOptions::default()
+    };
+    let mut decoder = NetflowDecoder::new(options);
+    let message = |domain: u32| {
+        MessageBuilder::ipfix(domain, 0, NOW_SECS)
+            .template(&ipv4_flow_template(256))
+            .flows(&ipv4_flow_template(256), &[flow(1, 100, 1)])
+            .finish()
+    };
+    let mut batch = FlowBatch::default();
+    for domain in 0..10 {
+        let _ = decoder.decode(
+            source("192.0.2.7:4739"),
+            NOW_MS,
+            &message(domain),
+            &mut batch,
+        );
+    }
+    assert_eq!(decoder.exporter_count(), 4);
+    assert_eq!(decoder.rejected_datagrams(), 6);
+    assert_eq!(batch.len(), 4);
+    // Domain 0 keeps sending; the others go quiet. Two minutes later a new
+    // exporter takes the place of one of the quiet ones, not domain 0's.
+    let later = NOW_MS + 120_000;
+    let _ = decoder.decode(
+        source("192.0.2.7:4739"),
+        later - 1_000,
+        &message(0),
+        &mut batch,
+    );
+    let _ = decoder.decode(source("198.51.100.1:4739"), later, &message(42), &mut batch);
+    assert_eq!(decoder.evicted_exporters(), 1);
+    assert_eq!(decoder.exporter_count(), 4);
+    let keys: Vec<u32> = decoder.reports().iter().map(|r| r.key.domain).collect();
+    assert!(keys.contains(&0) && keys.contains(&42), "{keys:?}");
+}

@@ -180,6 +180,62 @@ pub struct CollectorConfig {
     /// Retention, memory budget and traffic classes of the telemetry
     /// store. Sites come from the stored topology.
     pub store: aiwan_collectors::store::StoreConfig,
+    /// What one sender may make the collectors hold.
+    pub limits: CollectorLimits,
+}
+
+/// Bounds on what senders can make the NetFlow/IPFIX collectors hold, per
+/// shard; refusals are counted as decode errors of the sender.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorLimits {
+    /// Exporter keys tracked at most...
+    pub max_exporters: usize,
+    /// ...a new one taking the place of one idle this long.
+    pub exporter_idle_ms: u64,
+    pub max_templates_per_exporter: usize,
+    pub max_templates_total: usize,
+    pub max_template_fields: usize,
+    /// Data sets held while their template is missing: per exporter, all
+    /// together, and for how long.
+    pub pending_max_bytes: usize,
+    pub pending_max_total_bytes: usize,
+    pub pending_max_age_ms: u64,
+}
+
+impl Default for CollectorLimits {
+    fn default() -> CollectorLimits {
+        let d = aiwan_collectors::netflow::NetflowOptions::default();
+        CollectorLimits {
+            max_exporters: d.max_exporters,
+            exporter_idle_ms: u64::try_from(d.exporter_idle_ms).unwrap_or(0),
+            max_templates_per_exporter: d.max_templates_per_exporter,
+            max_templates_total: d.max_templates_total,
+            max_template_fields: d.max_template_fields,
+            pending_max_bytes: d.pending_max_bytes,
+            pending_max_total_bytes: d.pending_max_total_bytes,
+            pending_max_age_ms: u64::try_from(d.pending_max_age_ms).unwrap_or(0),
+        }
+    }
+}
+
+impl CollectorLimits {
+    /// The decoder's options.
+    pub fn netflow(&self, key_by_source_port: bool) -> aiwan_collectors::netflow::NetflowOptions {
+        aiwan_collectors::netflow::NetflowOptions {
+            key_by_source_port,
+            pending_max_bytes: self.pending_max_bytes,
+            pending_max_age_ms: i64::try_from(self.pending_max_age_ms).unwrap_or(i64::MAX),
+            max_exporters: self.max_exporters,
+            exporter_idle_ms: i64::try_from(self.exporter_idle_ms).unwrap_or(i64::MAX),
+            max_templates_per_exporter: self.max_templates_per_exporter,
+            max_templates_total: self.max_templates_total,
+            max_template_fields: self
+                .max_template_fields
+                .min(aiwan_collectors::netflow::template::MAX_TEMPLATE_FIELDS),
+            pending_max_total_bytes: self.pending_max_total_bytes,
+        }
+    }
 }
 
 impl Default for CollectorConfig {
@@ -191,6 +247,7 @@ impl Default for CollectorConfig {
             receive_buffer_bytes: 32 << 20,
             key_by_source_port: false,
             store: aiwan_collectors::store::StoreConfig::default(),
+            limits: CollectorLimits::default(),
         }
     }
 }

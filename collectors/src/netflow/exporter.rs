@@ -28,6 +28,10 @@ pub struct PendingSet {
     pub body: Vec<u8>,
 }
 
+/// Samplers (selector ids) one exporter may announce; rates of further ones
+/// are ignored (their data is scaled by the exporter's default rate).
+pub const MAX_SAMPLERS: usize = 1024;
+
 /// Sampling rates an exporter announced in options data.
 #[derive(Debug, Clone, Default)]
 pub struct Sampling {
@@ -48,6 +52,8 @@ pub struct ExporterState {
     pub sequence: SequenceTracker,
     pub pending: VecDeque<PendingSet>,
     pub pending_bytes: usize,
+    /// When the exporter last sent anything (Unix ms, receive time).
+    pub last_seen_ms: i64,
 }
 
 /// What decoding a data set changed besides the batch.
@@ -87,6 +93,13 @@ impl ExporterState {
                 }
                 if let Some(rate) = values.sampling_rate() {
                     let previous = match values.sampler_id {
+                        // Sampler ids come from the datagram: bounded.
+                        Some(id)
+                            if !sampling.by_sampler.contains_key(&id)
+                                && sampling.by_sampler.len() >= MAX_SAMPLERS =>
+                        {
+                            Some(rate)
+                        }
                         Some(id) => sampling.by_sampler.insert(id, rate),
                         None => sampling.default_rate.replace(rate),
                     };

@@ -82,7 +82,7 @@ fn decode_message(
         let error = DecodeError::truncated("IPFIX message", length, message.len());
         return decoder.reject(key, error).map(|()| 0);
     };
-    let Some(state) = decoder.state(key) else {
+    let Some(state) = decoder.state_at(key, Some(received_ms)) else {
         return Err(super::too_many_exporters(decoder.options.max_exporters));
     };
     state.counters.datagrams += 1;

@@ -44,10 +44,25 @@ pub struct NetflowOptions {
     pub pending_max_bytes: usize,
     /// How long a held data set waits for its template.
     pub pending_max_age_ms: i64,
-    /// Exporter keys tracked at most; datagrams from further new keys are
-    /// dropped and counted in [`NetflowDecoder::rejected_datagrams`], so a
-    /// flood of spoofed sources cannot exhaust memory.
+    /// Exporter keys tracked at most. A new key past it takes the place of
+    /// the one idle longest, if that one has been idle [`Self::exporter_idle_ms`]
+    /// (counted in [`NetflowDecoder::evicted_exporters`]); otherwise its
+    /// datagram is dropped and counted in
+    /// [`NetflowDecoder::rejected_datagrams`], so a flood of spoofed
+    /// sources cannot exhaust memory nor lock out real exporters for good.
     pub max_exporters: usize,
+    /// How long an exporter must have sent nothing before a new one may
+    /// take its place.
+    pub exporter_idle_ms: i64,
+    /// Templates one exporter key may hold, and all exporters together;
+    /// fields one template may have. Templates past these are refused,
+    /// counted as decode errors naming the limit.
+    pub max_templates_per_exporter: usize,
+    pub max_templates_total: usize,
+    pub max_template_fields: usize,
+    /// Bytes of held data sets of all exporters together: each exporter
+    /// holds at most its share of it (and at most `pending_max_bytes`).
+    pub pending_max_total_bytes: usize,
 }
 
 impl Default for NetflowOptions {
@@ -57,6 +72,11 @@ impl Default for NetflowOptions {
             pending_max_bytes: 1 << 20,
             pending_max_age_ms: 120_000,
             max_exporters: 10_000,
+            exporter_idle_ms: 600_000,
+            max_templates_per_exporter: 256,
+            max_templates_total: 20_000,
+            max_template_fields: 128,
+            pending_max_total_bytes: 32 << 20,
         }
     }
 }
@@ -69,6 +89,9 @@ pub struct NetflowDecoder {
     /// Templates or sampling rates changed since [`Self::take_dirty`].
     dirty: bool,
     rejected_datagrams: u64,
+    evicted_exporters: u64,
+    /// Templates held by all exporters.
+    template_total: usize,
 }
 
 /// Templates and sampling rates of every exporter key, as saved in the data
@@ -142,9 +165,24 @@ impl NetflowDecoder {
     }
 
     /// Datagrams dropped because [`NetflowOptions::max_exporters`] keys
-    /// were already tracked.
+    /// were already tracked, none of them idle.
     pub fn rejected_datagrams(&self) -> u64 {
         self.rejected_datagrams
+    }
+
+    /// Exporter keys forgotten to make room for new ones.
+    pub fn evicted_exporters(&self) -> u64 {
+        self.evicted_exporters
+    }
+
+    /// Exporter keys tracked now.
+    pub fn exporter_count(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// Templates held now, all exporters together.
+    pub fn template_count(&self) -> usize {
+        self.template_total
     }
 
     /// Counters of every exporter key seen.
@@ -216,13 +254,23 @@ impl NetflowDecoder {
     /// compile are skipped; returns how many were restored.
     pub fn restore(&mut self, snapshot: &TemplateSnapshot) -> usize {
         let mut restored = 0;
+        let limits = self.options;
         for saved in &snapshot.exporters {
+            let mut total = self.template_total;
             let Some(state) = self.state(saved.key) else {
                 break;
             };
             for definition in &saved.templates {
-                if let Ok(template) = CompiledTemplate::compile(definition.clone()) {
-                    state.templates.insert(definition.id, template);
+                if definition.fields.len() > limits.max_template_fields
+                    || state.templates.len() >= limits.max_templates_per_exporter
+                    || total >= limits.max_templates_total
+                {
+                    continue;
+                }
+                if let Ok(template) = CompiledTemplate::compile(definition.clone())
+                    && state.templates.insert(definition.id, template).is_none()
+                {
+                    total += 1;
                     restored += 1;
                 }
             }
@@ -236,6 +284,7 @@ impl NetflowDecoder {
             if saved.system_init_ms.is_some() {
                 state.system_init_ms = saved.system_init_ms;
             }
+            self.template_total = total;
         }
         restored
     }
@@ -253,14 +302,43 @@ impl NetflowDecoder {
         }
     }
 
-    /// The state of `key`, created if there is room.
+    /// The state of `key`, created if there is room (making room by
+    /// forgetting the exporter idle longest, if it has been idle long
+    /// enough).
     fn state(&mut self, key: ExporterKey) -> Option<&mut ExporterState> {
+        self.state_at(key, None)
+    }
+
+    fn state_at(&mut self, key: ExporterKey, now_ms: Option<i64>) -> Option<&mut ExporterState> {
         if !self.exporters.contains_key(&key) && self.exporters.len() >= self.options.max_exporters
         {
-            self.rejected_datagrams += 1;
-            return None;
+            let idle = now_ms.and_then(|now| {
+                self.exporters
+                    .iter()
+                    .filter(|(_, s)| now - s.last_seen_ms >= self.options.exporter_idle_ms)
+                    .min_by_key(|(_, s)| s.last_seen_ms)
+                    .map(|(k, _)| *k)
+            });
+            match idle {
+                Some(old) => {
+                    if let Some(state) = self.exporters.remove(&old) {
+                        self.template_total =
+                            self.template_total.saturating_sub(state.templates.len());
+                    }
+                    self.evicted_exporters += 1;
+                    self.dirty = true;
+                }
+                None => {
+                    self.rejected_datagrams += 1;
+                    return None;
+                }
+            }
         }
-        Some(self.exporters.entry(key).or_default())
+        let state = self.exporters.entry(key).or_default();
+        if let Some(now) = now_ms {
+            state.last_seen_ms = state.last_seen_ms.max(now);
+        }
+        Some(state)
     }
 }
 
@@ -334,16 +412,26 @@ fn walk_sets(
     walk: SetWalk<'_>,
     batch: &mut FlowBatch,
 ) -> WalkOutcome {
-    let max_pending = decoder.options.pending_max_bytes;
-    let oldest = walk.context.received_ms - decoder.options.pending_max_age_ms;
+    let limits = decoder.options;
+    // Each exporter's share of the held bytes all may hold.
+    let max_pending = limits
+        .pending_max_bytes
+        .min(limits.pending_max_total_bytes / decoder.exporters.len().max(1));
+    let oldest = walk.context.received_ms - limits.pending_max_age_ms;
     let mut outcome = WalkOutcome {
         records: Some(0),
         error: None,
     };
-    let Some(state) = decoder.exporters.get_mut(&walk.key) else {
+    let NetflowDecoder {
+        exporters,
+        template_total,
+        ..
+    } = decoder;
+    let Some(state) = exporters.get_mut(&walk.key) else {
         outcome.records = None;
         return outcome;
     };
+    state.last_seen_ms = state.last_seen_ms.max(walk.context.received_ms);
     state.expire_pending(oldest);
     let mut dirty = false;
     let mut templates_changed = false;
@@ -390,9 +478,40 @@ fn walk_sets(
                         if unchanged {
                             continue;
                         }
+                        let new = !state.templates.contains_key(&id);
+                        let refused = if definition.fields.len() > limits.max_template_fields {
+                            Some(format!(
+                                "{} fields, more than the {} a template may have",
+                                definition.fields.len(),
+                                limits.max_template_fields
+                            ))
+                        } else if new && state.templates.len() >= limits.max_templates_per_exporter
+                        {
+                            Some(format!(
+                                "the exporter holds {} templates already, the most one may",
+                                limits.max_templates_per_exporter
+                            ))
+                        } else if new && *template_total >= limits.max_templates_total {
+                            Some(format!(
+                                "the collector holds {} templates already, the most it keeps",
+                                limits.max_templates_total
+                            ))
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = refused {
+                            let error = DecodeError::invalid(
+                                "template",
+                                format!("template {id} refused: {reason}"),
+                            );
+                            note(state, &mut outcome.error, error);
+                            continue;
+                        }
                         match CompiledTemplate::compile(definition) {
                             Ok(template) => {
-                                state.templates.insert(id, template);
+                                if state.templates.insert(id, template).is_none() {
+                                    *template_total += 1;
+                                }
                                 templates_changed = true;
                                 dirty = true;
                             }
@@ -406,13 +525,18 @@ fn walk_sets(
                         }
                     }
                     TemplateItem::Withdraw(id) => {
-                        dirty |= state.templates.remove(&id).is_some();
+                        if state.templates.remove(&id).is_some() {
+                            *template_total = template_total.saturating_sub(1);
+                            dirty = true;
+                        }
                     }
                     TemplateItem::WithdrawAll { options } => {
                         let before = state.templates.len();
                         state
                             .templates
                             .retain(|_, template| template.is_options() != options);
+                        *template_total =
+                            template_total.saturating_sub(before - state.templates.len());
                         dirty |= state.templates.len() != before;
                     }
                 }

@@ -41,7 +41,7 @@ pub(super) fn decode(
     };
     // Engine type and engine id tell apart the exporters of one address.
     let key = decoder.key(source, FlowProtocol::NetflowV5, u32::from(engine));
-    let Some(state) = decoder.state(key) else {
+    let Some(state) = decoder.state_at(key, Some(received_ms)) else {
         return Err(super::too_many_exporters(decoder.options.max_exporters));
     };
     state.counters.datagrams += 1;

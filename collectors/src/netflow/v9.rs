@@ -32,7 +32,7 @@ pub(super) fn decode(
         return decoder.reject(key, error);
     };
     let key = decoder.key(source, FlowProtocol::NetflowV9, source_id);
-    let Some(state) = decoder.state(key) else {
+    let Some(state) = decoder.state_at(key, Some(received_ms)) else {
         return Err(super::too_many_exporters(decoder.options.max_exporters));
     };
     state.counters.datagrams += 1;
