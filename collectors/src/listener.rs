@@ -478,53 +478,136 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Keeps each shard's latest template snapshot and writes them, merged, to
-/// the template file.
+/// Keeps each shard's latest template snapshot; one writer thread writes
+/// them, merged, to the template file, at most once per
+/// [`PERSIST_INTERVAL`] (a flood of templates costs one write per interval,
+/// off the shards' path), and once more when the collector stops.
 struct TemplatePersister {
     path: PathBuf,
-    snapshots: Mutex<BTreeMap<usize, TemplateSnapshot>>,
+    state: Arc<(Mutex<PersistState>, std::sync::Condvar)>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+#[derive(Default)]
+struct PersistState {
+    snapshots: BTreeMap<usize, TemplateSnapshot>,
+    dirty: bool,
+    stop: bool,
+}
+
+/// Shortest time between two writes of the template file.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
 impl TemplatePersister {
     fn new(path: PathBuf) -> TemplatePersister {
+        let state: Arc<(Mutex<PersistState>, std::sync::Condvar)> = Arc::default();
+        let shared = Arc::clone(&state);
+        let target = path.clone();
+        let writer = std::thread::Builder::new()
+            .name("template-writer".into())
+            .spawn(move || write_loop(&target, &shared))
+            .ok();
         TemplatePersister {
             path,
-            snapshots: Mutex::new(BTreeMap::new()),
+            state,
+            writer: Mutex::new(writer),
         }
     }
 
+    /// A shard's templates changed: the writer will save them.
     fn update(&self, shard: usize, snapshot: TemplateSnapshot) {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(shard, snapshot);
-        self.save();
+        let (lock, wake) = &*self.state;
+        let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        state.snapshots.insert(shard, snapshot);
+        state.dirty = true;
+        wake.notify_one();
     }
 
+    /// The collector stops: write what is pending and end the writer.
     fn save(&self) {
-        let merged = {
-            let snapshots = self
-                .snapshots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if snapshots.is_empty() {
-                return;
+        let (lock, wake) = &*self.state;
+        lock.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        wake.notify_one();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match writer {
+            Some(writer) => {
+                let _ = writer.join();
             }
-            let mut exporters: Vec<_> = snapshots
-                .values()
-                .flat_map(|snapshot| snapshot.exporters.iter().cloned())
-                .collect();
-            exporters.sort_by_key(|exporter| exporter.key);
-            exporters.dedup_by_key(|exporter| exporter.key);
-            TemplateSnapshot { exporters }
-        };
-        if let Err(error) = save_templates(&self.path, &merged) {
-            tracing::warn!(path = %self.path.display(), %error, "cannot save templates");
+            // No writer thread (it could not start): write here.
+            None => {
+                let merged = merged(&lock.lock().unwrap_or_else(PoisonError::into_inner));
+                if let Some(merged) = merged
+                    && let Err(error) = save_templates(&self.path, &merged)
+                {
+                    tracing::warn!(path = %self.path.display(), %error, "cannot save templates");
+                }
+            }
         }
     }
 }
 
-/// Reads a template file; a missing file is an empty snapshot.
+/// Every shard's templates as one snapshot (`None` before any shard had
+/// templates).
+fn merged(state: &PersistState) -> Option<TemplateSnapshot> {
+    if state.snapshots.is_empty() {
+        return None;
+    }
+    let mut exporters: Vec<_> = state
+        .snapshots
+        .values()
+        .flat_map(|snapshot| snapshot.exporters.iter().cloned())
+        .collect();
+    exporters.sort_by_key(|exporter| exporter.key);
+    exporters.dedup_by_key(|exporter| exporter.key);
+    Some(TemplateSnapshot { exporters })
+}
+
+fn write_loop(path: &Path, state: &(Mutex<PersistState>, std::sync::Condvar)) {
+    let (lock, wake) = state;
+    let mut last_write: Option<std::time::Instant> = None;
+    loop {
+        let snapshot = {
+            let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while !guard.dirty && !guard.stop {
+                guard = wake.wait(guard).unwrap_or_else(PoisonError::into_inner);
+            }
+            if !guard.stop
+                && let Some(last) = last_write
+                && last.elapsed() < PERSIST_INTERVAL
+            {
+                let wait = PERSIST_INTERVAL - last.elapsed();
+                drop(guard);
+                std::thread::sleep(wait.min(Duration::from_millis(500)));
+                continue;
+            }
+            let stop = guard.stop;
+            let dirty = std::mem::take(&mut guard.dirty);
+            let snapshot = if dirty { merged(&guard) } else { None };
+            if stop && snapshot.is_none() {
+                return;
+            }
+            (snapshot, stop)
+        };
+        if let Some(merged) = &snapshot.0
+            && let Err(error) = save_templates(path, merged)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot save templates");
+        }
+        last_write = Some(std::time::Instant::now());
+        if snapshot.1 {
+            return;
+        }
+    }
+}
+
+/// Reads a template file; a missing file is an empty snapshot. A file that
+/// does not parse is set aside (renamed `*.corrupt-{unix ms}`, kept for a
+/// look) with a warning, and the collector starts without templates
+/// rather than not at all.
 pub fn load_templates(path: &Path) -> Result<TemplateSnapshot, ListenError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -538,27 +621,87 @@ pub fn load_templates(path: &Path) -> Result<TemplateSnapshot, ListenError> {
             });
         }
     };
-    serde_json::from_str(&text).map_err(|error| ListenError::TemplateFile {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
-    })
+    match serde_json::from_str(&text) {
+        Ok(snapshot) => Ok(snapshot),
+        Err(error) => {
+            let aside = path.with_extension(format!("json.corrupt-{}", now_ms()));
+            match std::fs::rename(path, &aside) {
+                Ok(()) => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    moved_to = %aside.display(),
+                    "template file does not parse: set aside, starting without saved templates"
+                ),
+                Err(rename) => {
+                    return Err(ListenError::TemplateFile {
+                        path: path.to_path_buf(),
+                        reason: format!("{error}; and it cannot be set aside: {rename}"),
+                    });
+                }
+            }
+            Ok(TemplateSnapshot::default())
+        }
+    }
 }
 
-/// Writes a template file whole or not at all: to a temporary name in the
-/// same directory, synced, then renamed over the old one.
+/// Writes a template file whole or not at all: to a temporary name of this
+/// process in the same directory, synced, renamed over the old one, and the
+/// directory synced so the rename itself survives a crash.
 pub fn save_templates(path: &Path, snapshot: &TemplateSnapshot) -> std::io::Result<()> {
     use std::io::Write;
     let text = serde_json::to_vec_pretty(snapshot).map_err(std::io::Error::other)?;
-    let temporary = path.with_extension("json.tmp");
+    let temporary = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let mut file = std::fs::File::create(&temporary)?;
     file.write_all(&text)?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    if let Some(directory) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_template_file_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector-templates.json");
+        std::fs::write(&path, "{\"exporters\": [tru").expect("write");
+        let loaded = load_templates(&path).expect("not fatal");
+        assert_eq!(loaded, TemplateSnapshot::default());
+        assert!(!path.exists());
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            aside
+                .iter()
+                .any(|n| n.starts_with("collector-templates.json.corrupt-")),
+            "{aside:?}"
+        );
+    }
+
+    #[test]
+    fn the_writer_saves_once_per_interval_and_at_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.json");
+        let persister = TemplatePersister::new(path.clone());
+        for shard in 0..1000 {
+            persister.update(shard % 4, TemplateSnapshot::default());
+        }
+        persister.save();
+        assert_eq!(
+            load_templates(&path).expect("written"),
+            TemplateSnapshot::default()
+        );
+        let leftovers = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(leftovers, 1, "no temporary file left");
+    }
 
     #[test]
     fn kernel_drops_are_read_from_the_drops_column() {
