@@ -62,6 +62,39 @@ pub struct ControllerConfig {
     pub southbound: SouthboundConfig,
     /// Telemetry-driven re-planning.
     pub closed_loop: ClosedLoopConfig,
+    /// Limits of the gRPC API.
+    pub api: ApiLimits,
+}
+
+/// What one client can take of the gRPC server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    /// Concurrent HTTP/2 streams (calls, watches included) per connection.
+    pub max_concurrent_streams: u32,
+    /// Requests handled at once per connection (the rest wait).
+    pub concurrency_per_connection: usize,
+    /// Longest time a unary call may take (watch streams are not cut).
+    pub request_timeout_ms: u64,
+    /// Largest request message, bytes.
+    pub max_message_bytes: usize,
+    /// HTTP/2 keepalive pings, and how long a ping may go unanswered before
+    /// the connection is closed.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+}
+
+impl Default for ApiLimits {
+    fn default() -> ApiLimits {
+        ApiLimits {
+            max_concurrent_streams: 128,
+            concurrency_per_connection: 64,
+            request_timeout_ms: 30_000,
+            max_message_bytes: 16 << 20,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// The closed loop: measured demand, forecast, re-planning policy. It runs
@@ -307,6 +340,7 @@ impl Default for ControllerConfig {
             collector: CollectorConfig::default(),
             southbound: SouthboundConfig::default(),
             closed_loop: ClosedLoopConfig::default(),
+            api: ApiLimits::default(),
         }
     }
 }
@@ -603,6 +637,31 @@ impl ControllerConfig {
             ));
         }
         self.closed_loop.check()?;
+        let api = &self.api;
+        if api.max_concurrent_streams == 0 || api.concurrency_per_connection == 0 {
+            return Err(invalid(
+                "api.max_concurrent_streams",
+                "streams and concurrency must be positive",
+            ));
+        }
+        if !(100..=3_600_000).contains(&api.request_timeout_ms) {
+            return Err(invalid(
+                "api.request_timeout_ms",
+                "must be from 100 to 3600000",
+            ));
+        }
+        if !(1024..=(1 << 30)).contains(&api.max_message_bytes) {
+            return Err(invalid(
+                "api.max_message_bytes",
+                "must be from 1 KiB to 1 GiB",
+            ));
+        }
+        if api.keepalive_interval_ms < 1000 || api.keepalive_timeout_ms < 1000 {
+            return Err(invalid(
+                "api.keepalive_interval_ms",
+                "keepalive interval and timeout must be at least 1000",
+            ));
+        }
         if self.southbound.agent_timeout_ms == 0 {
             return Err(invalid("southbound.agent_timeout_ms", "must be positive"));
         }

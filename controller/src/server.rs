@@ -316,7 +316,17 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         metrics.register_closed_loop(&loop_metrics);
     }
     let metrics = Arc::new(metrics);
-    let mut builder = Server::builder();
+    let limits = &config.api;
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .timeout(std::time::Duration::from_millis(limits.request_timeout_ms))
+        .http2_keepalive_interval(Some(std::time::Duration::from_millis(
+            limits.keepalive_interval_ms,
+        )))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_millis(
+            limits.keepalive_timeout_ms,
+        )));
     if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
         let read = |path: &std::path::PathBuf| {
             std::fs::read(path).map_err(|source| ServeError::TlsFile {
@@ -335,14 +345,30 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(TopologyServiceServer::new(TopologyApi::new(state.clone())))
-        .add_service(IntentServiceServer::new(IntentApi::new(state.clone())))
-        .add_service(PlanServiceServer::new(PlanApi::new(state.clone())))
-        .add_service(TelemetryServiceServer::new(TelemetryApi::new(
-            state.clone(),
-        )))
-        .add_service(EventServiceServer::new(EventApi::new(state.clone())))
-        .add_service(AdminServiceServer::new(AdminApi::new(state)));
+        .add_service(
+            TopologyServiceServer::new(TopologyApi::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            IntentServiceServer::new(IntentApi::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            PlanServiceServer::new(PlanApi::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            TelemetryServiceServer::new(TelemetryApi::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            EventServiceServer::new(EventApi::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(state))
+                .max_decoding_message_size(limits.max_message_bytes),
+        );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
