@@ -38,14 +38,23 @@ pub enum Scenarios {
 #[derive(Debug, Clone)]
 pub struct WindowPlanner {
     pub window: usize,
+    /// Every `stride`-th matrix of the window is a scenario (the newest
+    /// always is): a long window as a sample of its span, at a fraction of
+    /// the LP's size.
+    pub stride: usize,
     pub scenarios: Scenarios,
     seeds: BTreeMap<usize, Vec<usize>>,
 }
 
 impl WindowPlanner {
     pub fn new(window: usize, scenarios: Scenarios) -> WindowPlanner {
+        WindowPlanner::with_stride(window, 1, scenarios)
+    }
+
+    pub fn with_stride(window: usize, stride: usize, scenarios: Scenarios) -> WindowPlanner {
         WindowPlanner {
             window: window.max(1),
+            stride: stride.max(1),
             scenarios,
             seeds: BTreeMap::new(),
         }
@@ -72,6 +81,9 @@ impl WindowPlanner {
         let mut scales = Vec::new();
         let mut keys = Vec::new();
         for (k, past) in history.iter().enumerate().take(t).skip(first) {
+            if (t - 1 - k) % self.stride != 0 {
+                continue;
+            }
             let (matrix, factor) = match self.scenarios {
                 Scenarios::Raw => (past.clone(), 1.0),
                 Scenarios::Recentred { .. } => {
@@ -173,16 +185,20 @@ pub struct AiwanPlanner {
 pub const SELECTION_HISTORY: usize = 96;
 /// Scores needed before the choice moves away from the first candidate.
 const SELECTION_MINIMUM: usize = 6;
-/// The short window (recentred) and its EWMA weight; the long window (raw).
+/// The short window (recentred) and its EWMA weight; the long window (raw)
+/// and its stride (a day of 5-minute matrices as 72 scenarios: the LP's
+/// time grows faster than its scenario count, and a sample of the day's
+/// bursts serves as well as all of them).
 pub const SHORT_WINDOW: usize = 48;
 pub const SHORT_ALPHA: f64 = 0.5;
 pub const LONG_WINDOW: usize = 288;
+pub const LONG_STRIDE: usize = 4;
 
 impl Default for AiwanPlanner {
     fn default() -> Self {
         AiwanPlanner::new(vec![
             WindowPlanner::new(SHORT_WINDOW, Scenarios::Recentred { alpha: SHORT_ALPHA }),
-            WindowPlanner::new(LONG_WINDOW, Scenarios::Raw),
+            WindowPlanner::with_stride(LONG_WINDOW, LONG_STRIDE, Scenarios::Raw),
         ])
     }
 }
