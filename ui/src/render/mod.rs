@@ -6,7 +6,7 @@
 mod events;
 mod jobs;
 mod links;
-mod overlay;
+pub mod overlay;
 mod overview;
 mod plans;
 mod traffic;
