@@ -240,6 +240,7 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         .plans
         .get_plan(pb::GetPlanRequest {
             name: proposal.subject.clone(),
+            ..Default::default()
         })
         .await
         .expect("GetPlan")

@@ -136,6 +136,72 @@ async fn plans_reach_the_simulated_routers_and_a_silent_one_is_partial() {
         vec!["nodes/wan-b".to_string()],
         "{plan:?}"
     );
+    // The full view: every router's routes and push status, and the
+    // allocation of each demand with its sites.
+    let full = admin
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: plan.name.clone(),
+            view: pb::PlanView::Full as i32,
+        })
+        .await
+        .expect("full plan")
+        .into_inner();
+    let status_of = |node: &str| {
+        full.routers
+            .iter()
+            .find(|r| r.node == format!("nodes/{node}"))
+            .map(|r| r.push_status.clone())
+    };
+    assert_eq!(status_of("wan-b").as_deref(), Some("pending"), "{full:?}");
+    assert_eq!(status_of("dc1-r").as_deref(), Some("applied"), "{full:?}");
+    let sync = full
+        .allocations
+        .iter()
+        .find(|a| a.traffic_class == pb::TrafficClass::AiSync as i32)
+        .expect("the ai-sync job's demand");
+    assert_eq!(sync.src_site, "sites/dc1", "{sync:?}");
+    assert!(!sync.paths.is_empty(), "{sync:?}");
+    let placed: f64 = sync.paths.iter().map(|p| p.fraction).sum();
+    assert!((placed - 1.0).abs() < 1e-6, "{sync:?}");
+    assert!(
+        sync.paths
+            .iter()
+            .all(|p| p.nodes.first() == Some(&sync.src_node))
+    );
+    let dc1 = full
+        .routers
+        .iter()
+        .find(|r| r.node == "nodes/dc1-r")
+        .expect("dc1-r");
+    let to_dc2 = dc1
+        .routes
+        .iter()
+        .find(|r| r.destination == "nodes/dc2-r")
+        .expect("a route at dc1-r towards dc2-r");
+    let shares: f64 = to_dc2.next_hops.iter().map(|h| h.share).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{to_dc2:?}");
+    // The header alone unless asked; a view out of range is refused.
+    let basic = admin
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: plan.name.clone(),
+            view: 0,
+        })
+        .await
+        .expect("basic plan")
+        .into_inner();
+    assert!(basic.routers.is_empty() && basic.allocations.is_empty());
+    let refused = admin
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: plan.name.clone(),
+            view: 99,
+        })
+        .await
+        .expect_err("view 99");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("view"), "{refused:?}");
     // Back: brought up to date (after its backoff) without another plan.
     simulated.set_reachable("wan-b", true);
     let plan = wait_for(&mut admin, pb::PlanStatus::Applied).await;
@@ -170,6 +236,7 @@ async fn plan_status(clients: &mut Clients, version: i64) -> Option<pb::PlanStat
         .plans
         .get_plan(pb::GetPlanRequest {
             name: format!("plans/{version}"),
+            ..Default::default()
         })
         .await;
     match response {

@@ -168,6 +168,11 @@ fn the_tui_in_tmux_against_a_controller() {
     // A job: created with the form, listed, cancelled.
     tmux.keys(&["4"]);
     tmux.wait_for(&["train-llm-east", "ckpt-llm"], "jobs view");
+    // The selected job's paths in the current plan.
+    tmux.wait_for(
+        &["ckpt-llm paths in plans/", "dc2-edge → dc1-edge ai-bulk"],
+        "the job's paths",
+    );
     tmux.keys(&["n"]);
     tmux.wait_for(&["new job"], "job form");
     tmux.keys(&["t", "m", "u", "x", "-", "j", "o", "b", "Enter"]);
@@ -178,6 +183,16 @@ fn the_tui_in_tmux_against_a_controller() {
     tmux.keys(&["y"]);
     tmux.wait_for(&["cancelled jobs/tmux-job"], "job cancelled");
     tmux.wait_for(&["cancelled"], "cancelled state");
+
+    // A plan's routers: push status and what it changed.
+    tmux.keys(&["5"]);
+    tmux.wait_for(&["plans ("], "plans view");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &["by router (Esc closes)", "dc1-edge"],
+        "the plan's routers",
+    );
+    tmux.keys(&["Escape"]);
 
     // Help lists the keys.
     tmux.keys(&["?"]);

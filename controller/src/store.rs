@@ -962,6 +962,30 @@ impl Store {
         Ok(Some((allocation, state)))
     }
 
+    /// Every router's desired state under a plan (JSON) and how pushing it
+    /// went, by router name.
+    pub async fn plan_routers(
+        &self,
+        version: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node_id, state_json, push_status FROM desired_state WHERE plan_version = $1 \
+             ORDER BY node_id",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut routers = Vec::with_capacity(rows.len());
+        for row in &rows {
+            routers.push((
+                row.try_get("node_id")?,
+                row.try_get("state_json")?,
+                row.try_get("push_status")?,
+            ));
+        }
+        Ok(routers)
+    }
+
     /// Routers that have not confirmed a plan yet.
     pub async fn pending_nodes(&self, version: i64) -> Result<Vec<String>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(

@@ -81,7 +81,7 @@ impl WindowPlanner {
         let mut scales = Vec::new();
         let mut keys = Vec::new();
         for (k, past) in history.iter().enumerate().take(t).skip(first) {
-            if (t - 1 - k) % self.stride != 0 {
+            if !(t - 1 - k).is_multiple_of(self.stride) {
                 continue;
             }
             let (matrix, factor) = match self.scenarios {

@@ -112,6 +112,8 @@ pub enum Command {
     ApplyPlan,
     ApprovePlan(String),
     RollbackPlan(String),
+    /// Fetch a plan's routes and the plan before it, for the diff.
+    InspectPlan(i64),
 }
 
 /// A change that waits for `y`.
@@ -299,6 +301,28 @@ impl App {
         *slot = next as usize;
     }
 
+    /// Moves the selection; with a plan's detail open, asks for the newly
+    /// selected plan's routes.
+    fn move_by(&mut self, snapshot: &Snapshot, delta: isize) -> Outcome {
+        let before = self.selected();
+        self.select(snapshot, delta);
+        if self.selected() == before {
+            return Outcome::Nothing;
+        }
+        self.inspect(snapshot)
+    }
+
+    /// In the plans view with the detail open: fetch the selected plan.
+    fn inspect(&self, snapshot: &Snapshot) -> Outcome {
+        if self.view != View::Plans || !self.detail {
+            return Outcome::Nothing;
+        }
+        match plan_rows(snapshot, self).get(self.selected()) {
+            Some(plan) => Outcome::Command(Command::InspectPlan(plan.version)),
+            None => Outcome::Nothing,
+        }
+    }
+
     pub fn filter(&self) -> &str {
         &self.filter[self.view.index()]
     }
@@ -362,18 +386,21 @@ impl App {
                     View::ALL[(self.view.index() + View::ALL.len() - 1) % View::ALL.len()],
                 );
             }
-            Key::Up | Key::Char('k') => self.select(snapshot, -1),
-            Key::Down | Key::Char('j') => self.select(snapshot, 1),
-            Key::PageUp => self.select(snapshot, -10),
-            Key::PageDown => self.select(snapshot, 10),
-            Key::Home | Key::Char('g') => self.select(snapshot, isize::MIN / 2),
-            Key::End | Key::Char('G') => self.select(snapshot, isize::MAX / 2),
+            Key::Up | Key::Char('k') => return self.move_by(snapshot, -1),
+            Key::Down | Key::Char('j') => return self.move_by(snapshot, 1),
+            Key::PageUp => return self.move_by(snapshot, -10),
+            Key::PageDown => return self.move_by(snapshot, 10),
+            Key::Home | Key::Char('g') => return self.move_by(snapshot, isize::MIN / 2),
+            Key::End | Key::Char('G') => return self.move_by(snapshot, isize::MAX / 2),
             Key::Char('/') => self.filtering = true,
             Key::Esc => {
                 self.detail = false;
                 self.filter[self.view.index()].clear();
             }
-            Key::Enter => self.detail = !self.detail,
+            Key::Enter => {
+                self.detail = !self.detail;
+                return self.inspect(snapshot);
+            }
             Key::Char('s') if self.view == View::Links => {
                 self.link_sort = (self.link_sort + 1) % LINK_SORTS.len();
             }

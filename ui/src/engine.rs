@@ -25,8 +25,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::app::{Command, JobForm, View};
 use crate::snapshot::{
-    ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix, PlanRow, Snapshot,
-    Tone,
+    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix,
+    PlanDetail, PlanRow, RouterRow, Snapshot, Tone,
 };
 
 /// The snapshot as the engine and the renderer share it.
@@ -289,6 +289,14 @@ async fn session(
                 if let Command::Show(shown) = command {
                     *view = shown;
                     poll_view(&mut clients, shared, shown, ticks).await?;
+                } else if let Command::InspectPlan(version) = command {
+                    // The plan and the one before it, for the diff: an
+                    // operator's key press, not idle load.
+                    for wanted in [version, version - 1] {
+                        if wanted > 0 && (wanted == version || !has_detail(shared, wanted)) {
+                            load_plan_detail(&mut clients, shared, wanted).await?;
+                        }
+                    }
                 } else {
                     execute(&mut clients, shared, command).await?;
                 }
@@ -328,8 +336,116 @@ async fn poll_view(
         View::Traffic if tick % 10 == 5 => load_flows(clients, shared).await,
         View::Traffic if tick.is_multiple_of(2) => load_matrix(clients, shared).await,
         View::Jobs if tick.is_multiple_of(2) => load_jobs(clients, shared).await,
-        View::Plans if tick.is_multiple_of(5) => load_plans(clients, shared).await,
+        // The current plan's paths (jobs) and push status (plans), when
+        // the plan changed or its detail is older than five seconds.
+        View::Jobs | View::Plans if !tick.is_multiple_of(5) => {
+            let current = {
+                let snapshot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                snapshot
+                    .current_plan
+                    .as_ref()
+                    .map(|p| p.version)
+                    .filter(|v| {
+                        snapshot
+                            .plan_details
+                            .get(v)
+                            .is_none_or(|d| now_ms() - d.fetched_ms >= DETAIL_REFRESH_MS)
+                    })
+            };
+            match current {
+                Some(version) => load_plan_detail(clients, shared, version).await,
+                None => Ok(()),
+            }
+        }
+        View::Plans => load_plans(clients, shared).await,
         _ => Ok(()),
+    }
+}
+
+/// How old the current plan's detail may grow before it is fetched again
+/// (its push status changes; its routes do not).
+const DETAIL_REFRESH_MS: i64 = 5_000;
+
+fn has_detail(shared: &Shared, version: i64) -> bool {
+    shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .plan_details
+        .contains_key(&version)
+}
+
+/// A plan's routes, allocations and push status (`PLAN_VIEW_FULL`).
+async fn load_plan_detail(
+    clients: &mut Clients,
+    shared: &Shared,
+    version: i64,
+) -> Result<(), String> {
+    counted(shared);
+    let answer = match clients
+        .plans
+        .get_plan(pb::GetPlanRequest {
+            name: format!("plans/{version}"),
+            view: pb::PlanView::Full as i32,
+        })
+        .await
+    {
+        Ok(answer) => answer.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),
+        Err(status) => return session_error(status),
+    };
+    let detail = plan_detail(version, &answer);
+    update(shared, |s| s.keep_plan_detail(detail));
+    Ok(())
+}
+
+fn plan_detail(version: i64, answer: &pb::GetPlanResponse) -> PlanDetail {
+    let node = |name: &str| name.trim_start_matches("nodes/").to_string();
+    let site = |name: &str| name.trim_start_matches("sites/").to_string();
+    PlanDetail {
+        version,
+        allocations: answer
+            .allocations
+            .iter()
+            .map(|a| AllocationRow {
+                src_node: node(&a.src_node),
+                dst_node: node(&a.dst_node),
+                src_site: site(&a.src_site),
+                dst_site: site(&a.dst_site),
+                class: class_name(a.traffic_class).to_string(),
+                rate_bps: a.rate_bps,
+                paths: a
+                    .paths
+                    .iter()
+                    .map(|p| (p.nodes.iter().map(|n| node(n)).collect(), p.fraction))
+                    .collect(),
+                pinned: a.pinned,
+            })
+            .collect(),
+        routers: answer
+            .routers
+            .iter()
+            .map(|r| RouterRow {
+                node: node(&r.node),
+                push_status: r.push_status.clone(),
+                routes: r
+                    .routes
+                    .iter()
+                    .map(|route| {
+                        (
+                            node(&route.destination),
+                            route
+                                .next_hops
+                                .iter()
+                                .map(|h| (node(&h.node), h.share))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                pins: r.pins,
+                rate_limits: r.rate_limits,
+            })
+            .collect(),
+        fetched_ms: now_ms(),
     }
 }
 
@@ -798,7 +914,7 @@ fn job_of(form: &JobForm) -> Result<pb::Job, String> {
 async fn execute(clients: &mut Clients, shared: &Shared, command: Command) -> Result<(), String> {
     counted(shared);
     let (what, result): (String, Result<String, tonic::Status>) = match command {
-        Command::Show(_) => return Ok(()),
+        Command::Show(_) | Command::InspectPlan(_) => return Ok(()),
         Command::CreateJob(form) => {
             let job = match job_of(&form) {
                 Ok(job) => job,

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::snapshot::{
-    ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix, PlanRow, Snapshot,
+    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix,
+    PlanDetail, PlanRow, RouterRow, Snapshot,
 };
 
 /// The clock the fixtures are drawn at (2026-12-03 12:00:00 UTC).
@@ -62,6 +63,144 @@ fn plan(version: i64, status: &str, trigger: &str, mlu: f64, reason: &str) -> Pl
         predicted_after: (trigger != "operator").then_some(mlu),
         routes_changed: (trigger != "operator").then_some(13),
     }
+}
+
+/// A router's routes: (destination, [(next hop, share)]).
+fn router(node: &str, status: &str, routes: &[(&str, &[(&str, f64)])]) -> RouterRow {
+    RouterRow {
+        node: node.into(),
+        push_status: status.into(),
+        routes: routes
+            .iter()
+            .map(|(destination, hops)| {
+                (
+                    destination.to_string(),
+                    hops.iter()
+                        .map(|(hop, share)| (hop.to_string(), *share))
+                        .collect(),
+                )
+            })
+            .collect(),
+        pins: 0,
+        rate_limits: 0,
+    }
+}
+
+fn allocation(class: &str, rate: f64, paths: &[(&[&str], f64)]) -> AllocationRow {
+    let first = paths.first().map(|p| p.0).unwrap_or_default();
+    let src = first.first().copied().unwrap_or_default();
+    let dst = first.last().copied().unwrap_or_default();
+    let site = |node: &str| node.trim_end_matches("-edge").to_string();
+    AllocationRow {
+        src_node: src.into(),
+        dst_node: dst.into(),
+        src_site: site(src),
+        dst_site: site(dst),
+        class: class.into(),
+        rate_bps: rate,
+        paths: paths
+            .iter()
+            .map(|(nodes, share)| (nodes.iter().map(|n| n.to_string()).collect(), *share))
+            .collect(),
+        pinned: class == "ai-sync",
+    }
+}
+
+/// The current plan (2, most of the training job on the east path) and
+/// the proposal (3, moving it south and north), as the plans view and the
+/// jobs view see them.
+fn demo_plan_details() -> BTreeMap<i64, PlanDetail> {
+    let current = PlanDetail {
+        version: 2,
+        allocations: vec![
+            allocation(
+                "ai-sync",
+                17.5e9,
+                &[
+                    (&["dc1-edge", "wan-east", "dc2-edge"], 0.7),
+                    (&["dc1-edge", "wan-south", "dc2-edge"], 0.3),
+                ],
+            ),
+            allocation(
+                "ai-bulk",
+                4.1e9,
+                &[(&["dc2-edge", "wan-north", "dc1-edge"], 1.0)],
+            ),
+        ],
+        routers: vec![
+            router(
+                "dc1-edge",
+                "applied",
+                &[("dc2-edge", &[("wan-east", 0.7), ("wan-south", 0.3)])],
+            ),
+            router(
+                "dc2-edge",
+                "applied",
+                &[("dc1-edge", &[("wan-east", 0.6), ("wan-north", 0.4)])],
+            ),
+            router(
+                "wan-east",
+                "applied",
+                &[
+                    ("dc1-edge", &[("dc1-edge", 1.0)]),
+                    ("dc2-edge", &[("dc2-edge", 1.0)]),
+                ],
+            ),
+            router(
+                "wan-north",
+                "applied",
+                &[("dc1-edge", &[("dc1-edge", 1.0)])],
+            ),
+            router(
+                "wan-south",
+                "applied",
+                &[("dc2-edge", &[("dc2-edge", 1.0)])],
+            ),
+        ],
+        fetched_ms: NOW_MS,
+    };
+    let proposal = PlanDetail {
+        version: 3,
+        allocations: Vec::new(),
+        routers: vec![
+            router(
+                "dc1-edge",
+                "pending",
+                &[(
+                    "dc2-edge",
+                    &[("wan-east", 0.2), ("wan-south", 0.5), ("wan-north", 0.3)],
+                )],
+            ),
+            router(
+                "dc2-edge",
+                "pending",
+                &[("dc1-edge", &[("wan-east", 0.3), ("wan-north", 0.7)])],
+            ),
+            router(
+                "wan-east",
+                "pending",
+                &[
+                    ("dc1-edge", &[("dc1-edge", 1.0)]),
+                    ("dc2-edge", &[("dc2-edge", 1.0)]),
+                ],
+            ),
+            router(
+                "wan-north",
+                "pending",
+                &[
+                    ("dc1-edge", &[("dc1-edge", 1.0)]),
+                    ("dc2-edge", &[("dc2-edge", 1.0)]),
+                ],
+            ),
+            router(
+                "wan-south",
+                "pending",
+                &[("dc2-edge", &[("dc2-edge", 1.0)])],
+            ),
+        ],
+        fetched_ms: NOW_MS,
+    };
+    [(2, current), (3, proposal)].into_iter().collect()
 }
 
 /// The demo network while the training job's bursts congest the east path
@@ -224,6 +363,7 @@ pub fn demo() -> Snapshot {
         current_plan: Some(current),
         proposal: Some(proposal),
         plans,
+        plan_details: demo_plan_details(),
         jobs,
         events,
         matrix: Some(Matrix {

@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 pub const MAX_EVENTS: usize = 2000;
 /// Points of utilisation history kept per link.
 pub const MAX_HISTORY: usize = 600;
+/// Plans whose routes and allocations are kept (the current one, the one
+/// being looked at and the ones they are compared with).
+pub const MAX_PLAN_DETAILS: usize = 8;
 
 /// How the engine stands with the controller.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -105,6 +108,143 @@ pub struct PlanRow {
     pub routes_changed: Option<i32>,
 }
 
+/// How a plan places one node-to-node demand of one class.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AllocationRow {
+    pub src_node: String,
+    pub dst_node: String,
+    /// Empty for a node between sites.
+    pub src_site: String,
+    pub dst_site: String,
+    pub class: String,
+    pub rate_bps: f64,
+    /// Each path's nodes (source first) and its share of the demand.
+    pub paths: Vec<(Vec<String>, f64)>,
+    pub pinned: bool,
+}
+
+/// What a plan asks of one router.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouterRow {
+    pub node: String,
+    /// `applied`, `pending` or `failed`.
+    pub push_status: String,
+    /// Destination node -> next hop node -> share of the traffic.
+    pub routes: BTreeMap<String, BTreeMap<String, f64>>,
+    pub pins: i32,
+    pub rate_limits: i32,
+}
+
+/// A plan's allocations and routers (fetched for the views that show
+/// them; a plan's routes never change, its push status does).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlanDetail {
+    pub version: i64,
+    pub allocations: Vec<AllocationRow>,
+    pub routers: Vec<RouterRow>,
+    pub fetched_ms: i64,
+}
+
+/// One router's part of the difference between two plans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterDiff {
+    pub node: String,
+    pub push_status: String,
+    /// One entry per destination whose next hops moved, e.g.
+    /// `dc2-edge: wan-a 100%→40%, wan-b +60%`.
+    pub changes: Vec<String>,
+}
+
+/// Shares closer than this are the same (rounding of the plan's weights).
+const SHARE_EPSILON: f64 = 0.005;
+
+/// Per router of `new`, what changed against `old` (every route is new
+/// when there is no `old`); routers `old` had and `new` does not are
+/// listed as losing their routes.
+pub fn plan_diff(new: &PlanDetail, old: Option<&PlanDetail>) -> Vec<RouterDiff> {
+    let empty = BTreeMap::new();
+    let before = |node: &str| {
+        old.and_then(|o| o.routers.iter().find(|r| r.node == node))
+            .map_or(&empty, |r| &r.routes)
+    };
+    let percent = |share: f64| format!("{:.0}%", share * 100.0);
+    let mut diffs = Vec::new();
+    for router in &new.routers {
+        let was = before(&router.node);
+        let mut changes = Vec::new();
+        let destinations: std::collections::BTreeSet<&String> =
+            router.routes.keys().chain(was.keys()).collect();
+        for destination in destinations {
+            let now_hops = router.routes.get(destination);
+            let was_hops = was.get(destination);
+            let hops: std::collections::BTreeSet<&String> = now_hops
+                .into_iter()
+                .flat_map(|h| h.keys())
+                .chain(was_hops.into_iter().flat_map(|h| h.keys()))
+                .collect();
+            let mut moved = Vec::new();
+            for hop in hops {
+                let a = was_hops.and_then(|h| h.get(hop)).copied();
+                let b = now_hops.and_then(|h| h.get(hop)).copied();
+                match (a, b) {
+                    (Some(a), Some(b)) if (a - b).abs() >= SHARE_EPSILON => {
+                        moved.push(format!("{hop} {}→{}", percent(a), percent(b)));
+                    }
+                    (None, Some(b)) => moved.push(format!("{hop} +{}", percent(b))),
+                    (Some(a), None) => moved.push(format!("{hop} -{}", percent(a))),
+                    _ => {}
+                }
+            }
+            if now_hops.is_none() {
+                changes.push(format!("{destination}: route removed"));
+            } else if !moved.is_empty() {
+                changes.push(format!("{destination}: {}", moved.join(", ")));
+            }
+        }
+        diffs.push(RouterDiff {
+            node: router.node.clone(),
+            push_status: router.push_status.clone(),
+            changes,
+        });
+    }
+    if let Some(old) = old {
+        for router in &old.routers {
+            if !new.routers.iter().any(|r| r.node == router.node) && !router.routes.is_empty() {
+                diffs.push(RouterDiff {
+                    node: router.node.clone(),
+                    push_status: String::new(),
+                    changes: router
+                        .routes
+                        .keys()
+                        .map(|d| format!("{d}: route removed"))
+                        .collect(),
+                });
+            }
+        }
+    }
+    diffs
+}
+
+/// The current plan's paths for a job: its class's demands between its
+/// sites (the plan places classes per node pair, not jobs one by one).
+pub fn job_paths<'a>(snapshot: &'a Snapshot, job: &JobRow) -> Vec<&'a AllocationRow> {
+    let Some(current) = &snapshot.current_plan else {
+        return Vec::new();
+    };
+    let Some(detail) = snapshot.plan_details.get(&current.version) else {
+        return Vec::new();
+    };
+    detail
+        .allocations
+        .iter()
+        .filter(|a| {
+            a.class == job.class
+                && job.sources.contains(&a.src_site)
+                && job.destinations.contains(&a.dst_site)
+        })
+        .collect()
+}
+
 /// An AI job.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobRow {
@@ -183,6 +323,9 @@ pub struct Snapshot {
     /// The newest proposal waiting for an operator.
     pub proposal: Option<PlanRow>,
     pub plans: Vec<PlanRow>,
+    /// Routes and allocations of some plans, by version (at most
+    /// [`MAX_PLAN_DETAILS`]).
+    pub plan_details: BTreeMap<i64, PlanDetail>,
     pub jobs: Vec<JobRow>,
     pub events: VecDeque<EventRow>,
     pub matrix: Option<Matrix>,
@@ -210,6 +353,24 @@ impl Snapshot {
             self.events.pop_front();
         }
         self.events.push_back(event);
+    }
+
+    /// Keeps a plan's detail, forgetting the oldest beyond
+    /// [`MAX_PLAN_DETAILS`] (never the current plan's).
+    pub fn keep_plan_detail(&mut self, detail: PlanDetail) {
+        self.plan_details.insert(detail.version, detail);
+        let current = self.current_plan.as_ref().map(|p| p.version);
+        while self.plan_details.len() > MAX_PLAN_DETAILS {
+            let Some(oldest) = self
+                .plan_details
+                .keys()
+                .copied()
+                .find(|v| Some(*v) != current)
+            else {
+                break;
+            };
+            self.plan_details.remove(&oldest);
+        }
     }
 
     /// Records a link's utilisation for an interval.
@@ -275,5 +436,83 @@ impl Snapshot {
             }
         }
         alarms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (router, destination, [(next hop, share)]).
+    type Route<'a> = (&'a str, &'a str, &'a [(&'a str, f64)]);
+
+    fn detail(version: i64, routes: &[Route]) -> PlanDetail {
+        let mut routers: BTreeMap<String, RouterRow> = BTreeMap::new();
+        for (node, destination, hops) in routes {
+            let router = routers
+                .entry(node.to_string())
+                .or_insert_with(|| RouterRow {
+                    node: node.to_string(),
+                    push_status: "applied".into(),
+                    ..RouterRow::default()
+                });
+            router.routes.insert(
+                destination.to_string(),
+                hops.iter().map(|(h, s)| (h.to_string(), *s)).collect(),
+            );
+        }
+        PlanDetail {
+            version,
+            routers: routers.into_values().collect(),
+            ..PlanDetail::default()
+        }
+    }
+
+    #[test]
+    fn the_diff_names_moved_added_and_removed_routes() {
+        let old = detail(
+            1,
+            &[
+                ("a", "z", &[("b", 0.5), ("c", 0.5)]),
+                ("a", "y", &[("b", 1.0)]),
+                ("gone", "z", &[("z", 1.0)]),
+            ],
+        );
+        let new = detail(
+            2,
+            &[
+                ("a", "z", &[("b", 0.502), ("c", 0.498)]),
+                ("a", "x", &[("c", 1.0)]),
+            ],
+        );
+        let diffs = plan_diff(&new, Some(&old));
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        // Rounding is not a change; a new and a removed destination are.
+        assert_eq!(diffs[0].changes, ["x: c +100%", "y: route removed"]);
+        assert_eq!(diffs[1].node, "gone");
+        assert_eq!(diffs[1].changes, ["z: route removed"]);
+        // Without an earlier plan every route is new.
+        assert_eq!(plan_diff(&new, None)[0].changes.len(), 2);
+    }
+
+    #[test]
+    fn plan_details_are_bounded_and_keep_the_current_one() {
+        let mut snapshot = Snapshot {
+            current_plan: Some(PlanRow {
+                version: 1,
+                ..PlanRow::default()
+            }),
+            ..Snapshot::default()
+        };
+        for version in 1..=(MAX_PLAN_DETAILS as i64 + 5) {
+            snapshot.keep_plan_detail(detail(version, &[]));
+        }
+        assert_eq!(snapshot.plan_details.len(), MAX_PLAN_DETAILS);
+        assert!(snapshot.plan_details.contains_key(&1));
+        assert!(
+            snapshot
+                .plan_details
+                .contains_key(&(MAX_PLAN_DETAILS as i64 + 5))
+        );
     }
 }

@@ -76,6 +76,14 @@ fn drill_downs_and_overlays() {
     links.detail = true;
     check("links-chart-200x50", &screen(&snapshot, &links, 200, 50));
     check("links-chart-80x24", &screen(&snapshot, &links, 80, 24));
+    // Enter on the proposal: its routers against the current plan.
+    let mut plans = app_for(View::Plans);
+    assert_eq!(
+        plans.handle(Key::Enter, &snapshot),
+        aiwan_ui::app::Outcome::Command(aiwan_ui::app::Command::InspectPlan(3))
+    );
+    check("plans-diff-200x50", &screen(&snapshot, &plans, 200, 50));
+    check("plans-diff-80x24", &screen(&snapshot, &plans, 80, 24));
     let mut help = app_for(View::Overview);
     help.handle(Key::Char('?'), &snapshot);
     check("help-80x24", &screen(&snapshot, &help, 80, 24));

@@ -289,8 +289,12 @@ impl PlanService for PlanApi {
         &self,
         request: Request<pb::GetPlanRequest>,
     ) -> Result<Response<pb::GetPlanResponse>, Status> {
-        let name = request.into_inner().name;
+        let request = request.into_inner();
+        let name = request.name;
         let version = plan_version("name", &name)?;
+        let view = pb::PlanView::try_from(request.view).map_err(|_| {
+            Status::invalid_argument(format!("view: {} is not a PlanView", request.view))
+        })?;
         let plan = self
             .state
             .store
@@ -298,9 +302,43 @@ impl PlanService for PlanApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
-        Ok(Response::new(pb::GetPlanResponse {
+        let mut response = pb::GetPlanResponse {
             plan: Some(plan_with_pending(&self.state, &plan).await?),
-        }))
+            ..Default::default()
+        };
+        if view == pb::PlanView::Full {
+            let (allocation, _) = self
+                .state
+                .store
+                .plan_content(version)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| Status::not_found(format!("{name} not found")))?;
+            let topology = self
+                .state
+                .store
+                .load_topology()
+                .await
+                .map_err(store_status)?;
+            let site_of: std::collections::HashMap<&str, &str> = topology
+                .topology
+                .nodes
+                .iter()
+                .filter_map(|n| Some((n.id.as_str(), n.site.as_deref()?)))
+                .collect();
+            response.allocations = allocations_to_pb(&allocation, &site_of);
+            let routers = self
+                .state
+                .store
+                .plan_routers(version)
+                .await
+                .map_err(store_status)?;
+            response.routers = routers
+                .iter()
+                .map(|(node, state, status)| router_plan_to_pb(node, state, status))
+                .collect();
+        }
+        Ok(Response::new(response))
     }
 
     async fn list_plans(
@@ -594,5 +632,97 @@ impl PlanService for PlanApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// The stored allocation (`planning::ComputedPlan::allocation`) as the
+/// API's demands. Entries that do not read as one are left out: the
+/// allocation is aiwan's own record, so that would be a bug, not input.
+fn allocations_to_pb(
+    allocation: &str,
+    site_of: &std::collections::HashMap<&str, &str>,
+) -> Vec<pb::DemandAllocation> {
+    let Ok(serde_json::Value::Array(entries)) = serde_json::from_str(allocation) else {
+        return Vec::new();
+    };
+    let site = |node: &str| {
+        site_of
+            .get(node)
+            .map(|s| format!("sites/{s}"))
+            .unwrap_or_default()
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let src = entry["src"].as_str()?;
+            let dst = entry["dst"].as_str()?;
+            let class = match crate::model::TrafficClass::parse(entry["class"].as_str()?)? {
+                crate::model::TrafficClass::AiSync => pb::TrafficClass::AiSync,
+                crate::model::TrafficClass::AiBulk => pb::TrafficClass::AiBulk,
+                crate::model::TrafficClass::BestEffort => pb::TrafficClass::BestEffort,
+            };
+            let paths = entry["paths"]
+                .as_array()?
+                .iter()
+                .filter_map(|path| {
+                    Some(pb::PathShare {
+                        nodes: path["nodes"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|n| Some(format!("nodes/{}", n.as_str()?)))
+                            .collect(),
+                        fraction: path["fraction"].as_f64()?,
+                    })
+                })
+                .collect();
+            Some(pb::DemandAllocation {
+                src_node: format!("nodes/{src}"),
+                dst_node: format!("nodes/{dst}"),
+                src_site: site(src),
+                dst_site: site(dst),
+                traffic_class: class as i32,
+                rate_bps: entry["rate_bps"].as_f64().unwrap_or(0.0),
+                paths,
+                pinned: entry["pinned"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+/// One router's stored desired state (`planning::desired_state`: routes
+/// by destination node, next hops by node with their shares, pins and rate
+/// limits) as the API's router plan.
+fn router_plan_to_pb(node: &str, state: &str, push_status: &str) -> pb::RouterPlan {
+    let state: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+    let count = |key: &str| state[key].as_array().map_or(0, |a| a.len() as i32);
+    let routes = state["routes"]
+        .as_array()
+        .map(|routes| {
+            routes
+                .iter()
+                .filter_map(|route| {
+                    Some(pb::PlannedRoute {
+                        destination: format!("nodes/{}", route["destination"].as_str()?),
+                        next_hops: route["next_hops"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|hop| {
+                                Some(pb::RouteNextHop {
+                                    node: format!("nodes/{}", hop["next_hop"].as_str()?),
+                                    share: hop["weight"].as_f64()?,
+                                })
+                            })
+                            .collect(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::RouterPlan {
+        node: format!("nodes/{node}"),
+        push_status: push_status.to_string(),
+        routes,
+        pins: count("pins"),
+        rate_limits: count("rate_limits"),
     }
 }

@@ -1,20 +1,35 @@
 //! Jobs: every AI job with its class, rate or volume and deadline, state,
 //! its class's satisfaction in the current plan and what was measured of
-//! it; `n` opens the form, `c` cancels (both need an operator token).
+//! it; below, the paths and split the current plan gives the selected
+//! job's class between its sites; `n` opens the form, `c` cancels (both
+//! need an operator token).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
-use ratatui::style::{Modifier, Style};
-use ratatui::text::Span;
-use ratatui::widgets::{Block, Cell, Row, Table};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 
 use super::{age, fit, level, rate, window_start};
 use crate::app::{App, job_rows};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{JobRow, Snapshot, job_paths};
 
-pub fn draw(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, now_ms: i64) {
+/// Rows of the paths panel, borders included.
+const PATH_ROWS: u16 = 7;
+
+pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_ms: i64) {
     let rows = job_rows(snapshot, app);
     let selected = app.selected().min(rows.len().saturating_sub(1));
+    let path_rows = if full.height >= PATH_ROWS + 6 {
+        PATH_ROWS
+    } else {
+        0
+    };
+    let [area, paths_area] =
+        Layout::vertical([Constraint::Min(4), Constraint::Length(path_rows)]).areas(full);
+    if let Some(job) = rows.get(selected) {
+        draw_paths(frame, paths_area, snapshot, job);
+    }
     let height = area.height.saturating_sub(3) as usize;
     let start = window_start(selected, rows.len(), height);
     let wide = area.width >= 120;
@@ -116,4 +131,60 @@ pub fn draw(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, now_m
             snapshot.jobs.len()
         )));
     frame.render_widget(table, area);
+}
+
+/// The current plan's paths for the job's class between its sites, with
+/// their shares.
+fn draw_paths(frame: &mut Frame, area: Rect, snapshot: &Snapshot, job: &JobRow) {
+    if area.height == 0 {
+        return;
+    }
+    let plan = snapshot
+        .current_plan
+        .as_ref()
+        .map_or("no plan".to_string(), |p| p.name.clone());
+    let title = format!(" {} paths in {plan} ", job.name.trim_start_matches("jobs/"));
+    let allocations = job_paths(snapshot, job);
+    let mut lines = Vec::new();
+    if snapshot
+        .current_plan
+        .as_ref()
+        .is_some_and(|p| !snapshot.plan_details.contains_key(&p.version))
+    {
+        lines.push(Line::from("fetching the plan's paths…"));
+    } else if allocations.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "no {} demand between {} and {} in the plan",
+                job.class,
+                job.sources.join(","),
+                job.destinations.join(",")
+            ),
+            Style::new().fg(Color::Gray),
+        )));
+    }
+    for allocation in allocations {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{} → {} {} {}{}",
+                allocation.src_node,
+                allocation.dst_node,
+                allocation.class,
+                rate(allocation.rate_bps),
+                if allocation.pinned { " (pinned)" } else { "" }
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        )));
+        for (nodes, share) in &allocation.paths {
+            lines.push(Line::from(format!(
+                "  {:>4.0}%  {}",
+                share * 100.0,
+                nodes.join(" → ")
+            )));
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        area,
+    );
 }

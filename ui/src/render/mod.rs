@@ -114,7 +114,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, no
             View::Links => " s:sort Enter:chart",
             View::Traffic => " c:class",
             View::Jobs => " n:new c:cancel",
-            View::Plans => " a:apply p:approve r:rollback",
+            View::Plans => " Enter:routers a:apply p:approve r:rollback",
             _ => "",
         });
         hints.push_str(" q:quit");

@@ -21,7 +21,10 @@ pub const KEYS: [(&str, &str); 20] = [
         "PgDn / PgUp, g / G",
         "move by a page, to the top, to the bottom",
     ),
-    ("Enter", "links: the selected link's chart; plans: details"),
+    (
+        "Enter",
+        "links: the link's chart; plans: its routers, changes",
+    ),
     ("/", "filter the view (Enter keeps it, Esc clears it)"),
     ("Esc", "clear the filter, close a chart or overlay"),
     (

@@ -1,7 +1,8 @@
 //! Plans: the history with trigger, MLU, per-class satisfaction and the
 //! worst single failure; the proposal (recommend mode) beside the current
-//! plan; `a` applies, `p` approves, `r` rolls back, each after a
-//! confirmation.
+//! plan; Enter on a plan: its routers' push status and what it changed on
+//! each router against the plan before it; `a` applies, `p` approves, `r`
+//! rolls back, each after a confirmation.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -11,13 +12,17 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 
 use super::{age, fit, window_start};
 use crate::app::{App, plan_rows};
-use crate::snapshot::{PlanRow, Snapshot};
+use crate::snapshot::{PlanRow, Snapshot, plan_diff};
 
 pub fn draw(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, now_ms: i64) {
     let rows = plan_rows(snapshot, app);
     let selected = app.selected().min(rows.len().saturating_sub(1));
     let side = if area.width >= 120 { 50 } else { 0 };
-    let detail_rows = if side == 0 { 8 } else { 0 };
+    let detail_rows = match (side, app.detail) {
+        (0, true) => area.height / 2,
+        (0, false) => 8,
+        _ => 0,
+    };
     let [main, side_area] =
         Layout::horizontal([Constraint::Min(40), Constraint::Length(side)]).areas(area);
     let [table_area, detail_area] =
@@ -98,11 +103,86 @@ pub fn draw(frame: &mut Frame, area: Rect, snapshot: &Snapshot, app: &App, now_m
         .block(Block::bordered().title(format!(" plans ({}) ", rows.len())));
     frame.render_widget(table, table_area);
     let chosen = rows.get(selected).copied();
-    if side > 0 {
-        draw_side(frame, side_area, snapshot, chosen, now_ms);
-    } else if detail_rows > 0 {
-        draw_side(frame, detail_area, snapshot, chosen, now_ms);
+    let target = if side > 0 { side_area } else { detail_area };
+    match chosen {
+        Some(plan) if app.detail => draw_diff(frame, target, snapshot, plan),
+        _ => draw_side(frame, target, snapshot, chosen, now_ms),
     }
+}
+
+fn status_style(status: &str) -> Style {
+    match status {
+        "applied" => Style::new().fg(Color::Green),
+        "failed" => Style::new().fg(Color::Red),
+        _ => Style::new().fg(Color::Yellow),
+    }
+}
+
+/// The selected plan's routers: push status and what changed on each
+/// against the plan before it.
+fn draw_diff(frame: &mut Frame, area: Rect, snapshot: &Snapshot, plan: &PlanRow) {
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
+    let title = format!(" {} by router (Esc closes) ", plan.name);
+    let Some(detail) = snapshot.plan_details.get(&plan.version) else {
+        frame.render_widget(
+            Paragraph::new(format!("fetching the routes of {}…", plan.name))
+                .block(Block::bordered().title(title)),
+            area,
+        );
+        return;
+    };
+    let previous = snapshot.plan_details.get(&(plan.version - 1));
+    let diffs = plan_diff(detail, previous);
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for router in &detail.routers {
+        *counts.entry(router.push_status.as_str()).or_default() += 1;
+    }
+    let mut header = vec![Span::raw(match previous {
+        Some(p) => format!("against plans/{} · ", p.version),
+        None if plan.version > 1 => format!("plans/{} not fetched · ", plan.version - 1),
+        None => "the first plan · ".to_string(),
+    })];
+    for (i, (status, count)) in counts.iter().enumerate() {
+        if i > 0 {
+            header.push(Span::raw(", "));
+        }
+        header.push(Span::styled(
+            format!("{count} {status}"),
+            status_style(status),
+        ));
+    }
+    let mut lines = vec![Line::from(header)];
+    let mut unchanged = Vec::new();
+    for diff in &diffs {
+        if diff.changes.is_empty() {
+            unchanged.push(diff.node.clone());
+            continue;
+        }
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{:<12}", diff.node),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(diff.push_status.clone(), status_style(&diff.push_status)),
+        ]));
+        for change in &diff.changes {
+            lines.push(Line::from(format!("  → {change}")));
+        }
+    }
+    if !unchanged.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!("unchanged: {}", unchanged.join(", ")),
+            Style::new().fg(Color::Gray),
+        )));
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(title)),
+        area,
+    );
 }
 
 fn describe(plan: &PlanRow, now_ms: i64) -> Vec<Line<'static>> {
