@@ -23,8 +23,13 @@ pub struct StoreConfig {
     /// How long interface counter samples are kept.
     pub retention_counters_secs: u64,
     /// When the store's estimated size exceeds this, the oldest buckets
-    /// are dropped, finest tier first.
+    /// are dropped, finest tier first, then the oldest counter samples.
     pub memory_budget_bytes: u64,
+    /// Interfaces (device, ifIndex) whose last counter sample is kept as
+    /// the baseline of the next interval's rates. A sender can name any
+    /// ifIndex; past this many, the tenth not heard from longest is
+    /// forgotten (counted) to make room.
+    pub max_counter_interfaces: u64,
     /// A 1 s bucket closes once received time reaches its end plus this
     /// grace, so datagrams a little behind still land in their bucket.
     pub close_grace_ms: u64,
@@ -48,6 +53,7 @@ impl Default for StoreConfig {
             retention_1m_secs: 7 * 24 * 3600,
             retention_counters_secs: 7 * 24 * 3600,
             memory_budget_bytes: 1 << 30,
+            max_counter_interfaces: 100_000,
             close_grace_ms: 2000,
             ipv4_prefix_len: 24,
             ipv6_prefix_len: 48,
@@ -153,6 +159,7 @@ impl StoreConfig {
         check_positive("retention_1m_secs", self.retention_1m_secs)?;
         check_positive("retention_counters_secs", self.retention_counters_secs)?;
         check_positive("memory_budget_bytes", self.memory_budget_bytes)?;
+        check_positive("max_counter_interfaces", self.max_counter_interfaces)?;
         if self.close_grace_ms > 3_600_000 {
             return Err(config_error(
                 "close_grace_ms",

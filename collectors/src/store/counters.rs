@@ -61,7 +61,17 @@ pub(crate) struct CounterTable {
     chunks: VecDeque<Chunk>,
     pub samples: u64,
     pub resets: u64,
+    /// Baselines forgotten to stay within the interface cap.
+    pub baselines_evicted: u64,
+    /// Sample rows dropped to stay within the memory budget.
+    pub evicted_rows: u64,
 }
+
+/// What one baseline costs in memory, estimated: the key and the sample,
+/// the hash table's share, and the device and interface name strings
+/// (addresses and short names).
+const BASELINE_BYTES: usize =
+    std::mem::size_of::<(String, u32)>() + std::mem::size_of::<InterfaceCounters>() + 16 + 64;
 
 /// The rates from `previous` to `current`, or None when the interval is
 /// empty or any counter went backwards.
@@ -110,9 +120,17 @@ impl CounterTable {
             .map(|((_, if_index), _)| *if_index)
     }
 
-    pub fn ingest(&mut self, counters: &[InterfaceCounters]) -> Result<(), StoreError> {
+    /// Adds samples; at most `max_interfaces` baselines are kept.
+    pub fn ingest(
+        &mut self,
+        counters: &[InterfaceCounters],
+        max_interfaces: usize,
+    ) -> Result<(), StoreError> {
         for sample in counters {
             let key = (sample.device.clone(), sample.if_index);
+            if !self.baselines.contains_key(&key) && self.baselines.len() >= max_interfaces.max(1) {
+                self.forget_oldest_baselines(max_interfaces.max(1));
+            }
             let rates = match self.baselines.get(&key) {
                 Some(previous) if sample.received_ms <= previous.received_ms => None,
                 Some(previous) => {
@@ -135,6 +153,43 @@ impl CounterTable {
             self.samples += 1;
         }
         self.flush_if_due()
+    }
+
+    /// Forgets the tenth of `cap` baselines heard from longest ago (at
+    /// least one): a flood of made-up interfaces pushes out its own
+    /// entries, and a new real interface always finds room. Sorting once
+    /// per tenth keeps the cost per new interface small.
+    fn forget_oldest_baselines(&mut self, cap: usize) {
+        let mut times: Vec<i64> = self.baselines.values().map(|s| s.received_ms).collect();
+        let count = (cap / 10).max(1).min(times.len());
+        if count == 0 {
+            return;
+        }
+        let (_, cutoff, _) = times.select_nth_unstable(count - 1);
+        let cutoff = *cutoff;
+        let mut left = count;
+        self.baselines.retain(|_, sample| {
+            if left > 0 && sample.received_ms <= cutoff {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.baselines_evicted += (count - left) as u64;
+    }
+
+    /// Drops the oldest chunk of samples (for the memory budget); the rows
+    /// dropped, or None when no chunk is left.
+    pub fn pop_oldest_chunk(&mut self) -> Option<usize> {
+        let chunk = self.chunks.pop_front()?;
+        let rows = chunk.frame.height();
+        self.evicted_rows += rows as u64;
+        Some(rows)
+    }
+
+    pub fn baseline_count(&self) -> usize {
+        self.baselines.len()
     }
 
     fn flush_if_due(&mut self) -> Result<(), StoreError> {
@@ -197,6 +252,7 @@ impl CounterTable {
             .map(|c| c.frame.estimated_size())
             .sum::<usize>()
             + staged
+            + self.baselines.len() * BASELINE_BYTES
     }
 
     /// Every chunk overlapping `[start_ms, end_ms)`, staged rows included.
@@ -310,7 +366,7 @@ mod tests {
             // Not newer than the baseline: no rates, baseline kept.
             sample(30_000, 5, 5),
         ];
-        table.ingest(&samples).expect("valid samples");
+        table.ingest(&samples, usize::MAX).expect("valid samples");
         let rates: Vec<Option<(i64, f64, f64)>> = table
             .staged
             .iter()

@@ -142,6 +142,12 @@ pub struct StoreStats {
     pub counter_samples: u64,
     /// Counter intervals skipped because a counter went backwards.
     pub counter_resets: u64,
+    /// Interfaces with a counter baseline, and baselines forgotten to stay
+    /// within `max_counter_interfaces`.
+    pub counter_interfaces: usize,
+    pub counter_baselines_evicted: u64,
+    /// Counter samples dropped to stay within the memory budget.
+    pub counter_evicted_rows: u64,
 }
 
 /// One closed bucket of a tier.
@@ -320,7 +326,8 @@ impl TelemetryStore {
     /// Adds interface counter samples; rates come from successive samples
     /// of the same (device, if_index).
     pub fn ingest_counters(&mut self, counters: &[InterfaceCounters]) -> Result<(), StoreError> {
-        self.counters.ingest(counters)
+        let cap = usize::try_from(self.config.max_counter_interfaces).unwrap_or(usize::MAX);
+        self.counters.ingest(counters, cap)
     }
 
     /// Moves the store's clock to `now_ms`: closes due buckets and rolls
@@ -356,6 +363,9 @@ impl TelemetryStore {
             late_records: self.open.late_records,
             counter_samples: self.counters.samples,
             counter_resets: self.counters.resets,
+            counter_interfaces: self.counters.baseline_count(),
+            counter_baselines_evicted: self.counters.baselines_evicted,
+            counter_evicted_rows: self.counters.evicted_rows,
         }
     }
 
@@ -447,6 +457,12 @@ impl TelemetryStore {
                 };
                 tier.evicted_buckets += 1;
                 tier.evicted_rows += rows as u64;
+            }
+        }
+        // Counter samples last: they are few and the links' truth.
+        while self.estimated_bytes() > budget {
+            if self.counters.pop_oldest_chunk().is_none() {
+                break;
             }
         }
     }

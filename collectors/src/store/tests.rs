@@ -972,3 +972,60 @@ fn interfaces_are_found_by_name_at_their_newest_index() {
     assert_eq!(store.interface_index("nodes/r1", "eth3"), None);
     assert_eq!(store.interface_index("nodes/r2", "eth2"), None);
 }
+
+/// An sFlow sender naming a new ifIndex in every sample: the baselines
+/// stay within `max_counter_interfaces` (the flood's own oldest entries
+/// make room), a real interface sampled all along keeps its rates, and the
+/// baselines and samples count against the memory budget, samples being
+/// dropped oldest first when it is exceeded.
+#[test]
+fn an_interface_flood_is_capped_and_counted_in_the_budget() {
+    let mut store = store_with(StoreConfig {
+        max_counter_interfaces: 1_000,
+        ..StoreConfig::default()
+    });
+    let sample =
+        |received_ms: i64, device: &str, if_index: u32, in_octets: u64| InterfaceCounters {
+            received_ms,
+            device: device.into(),
+            if_index,
+            in_octets,
+            ..InterfaceCounters::default()
+        };
+    let empty = store.stats().estimated_bytes;
+    for second in 0..50u32 {
+        let now = i64::from(second) * 1_000;
+        let mut batch = vec![sample(now, "192.0.2.1", 7, u64::from(second) * 1_250_000)];
+        batch.extend((0..1_000u32).map(|i| sample(now, "198.51.100.9", second * 1_000 + i, 1)));
+        store.ingest_counters(&batch).expect("valid counters");
+        let stats = store.stats();
+        assert!(stats.counter_interfaces <= 1_000, "{stats:?}");
+    }
+    let stats = store.stats();
+    assert!(stats.counter_baselines_evicted >= 49_000, "{stats:?}");
+    let points = store
+        .link_counter_series("192.0.2.1", 7, TimeWindow::new(0, 60_000))
+        .expect("series");
+    // 1,250,000 bytes a second: 10 Mbit/s, every interval after the first.
+    let rates: Vec<f64> = points.iter().skip(1).map(|p| p.in_bps).collect();
+    assert!(rates.len() >= 45, "{points:?}");
+    assert!(rates.iter().all(|r| (*r - 10e6).abs() < 1.0), "{rates:?}");
+
+    // The baselines and samples are in the estimate; a budget below it
+    // drops samples, oldest first, and says so.
+    store.advance(120_000).expect("advance");
+    let before = store.stats();
+    assert!(before.counter_estimated_bytes >= 1_000 * 100, "{before:?}");
+    assert_eq!(
+        before.estimated_bytes - empty,
+        before.counter_estimated_bytes
+    );
+    store.config.memory_budget_bytes = (before.estimated_bytes / 2) as u64;
+    store.advance(120_000).expect("advance");
+    let after = store.stats();
+    assert!(after.counter_evicted_rows > 0, "{after:?}");
+    assert!(
+        after.estimated_bytes <= before.estimated_bytes / 2,
+        "{after:?}"
+    );
+}
