@@ -99,6 +99,7 @@ pub struct StatsBoard {
 struct ShardReport {
     exporters: Vec<ExporterReport>,
     rejected_datagrams: u64,
+    evicted_exporters: u64,
 }
 
 impl StatsBoard {
@@ -132,6 +133,12 @@ impl StatsBoard {
     pub fn rejected_datagrams(&self) -> u64 {
         let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
         shards.values().map(|shard| shard.rejected_datagrams).sum()
+    }
+
+    /// Exporters (sFlow agents) forgotten, idle, to make room for new ones.
+    pub fn evicted_exporters(&self) -> u64 {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.values().map(|shard| shard.evicted_exporters).sum()
     }
 }
 
@@ -459,11 +466,13 @@ impl Shard {
                 ShardReport {
                     exporters: decoder.reports(),
                     rejected_datagrams: decoder.rejected_datagrams(),
+                    evicted_exporters: decoder.evicted_exporters(),
                 }
             }
             Decoder::Sflow(decoder) => ShardReport {
                 exporters: decoder.reports(),
                 rejected_datagrams: decoder.rejected_datagrams(),
+                evicted_exporters: decoder.evicted_agents(),
             },
         };
         self.board.publish(self.id, report);

@@ -86,6 +86,8 @@ struct ExporterState {
     /// one per datagram.
     sequence: SequenceTracker,
     last_error: Option<String>,
+    /// When a datagram of this agent last came (received time, ms).
+    last_seen_ms: i64,
 }
 
 impl ExporterState {
@@ -112,6 +114,10 @@ impl ExporterState {
 /// bounds NetFlow exporters: a flood of spoofed sources cannot exhaust
 /// memory.
 pub const MAX_AGENTS: usize = 10_000;
+/// With [`MAX_AGENTS`] tracked, a new agent takes the place of the one
+/// idle longest if that one has sent nothing for this long (a spoofed
+/// flood cannot lock out agents that start later).
+pub const AGENT_IDLE_MS: i64 = 600_000;
 
 #[derive(Debug)]
 pub struct SflowDecoder {
@@ -119,6 +125,8 @@ pub struct SflowDecoder {
     exporters: HashMap<ExporterKey, ExporterState>,
     /// Datagrams dropped because [`MAX_AGENTS`] keys were tracked already.
     rejected_datagrams: u64,
+    /// Agents forgotten to make room for new ones.
+    evicted_agents: u64,
     /// Reused buffer for the one-sample datagrams handed to sflow-parser.
     scratch: Vec<u8>,
 }
@@ -129,13 +137,32 @@ impl SflowDecoder {
         self.rejected_datagrams
     }
 
-    /// The state of `key`, created if there is room.
-    fn state(&mut self, key: ExporterKey) -> Option<&mut ExporterState> {
+    /// Agents forgotten to make room for new ones (idle at least
+    /// [`AGENT_IDLE_MS`]).
+    pub fn evicted_agents(&self) -> u64 {
+        self.evicted_agents
+    }
+
+    /// The state of `key`, created if there is room (made by forgetting
+    /// the agent idle longest, if idle long enough).
+    fn state(&mut self, key: ExporterKey, now_ms: i64) -> Option<&mut ExporterState> {
         if !self.exporters.contains_key(&key) && self.exporters.len() >= MAX_AGENTS {
-            self.rejected_datagrams += 1;
-            return None;
+            let idle = self
+                .exporters
+                .iter()
+                .filter(|(_, s)| now_ms - s.last_seen_ms >= AGENT_IDLE_MS)
+                .min_by_key(|(_, s)| s.last_seen_ms)
+                .map(|(k, _)| *k);
+            let Some(old) = idle else {
+                self.rejected_datagrams += 1;
+                return None;
+            };
+            self.exporters.remove(&old);
+            self.evicted_agents += 1;
         }
-        Some(self.exporters.entry(key).or_default())
+        let state = self.exporters.entry(key).or_default();
+        state.last_seen_ms = state.last_seen_ms.max(now_ms);
+        Some(state)
     }
 
     pub fn new(options: SflowOptions) -> SflowDecoder {
@@ -143,6 +170,7 @@ impl SflowDecoder {
             options,
             exporters: HashMap::new(),
             rejected_datagrams: 0,
+            evicted_agents: 0,
             scratch: Vec::new(),
         }
     }
@@ -172,7 +200,7 @@ impl SflowDecoder {
             Err(error) => {
                 let (agent, sub_agent_id) = partial_identity(datagram);
                 let key = self.exporter_key(source, agent, sub_agent_id);
-                let Some(state) = self.state(key) else {
+                let Some(state) = self.state(key, received_ms) else {
                     return Err(too_many_agents());
                 };
                 state.counters.datagrams += 1;
@@ -197,7 +225,7 @@ impl SflowDecoder {
             Err(error) => errors.push(error),
         }
 
-        let Some(state) = self.state(key) else {
+        let Some(state) = self.state(key, received_ms) else {
             return Err(too_many_agents());
         };
         state.counters.datagrams += 1;
@@ -1655,6 +1683,39 @@ mod tests {
         assert_eq!((record.in_if, record.out_if), (70_000_000, 0));
         let record = single_record(flow_sample_expanded(1, (2, 4), (1, 258), &records));
         assert_eq!((record.in_if, record.out_if), (0, 0));
+    }
+
+    #[test]
+    fn a_new_agent_takes_the_place_of_one_idle_long_enough() {
+        // MAX_AGENTS spoofed agents (sub-agent ids of one address), all at
+        // once: a new agent is refused while they are fresh, and admitted
+        // in place of the one idle longest once AGENT_IDLE_MS has passed.
+        let mut decoder = SflowDecoder::new(SflowOptions::default());
+        let mut flows = FlowBatch::default();
+        let mut counters = Vec::new();
+        for sub_agent in 0..MAX_AGENTS as u32 {
+            let bytes = datagram(Some(AGENT), sub_agent, 1, &[]);
+            let result =
+                decoder.decode(SOURCE, sub_agent as i64, &bytes, &mut flows, &mut counters);
+            assert!(result.is_ok(), "{result:?}");
+        }
+        let newcomer = datagram(Some(AGENT), MAX_AGENTS as u32, 1, &[]);
+        let refused = decoder.decode(SOURCE, 1_000, &newcomer, &mut flows, &mut counters);
+        assert!(refused.is_err());
+        assert_eq!(decoder.rejected_datagrams(), 1);
+        assert_eq!(decoder.evicted_agents(), 0);
+        let later = AGENT_IDLE_MS + 5;
+        let admitted = decoder.decode(SOURCE, later, &newcomer, &mut flows, &mut counters);
+        assert!(admitted.is_ok(), "{admitted:?}");
+        assert_eq!(decoder.evicted_agents(), 1);
+        assert_eq!(decoder.exporters.len(), MAX_AGENTS);
+        // The one forgotten is the oldest: sub-agent 0.
+        assert!(
+            !decoder
+                .exporters
+                .keys()
+                .any(|k| *k == decoder.exporter_key(SOURCE, Some(AGENT), 0))
+        );
     }
 
     #[test]

@@ -223,6 +223,26 @@ impl Collector for CollectorMetrics {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
+        for (name, help, value) in [
+            (
+                "aiwan_collector_rejected_datagrams",
+                "Datagrams of new exporters dropped because the exporter table was full",
+                self.board.rejected_datagrams(),
+            ),
+            (
+                "aiwan_collector_evicted_exporters",
+                "Idle exporters forgotten to make room for new ones",
+                self.board.evicted_exporters(),
+            ),
+        ] {
+            let family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            ConstCounter::new(value).encode(family)?;
+        }
         let mut family = encoder.encode_descriptor(
             "aiwan_collector_kernel_drops",
             "Datagrams the kernel dropped on the collector's sockets (receive buffer full)",
