@@ -306,3 +306,41 @@ fn collect_reports_iperf3_traffic_seen_by_a_live_softflowd() {
         "collected {data_bytes} IP bytes towards the iperf3 server, iperf3 sent {sent} payload bytes (ratio {ratio:.3}): {summary}"
     );
 }
+
+/// The collector under a flood from one sender of IPFIX templates, each
+/// in a new observation domain and half of them wider than it takes,
+/// beside an exporter that was sending before the flood: that exporter
+/// loses no record, the flood is refused and counted (wide templates as
+/// decode errors, domains past the exporter cap as rejected datagrams),
+/// and the collector's peak RSS stays within its store budget plus 20%.
+/// (`aiwan bench flood` runs the same at 10,000 datagrams a second for
+/// 30 s on a release build; a debug build here, at a gentler rate.)
+#[test]
+fn collect_survives_a_template_and_exporter_flood() {
+    let report = run_json({
+        let mut command = aiwan();
+        command.args([
+            "bench",
+            "flood",
+            "--seconds",
+            "4",
+            "--rate",
+            "3000",
+            "--json",
+        ]);
+        command
+    });
+    let flood = &report["flood"];
+    assert_eq!(flood["legit_records_lost"], 0, "{report}");
+    assert!(
+        flood["legit_records_sent"].as_u64() > Some(5_000),
+        "{report}"
+    );
+    assert!(flood["decode_errors"].as_u64() > Some(1_000), "{report}");
+    assert!(flood["rejected_datagrams"].as_u64() > Some(0), "{report}");
+    assert_eq!(
+        report["target_rss_within_budget_plus_20pct"], true,
+        "{report}"
+    );
+    assert_eq!(report["reference"]["legit_records_lost"], 0, "{report}");
+}

@@ -248,6 +248,7 @@ pub async fn start(
                 sink: sink.clone(),
                 board: Arc::clone(&board),
                 persister: persister.clone(),
+                last_snapshot: None,
                 batch_records: config.batch_records.max(1),
                 flush_interval: config.flush_interval,
             };
@@ -358,6 +359,10 @@ struct Shard {
     sink: mpsc::Sender<Telemetry>,
     board: Arc<StatsBoard>,
     persister: Option<Arc<TemplatePersister>>,
+    /// When this shard last handed the persister a snapshot: a snapshot
+    /// copies every template, so a flood of templates would otherwise
+    /// copy them all at every publish.
+    last_snapshot: Option<Instant>,
     batch_records: usize,
     flush_interval: Duration,
 }
@@ -387,7 +392,7 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     self.hand_on(&mut flows, &mut counters).await;
-                    self.publish();
+                    self.publish(false);
                 }
                 _ = stopped.changed() => break,
             }
@@ -409,7 +414,7 @@ impl Shard {
             Decoder::Sflow(decoder) => decoder.flush_sequences(),
         }
         self.hand_on(&mut flows, &mut counters).await;
-        self.publish();
+        self.publish(true);
         if let Some(persister) = &self.persister {
             persister.save();
         }
@@ -455,13 +460,21 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self) {
+    /// Publishes the counters; hands the persister a snapshot of changed
+    /// templates at most every [`PERSIST_INTERVAL`] (and at the end).
+    fn publish(&mut self, last: bool) {
+        let snapshot_due = last
+            || self
+                .last_snapshot
+                .is_none_or(|at| at.elapsed() >= PERSIST_INTERVAL);
         let report = match &mut self.decoder {
             Decoder::Netflow(decoder) => {
-                if decoder.take_dirty()
+                if snapshot_due
                     && let Some(persister) = &self.persister
+                    && decoder.take_dirty()
                 {
                     persister.update(self.id, decoder.snapshot());
+                    self.last_snapshot = Some(Instant::now());
                 }
                 ShardReport {
                     exporters: decoder.reports(),
@@ -658,10 +671,13 @@ pub fn load_templates(path: &Path) -> Result<TemplateSnapshot, ListenError> {
 /// directory synced so the rename itself survives a crash.
 pub fn save_templates(path: &Path, snapshot: &TemplateSnapshot) -> std::io::Result<()> {
     use std::io::Write;
-    let text = serde_json::to_vec_pretty(snapshot).map_err(std::io::Error::other)?;
     let temporary = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&text)?;
+    // Streamed to the file: a flood's worth of templates is tens of MB of
+    // JSON, which a buffer (grown by doubling) would hold twice over.
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
+    serde_json::to_writer_pretty(&mut writer, snapshot).map_err(std::io::Error::other)?;
+    writer.flush()?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
     if let Some(directory) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -56,6 +56,10 @@ pub struct CollectArgs {
     /// traffic matrix.
     #[arg(long)]
     pub topology: Option<PathBuf>,
+    /// The telemetry store's memory budget in bytes (oldest buckets are
+    /// dropped beyond it) [default: 1 GiB].
+    #[arg(long)]
+    pub memory_budget: Option<u64>,
 }
 
 pub async fn collect(args: &CollectArgs) -> anyhow::Result<()> {
@@ -74,6 +78,10 @@ pub async fn collect(args: &CollectArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     let mut store_config = StoreConfig::default();
+    if let Some(budget) = args.memory_budget {
+        store_config.memory_budget_bytes = budget;
+    }
+    store_config.check().context("--memory-budget")?;
     if let Some(path) = &args.topology {
         store_config.sites = site_prefixes(path)?;
     }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod auth;
 pub mod bench_collector;
+pub mod bench_flood;
 pub mod bench_tui;
 pub mod client;
 pub mod closed_loop;

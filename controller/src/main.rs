@@ -163,6 +163,10 @@ enum BenchCommand {
     /// Collector throughput: IPFIX decoded into the store on one core,
     /// loopback UDP at half that rate, and nfacctd on the same stream.
     Collector(aiwan_controller::bench_collector::BenchCollectorArgs),
+    /// `aiwan collect` under a flood of IPFIX templates and observation
+    /// domains beside a legitimate exporter: peak RSS against the store
+    /// budget and a run without the flood, and the exporter's losses.
+    Flood(aiwan_controller::bench_flood::BenchFloodArgs),
     /// The closed loop's work for one interval (forecast, prediction,
     /// robust re-plan), cold and warm, on the demo topology and larger
     /// networks.
@@ -353,6 +357,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Collector(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::bench_collector::bench_collector(&args).await?
+            }
+            Command::Bench(BenchCommand::Flood(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_flood::bench_flood(&args)?
             }
             Command::Bench(BenchCommand::Push(args)) => {
                 init_logging(LogFormat::Plain, "warn");
