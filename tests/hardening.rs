@@ -359,8 +359,8 @@ async fn the_bootstrap_token_follows_the_configuration_and_revocation() {
 /// 10,000 calls with made-up tokens in a burst: every one refused, and a
 /// caller with a valid token served meanwhile (each unknown token costs at
 /// most one database query, then is remembered briefly). The latency
-/// target itself (p99 under 100 ms) is measured in a release build by the
-/// hostile-input figures of the README, not here.
+/// target itself (p99 under 100 ms) is measured in a release build by
+/// `aiwan bench api` (figures in the README's security section), not here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_bogus_tokens_does_not_lock_out_a_valid_caller() {
     use aiwan_api::v1 as pb;
@@ -418,5 +418,84 @@ async fn a_burst_of_bogus_tokens_does_not_lock_out_a_valid_caller() {
     );
     assert!(p99 < 2000.0, "the valid caller waited {p99} ms");
     controller.shutdown().await.expect("shutdown");
+    db.cleanup().await;
+}
+
+/// Two controllers sharing one database (PostgreSQL, the HA setup; SQLite
+/// where PostgreSQL is not configured): a token revoked through one stops
+/// working on the other within the token cache's time-to-live, though
+/// the other had it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_controller_stops_on_the_other_within_the_ttl() {
+    use aiwan_api::v1 as pb;
+    use aiwan_controller::auth::TOKEN_CACHE_TTL;
+    let db = match support::TestDb::new(support::Backend::Postgres, "ttl").await {
+        Some(db) => db,
+        None => support::TestDb::new(support::Backend::Sqlite, "ttl")
+            .await
+            .expect("sqlite"),
+    };
+    let config = support::test_config(&db);
+    let first = aiwan_controller::server::start(&config)
+        .await
+        .expect("first controller");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let second = aiwan_controller::server::start(&aiwan_controller::config::ControllerConfig {
+        data_dir: other_dir.path().to_path_buf(),
+        database_url: Some(db.url()),
+        ..config.clone()
+    })
+    .await
+    .expect("second controller on the same database");
+    let mut admin = support::Clients::connect(first.grpc_addr, Some(support::ADMIN_SECRET)).await;
+    let secret = support::create_token(&mut admin, pb::Role::Viewer, "on-call").await;
+    let mut viewer = support::Clients::connect(second.grpc_addr, Some(&secret)).await;
+    viewer
+        .topology
+        .get_topology(pb::GetTopologyRequest {})
+        .await
+        .expect("a token made on the first controller works on the second");
+    let tokens = admin
+        .admin
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let name = tokens
+        .iter()
+        .find(|t| t.description == "on-call")
+        .map(|t| t.name.clone())
+        .expect("the new token is listed");
+    admin
+        .admin
+        .delete_token(pb::DeleteTokenRequest { name })
+        .await
+        .expect("revoke on the first controller");
+    let revoked = std::time::Instant::now();
+    loop {
+        let answer = viewer
+            .topology
+            .get_topology(pb::GetTopologyRequest {})
+            .await;
+        match answer {
+            Err(status) if status.code() == tonic::Code::Unauthenticated => break,
+            Err(status) => panic!("unexpected {status:?}"),
+            Ok(_) => {
+                assert!(
+                    revoked.elapsed() <= TOKEN_CACHE_TTL + std::time::Duration::from_secs(1),
+                    "still served {:?} after the revocation",
+                    revoked.elapsed()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    eprintln!(
+        "revoked token refused by the other controller after {:?}",
+        revoked.elapsed()
+    );
+    second.shutdown().await.expect("shutdown");
+    first.shutdown().await.expect("shutdown");
     db.cleanup().await;
 }

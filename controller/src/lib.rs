@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod bench_api;
 pub mod bench_collector;
 pub mod bench_flood;
 pub mod bench_tui;

@@ -163,6 +163,9 @@ enum BenchCommand {
     /// Collector throughput: IPFIX decoded into the store on one core,
     /// loopback UDP at half that rate, and nfacctd on the same stream.
     Collector(aiwan_controller::bench_collector::BenchCollectorArgs),
+    /// A valid caller's latency alone and during a burst of calls with
+    /// made-up tokens.
+    Api(aiwan_controller::bench_api::BenchApiArgs),
     /// `aiwan collect` under a flood of IPFIX templates and observation
     /// domains beside a legitimate exporter: peak RSS against the store
     /// budget and a run without the flood, and the exporter's losses.
@@ -357,6 +360,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Collector(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::bench_collector::bench_collector(&args).await?
+            }
+            Command::Bench(BenchCommand::Api(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_api::bench_api(&args).await?
             }
             Command::Bench(BenchCommand::Flood(args)) => {
                 init_logging(LogFormat::Plain, "warn");
