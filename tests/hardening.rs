@@ -159,7 +159,8 @@ async fn an_overflowing_rate_is_an_invalid_argument() {
 }
 
 /// Found: 2,000 calls to made-up paths added 42,000 lines to /metrics,
-/// kept until restart. Unknown paths are now one label.
+/// kept until restart. Unknown paths are now one label: 10,000 of them
+/// leave /metrics as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_paths_do_not_grow_the_metrics() {
     use aiwan_api::v1 as pb;
@@ -188,7 +189,7 @@ async fn made_up_paths_do_not_grow_the_metrics() {
     }
     let size = |text: &str| text.lines().count();
     let before = size(&support::http_get(metrics, "/metrics").await);
-    for i in 20..2000 {
+    for i in 20..10_000 {
         call(format!("/made.up.Service{i}/Method{i}")).await;
     }
     let after_text = support::http_get(metrics, "/metrics").await;
@@ -498,4 +499,33 @@ async fn a_token_revoked_on_one_controller_stops_on_the_other_within_the_ttl() {
     second.shutdown().await.expect("shutdown");
     first.shutdown().await.expect("shutdown");
     db.cleanup().await;
+}
+
+/// A containerlab file or a configuration file far larger than any real
+/// one is refused by its size, naming the file, before it is read.
+#[test]
+fn oversized_lab_and_config_files_are_refused_by_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = dir.path().join("huge.clab.yml");
+    std::fs::File::create(&lab)
+        .and_then(|f| f.set_len(aiwan_lab::clab::MAX_CLAB_BYTES + 1))
+        .expect("sparse file");
+    let error = aiwan_lab::clab::load_clab(&lab)
+        .expect_err("a 64 MiB lab file")
+        .to_string();
+    assert!(
+        error.contains("huge.clab.yml") && error.contains("bytes is more than"),
+        "{error}"
+    );
+    let config = dir.path().join("huge.toml");
+    std::fs::File::create(&config)
+        .and_then(|f| f.set_len(aiwan_controller::config::MAX_CONFIG_BYTES + 1))
+        .expect("sparse file");
+    let error = aiwan_controller::config::ControllerConfig::from_file(&config)
+        .expect_err("a 1 MiB config")
+        .to_string();
+    assert!(
+        error.contains("huge.toml") && error.contains("bytes is more than"),
+        "{error}"
+    );
 }

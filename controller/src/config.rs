@@ -464,10 +464,20 @@ impl ClosedLoopConfig {
 impl ControllerConfig {
     /// Reads a TOML file on top of the defaults.
     pub fn from_file(path: &Path) -> Result<ControllerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{size} bytes is more than the {MAX_CONFIG_BYTES} a configuration file may have"
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
         Self::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
@@ -703,6 +713,9 @@ impl ControllerConfig {
         }
     }
 }
+
+/// Largest configuration file read (a generous one is a few KB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 fn parse_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {

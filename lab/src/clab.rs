@@ -103,12 +103,26 @@ impl LabelValue {
     }
 }
 
+/// Largest containerlab file read: a lab of thousands of nodes is a few
+/// MB; YAML that large is a mistake or an attack.
+pub const MAX_CLAB_BYTES: u64 = 64 << 20;
+
 /// Reads and converts a containerlab file; errors name the file.
 pub fn load_clab(path: &Path) -> Result<Topology, ClabError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ClabError::Read {
+    let read_error = |source| ClabError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    if size > MAX_CLAB_BYTES {
+        return Err(ClabError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(ClabError::Yaml(format!(
+                "{size} bytes is more than the {MAX_CLAB_BYTES} a containerlab file may have"
+            ))),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
     parse_clab(&text).map_err(|source| ClabError::InFile {
         path: path.to_path_buf(),
         source: Box::new(source),
