@@ -41,6 +41,8 @@ pub struct ListenerConfig {
     /// Per-sender bounds of the NetFlow/IPFIX decoder (its
     /// `key_by_source_port` is taken from above).
     pub netflow_limits: NetflowOptions,
+    /// The same for the sFlow decoder.
+    pub sflow_limits: SflowOptions,
 }
 
 impl Default for ListenerConfig {
@@ -55,6 +57,7 @@ impl Default for ListenerConfig {
             batch_records: 8192,
             flush_interval: Duration::from_millis(200),
             netflow_limits: NetflowOptions::default(),
+            sflow_limits: SflowOptions::default(),
         }
     }
 }
@@ -239,6 +242,7 @@ pub async fn start(
             } else {
                 Decoder::Sflow(SflowDecoder::new(SflowOptions {
                     key_by_source_port: config.key_by_source_port,
+                    ..config.sflow_limits
                 }))
             };
             let shard = Shard {

@@ -71,11 +71,26 @@ const ETHER_TYPE_MPLS_MULTICAST: u16 = 0x8848;
 const IPV4_MIN_HEADER_LEN: u16 = 20;
 const IPV6_HEADER_LEN: u32 = 40;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SflowOptions {
     /// Key agents by UDP source port too (several agents behind one NAT
     /// address, or test rigs on one host).
     pub key_by_source_port: bool,
+    /// Agent keys tracked at most (default [`MAX_AGENTS`])...
+    pub max_agents: usize,
+    /// ...a new one taking the place of one idle this long (default
+    /// [`AGENT_IDLE_MS`]).
+    pub agent_idle_ms: i64,
+}
+
+impl Default for SflowOptions {
+    fn default() -> SflowOptions {
+        SflowOptions {
+            key_by_source_port: false,
+            max_agents: MAX_AGENTS,
+            agent_idle_ms: AGENT_IDLE_MS,
+        }
+    }
 }
 
 /// What the decoder keeps per agent and sub-agent.
@@ -110,20 +125,20 @@ impl ExporterState {
     }
 }
 
-/// Agent keys tracked at most, as [`crate::netflow::NetflowOptions`]
-/// bounds NetFlow exporters: a flood of spoofed sources cannot exhaust
-/// memory.
+/// Agent keys tracked at most by default, as
+/// [`crate::netflow::NetflowOptions`] bounds NetFlow exporters: a flood of
+/// spoofed sources cannot exhaust memory.
 pub const MAX_AGENTS: usize = 10_000;
-/// With [`MAX_AGENTS`] tracked, a new agent takes the place of the one
-/// idle longest if that one has sent nothing for this long (a spoofed
-/// flood cannot lock out agents that start later).
+/// With the agent table full, a new agent takes the place of the one idle
+/// longest if that one has sent nothing for this long (a spoofed flood
+/// cannot lock out agents that start later).
 pub const AGENT_IDLE_MS: i64 = 600_000;
 
 #[derive(Debug)]
 pub struct SflowDecoder {
     options: SflowOptions,
     exporters: HashMap<ExporterKey, ExporterState>,
-    /// Datagrams dropped because [`MAX_AGENTS`] keys were tracked already.
+    /// Datagrams dropped because `max_agents` keys were tracked already.
     rejected_datagrams: u64,
     /// Agents forgotten to make room for new ones.
     evicted_agents: u64,
@@ -132,13 +147,13 @@ pub struct SflowDecoder {
 }
 
 impl SflowDecoder {
-    /// Datagrams dropped because [`MAX_AGENTS`] keys were tracked already.
+    /// Datagrams dropped because `max_agents` keys were tracked already.
     pub fn rejected_datagrams(&self) -> u64 {
         self.rejected_datagrams
     }
 
     /// Agents forgotten to make room for new ones (idle at least
-    /// [`AGENT_IDLE_MS`]).
+    /// `agent_idle_ms`).
     pub fn evicted_agents(&self) -> u64 {
         self.evicted_agents
     }
@@ -146,11 +161,12 @@ impl SflowDecoder {
     /// The state of `key`, created if there is room (made by forgetting
     /// the agent idle longest, if idle long enough).
     fn state(&mut self, key: ExporterKey, now_ms: i64) -> Option<&mut ExporterState> {
-        if !self.exporters.contains_key(&key) && self.exporters.len() >= MAX_AGENTS {
+        if !self.exporters.contains_key(&key) && self.exporters.len() >= self.options.max_agents {
+            let idle_ms = self.options.agent_idle_ms;
             let idle = self
                 .exporters
                 .iter()
-                .filter(|(_, s)| now_ms - s.last_seen_ms >= AGENT_IDLE_MS)
+                .filter(|(_, s)| now_ms - s.last_seen_ms >= idle_ms)
                 .min_by_key(|(_, s)| s.last_seen_ms)
                 .map(|(k, _)| *k);
             let Some(old) = idle else {
@@ -201,7 +217,7 @@ impl SflowDecoder {
                 let (agent, sub_agent_id) = partial_identity(datagram);
                 let key = self.exporter_key(source, agent, sub_agent_id);
                 let Some(state) = self.state(key, received_ms) else {
-                    return Err(too_many_agents());
+                    return Err(too_many_agents(self.options.max_agents));
                 };
                 state.counters.datagrams += 1;
                 state.count_error(&error);
@@ -226,7 +242,7 @@ impl SflowDecoder {
         }
 
         let Some(state) = self.state(key, received_ms) else {
-            return Err(too_many_agents());
+            return Err(too_many_agents(self.options.max_agents));
         };
         state.counters.datagrams += 1;
         // The datagram arrived, even if it did not decode: not a gap.
@@ -317,11 +333,11 @@ impl SflowDecoder {
     }
 }
 
-fn too_many_agents() -> DecodeError {
+fn too_many_agents(max_agents: usize) -> DecodeError {
     DecodeError::invalid(
         "agent",
         format!(
-            "{MAX_AGENTS} sFlow agent keys are tracked already; datagram from a new one dropped"
+            "{max_agents} sFlow agent keys are tracked already; datagram from a new one dropped"
         ),
     )
 }
@@ -1248,6 +1264,7 @@ mod tests {
 
         let mut decoder = SflowDecoder::new(SflowOptions {
             key_by_source_port: true,
+            ..SflowOptions::default()
         });
         let received_ms = udp.timestamp_ns / 1_000_000;
         let mut flows = FlowBatch::default();
@@ -1953,6 +1970,7 @@ mod tests {
         // IPv4 sender seen on a dual-stack socket; with its port when asked.
         let mut decoder = SflowDecoder::new(SflowOptions {
             key_by_source_port: true,
+            ..SflowOptions::default()
         });
         let mapped: SocketAddr = "[::ffff:192.0.2.99]:6000".parse().expect("literal");
         for agent in [None, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))] {

@@ -353,9 +353,15 @@ fn pmacctd(
     let plugin = plugin.to_string();
     move |target| {
         let body = match plugin.as_str() {
-            "sfprobe" => {
-                format!("plugins: sfprobe\nsfprobe_receiver: {target}\nsampling_rate: 1\n")
-            }
+            // pmacctd stays up after the end of the capture (until the
+            // test stops it): exiting there can cut off samples the sfprobe
+            // plugin has not sent yet, more of them the busier the
+            // machine. nfprobe must exit instead, which is when it exports
+            // the flows it holds.
+            "sfprobe" => format!(
+                "plugins: sfprobe\nsfprobe_receiver: {target}\nsampling_rate: 1\n\
+                 pcap_savefile_wait: true\n"
+            ),
             version => format!(
                 "plugins: nfprobe\nnfprobe_receiver: {target}\nnfprobe_version: {version}\n\
                  aggregate: src_host, dst_host, src_port, dst_port, proto, tos\n"

@@ -234,6 +234,10 @@ pub struct CollectorLimits {
     pub pending_max_bytes: usize,
     pub pending_max_total_bytes: usize,
     pub pending_max_age_ms: u64,
+    /// sFlow agent keys (agent address and sub-agent) tracked at most, a
+    /// new one taking the place of one idle `sflow_agent_idle_ms`.
+    pub max_sflow_agents: usize,
+    pub sflow_agent_idle_ms: u64,
 }
 
 impl Default for CollectorLimits {
@@ -248,11 +252,22 @@ impl Default for CollectorLimits {
             pending_max_bytes: d.pending_max_bytes,
             pending_max_total_bytes: d.pending_max_total_bytes,
             pending_max_age_ms: u64::try_from(d.pending_max_age_ms).unwrap_or(0),
+            max_sflow_agents: aiwan_collectors::sflow::MAX_AGENTS,
+            sflow_agent_idle_ms: u64::try_from(aiwan_collectors::sflow::AGENT_IDLE_MS).unwrap_or(0),
         }
     }
 }
 
 impl CollectorLimits {
+    /// The sFlow decoder's options.
+    pub fn sflow(&self, key_by_source_port: bool) -> aiwan_collectors::sflow::SflowOptions {
+        aiwan_collectors::sflow::SflowOptions {
+            key_by_source_port,
+            max_agents: self.max_sflow_agents,
+            agent_idle_ms: i64::try_from(self.sflow_agent_idle_ms).unwrap_or(i64::MAX),
+        }
+    }
+
     /// The decoder's options.
     pub fn netflow(&self, key_by_source_port: bool) -> aiwan_collectors::netflow::NetflowOptions {
         aiwan_collectors::netflow::NetflowOptions {
@@ -675,6 +690,19 @@ impl ControllerConfig {
         if self.southbound.agent_timeout_ms == 0 {
             return Err(invalid("southbound.agent_timeout_ms", "must be positive"));
         }
+        let limits = &self.collector.limits;
+        for (name, value) in [
+            ("collector.limits.max_exporters", limits.max_exporters),
+            ("collector.limits.max_sflow_agents", limits.max_sflow_agents),
+            (
+                "collector.limits.max_templates_per_exporter",
+                limits.max_templates_per_exporter,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "0 would refuse every sender".to_string()));
+            }
+        }
         if let Err(error) = self.collector.store.check() {
             return Err(invalid("collector.store", error.to_string()));
         }
@@ -738,6 +766,27 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.log.format, LogFormat::Plain);
         assert_eq!(config.southbound, SouthboundConfig::default());
+    }
+
+    #[test]
+    fn collector_limits_reach_the_decoders_and_zero_is_refused() {
+        let config = ControllerConfig::from_toml(
+            "[collector.limits]\nmax_sflow_agents = 7\nsflow_agent_idle_ms = 1000\n",
+        )
+        .expect("toml");
+        config.check().expect("valid");
+        let sflow = config.collector.limits.sflow(true);
+        assert_eq!((sflow.max_agents, sflow.agent_idle_ms), (7, 1000));
+        assert!(sflow.key_by_source_port);
+        let error = ControllerConfig::from_toml("[collector.limits]\nmax_sflow_agents = 0\n")
+            .expect("toml")
+            .check()
+            .expect_err("zero agents")
+            .to_string();
+        assert!(
+            error.contains("collector.limits.max_sflow_agents"),
+            "{error}"
+        );
     }
 
     #[test]
