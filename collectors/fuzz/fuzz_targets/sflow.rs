@@ -11,6 +11,7 @@ mod common;
 fuzz_target!(|data: &[u8]| {
     let mut decoder = SflowDecoder::new(SflowOptions {
         key_by_source_port: false,
+        ..SflowOptions::default()
     });
     let mut batch = FlowBatch::default();
     let mut counters = Vec::new();
