@@ -518,3 +518,63 @@ fn eval_scores_the_methods() {
         text(&output.stderr)
     );
 }
+
+/// Found on Kdl: `aiwan plan --solver both` exited with the reference
+/// LP's time-out and printed nothing of the fast plan. Now the LP is
+/// reported as timed out and the fast plan comes with its proven bound;
+/// the LP alone still fails, saying what to do.
+#[test]
+fn plan_reports_an_lp_that_times_out_and_prints_the_fast_plan() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let args = |solver: &str| {
+        aiwan(&[
+            "plan",
+            "--topology",
+            fixtures.join("diamond.json").to_str().expect("utf-8"),
+            "--traffic",
+            fixtures.join("diamond.hist").to_str().expect("utf-8"),
+            "--tunnels",
+            fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
+            "--solver",
+            solver,
+            "--lp-time-limit",
+            "0.0000001",
+            "--json",
+        ])
+    };
+    let output = args("both");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let solvers = report["solvers"].as_array().expect("solvers");
+    let lp = solvers
+        .iter()
+        .find(|s| s["name"] == "lp")
+        .expect("lp entry");
+    assert_eq!(lp["status"], "timed_out", "{report}");
+    assert!(
+        lp["error"].as_str().is_some_and(|e| e.contains("MaxTime")),
+        "{report}"
+    );
+    let fast = solvers
+        .iter()
+        .find(|s| s["name"] == "fast")
+        .expect("fast entry");
+    assert_eq!(fast["status"], "solved");
+    let (mlu, bound) = (
+        fast["mlu"].as_f64().expect("mlu"),
+        fast["path_lower_bound_mlu"].as_f64().expect("bound"),
+    );
+    assert!(
+        bound > 0.0 && bound <= mlu && mlu <= bound * 1.01,
+        "{report}"
+    );
+
+    let alone = args("lp");
+    assert!(!alone.status.success());
+    let stderr = text(&alone.stderr);
+    assert!(
+        stderr.contains("MaxTime") && stderr.contains("--solver both"),
+        "{stderr}"
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use aiwan_planner::allocation::{Allocation, Problem};
 use aiwan_planner::fast::{FastOptions, solve_fast};
 use aiwan_planner::formats;
-use aiwan_planner::lp::{edge_lp_lower_bound, failure_robust_path_lp, path_lp};
+use aiwan_planner::lp::{LpError, edge_lp_lower_bound, failure_robust_path_lp, path_lp};
 use aiwan_planner::network::{Network, TrafficMatrix};
 use aiwan_planner::paths::PathOptions;
 use anyhow::{Context, bail};
@@ -183,16 +183,43 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
     let mut allocations = serde_json::Map::new();
     if matches!(args.solver, SolverChoice::Lp | SolverChoice::Both) {
         let started = Instant::now();
-        let (allocation, _) =
-            path_lp(&problem, Some(args.lp_time_limit)).context("reference LP")?;
+        let solved = path_lp(&problem, Some(args.lp_time_limit));
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mlu = problem.evaluate(&allocation)?.mlu;
-        let mut entry = serde_json::json!({ "name": "lp", "mlu": mlu, "solve_ms": solve_ms });
-        if args.what_if {
-            add_what_if(&mut entry, &problem, &allocation);
+        match solved {
+            Ok((allocation, _)) => {
+                let mlu = problem.evaluate(&allocation)?.mlu;
+                let mut entry = serde_json::json!({
+                    "name": "lp", "status": "solved", "mlu": mlu, "solve_ms": solve_ms,
+                });
+                if args.what_if {
+                    add_what_if(&mut entry, &problem, &allocation);
+                }
+                solvers.push(entry);
+                allocations.insert("lp".into(), allocation_json(&problem, &allocation));
+            }
+            // With the fast solver beside it, an LP that does not finish
+            // is a result to report, not a reason to print nothing.
+            Err(error) if args.solver == SolverChoice::Both => {
+                let status = match &error {
+                    LpError::NotSolved(reason) if reason == "MaxTime" => "timed_out",
+                    _ => "failed",
+                };
+                tracing::warn!(%error, "the reference LP has no plan; the fast solver's follows");
+                solvers.push(serde_json::json!({
+                    "name": "lp",
+                    "status": status,
+                    "error": error.to_string(),
+                    "solve_ms": solve_ms,
+                    "time_limit_s": args.lp_time_limit,
+                }));
+            }
+            Err(error) => {
+                return Err(error).context(
+                    "reference LP (--solver both prints the fast solver's plan and its \
+                     proven bound when the LP does not finish)",
+                );
+            }
         }
-        solvers.push(entry);
-        allocations.insert("lp".into(), allocation_json(&problem, &allocation));
     }
     if matches!(args.solver, SolverChoice::Fast | SolverChoice::Both) {
         let started = Instant::now();
@@ -202,6 +229,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
         let mlu = problem.evaluate(&allocation)?.mlu;
         let mut entry = serde_json::json!({
             "name": "fast",
+            "status": "solved",
             "mlu": mlu,
             "solve_ms": solve_ms,
             "iterations": solution.iterations,
@@ -266,12 +294,23 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
             report["paths"]
         );
         for solver in report["solvers"].as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "{:<5} MLU {:.9}  in {:.1} ms",
-                solver["name"].as_str().unwrap_or(""),
-                solver["mlu"].as_f64().unwrap_or(f64::NAN),
-                solver["solve_ms"].as_f64().unwrap_or(f64::NAN)
-            ));
+            let name = solver["name"].as_str().unwrap_or("");
+            let solve_ms = solver["solve_ms"].as_f64().unwrap_or(f64::NAN);
+            if let Some(error) = solver["error"].as_str() {
+                text.push_str(&format!(
+                    "{name:<5} no plan after {solve_ms:.1} ms (limit {} s): {error}\n",
+                    solver["time_limit_s"]
+                ));
+                continue;
+            }
+            let mlu = solver["mlu"].as_f64().unwrap_or(f64::NAN);
+            text.push_str(&format!("{name:<5} MLU {mlu:.9}  in {solve_ms:.1} ms"));
+            if let Some(bound) = solver["path_lower_bound_mlu"].as_f64() {
+                text.push_str(&format!(
+                    "; proven bound {bound:.9} (gap {:.4})",
+                    mlu / bound.max(f64::MIN_POSITIVE)
+                ));
+            }
             if let Some(worst) = solver["worst_failure_mlu"].as_f64() {
                 text.push_str(&format!(
                     "; worst single failure {} -> MLU {worst:.6}",
