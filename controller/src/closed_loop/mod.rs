@@ -58,6 +58,9 @@ use policy::{Decision, Observation, PolicyConfig, PolicyState};
 
 /// Intervals of measured matrices the loop keeps for the API.
 pub const KEPT_INTERVALS: usize = 3600;
+/// A re-plan's effect is measured in an interval whose total demand is
+/// within this share of the interval before it.
+pub const COMPARABLE_DEMAND: f64 = 0.25;
 /// Re-plans remembered for the API and the demo's summary.
 pub const KEPT_REPLANS: usize = 256;
 /// Intervals measured before the loop may re-plan: the first ones after a
@@ -104,8 +107,15 @@ pub struct ReplanRecord {
     pub predicted_mlu_after: f64,
     /// Measured in the last interval before it.
     pub measured_mlu_before: f64,
-    /// Measured in the first whole interval after it was applied.
+    /// Measured in the first whole interval after it was applied whose
+    /// traffic is comparable with the interval before it (see
+    /// [`COMPARABLE_DEMAND`]); `None` until then.
     pub measured_mlu_after: Option<f64>,
+    /// The measured demand (bit/s, all classes) of the interval before it.
+    pub demand_bps_before: f64,
+    /// Intervals after it was applied whose traffic differed too much to
+    /// compare (a surge, a job ending).
+    pub intervals_not_comparable: u32,
     pub applied_ms: Option<i64>,
     /// From the end of the first interval that showed the congestion to
     /// the routes applied.
@@ -238,6 +248,8 @@ pub struct ClosedLoop {
     /// The open congestion episode: when it was first shown (end of that
     /// interval).
     episode_start_ms: Option<i64>,
+    /// The last measured interval's demand, bit/s over all classes.
+    last_demand_bps: f64,
     events: tokio::sync::broadcast::Receiver<crate::events::Event>,
     /// Candidate paths of the current topology, reused by every re-plan.
     paths: aiwan_planner::classes::PathCache,
@@ -277,6 +289,7 @@ impl ClosedLoop {
             forwarding: None,
             alarms: HashMap::new(),
             episode_start_ms: None,
+            last_demand_bps: 0.0,
             events,
             paths: Default::default(),
         }
@@ -579,7 +592,9 @@ impl ClosedLoop {
         {
             self.episode_start_ms = None;
         }
-        self.fill_measured_after(latest.start_ms, measured_mlu);
+        let demand_bps: f64 = latest.classes.iter().map(|m| m.total()).sum();
+        self.fill_measured_after(latest.start_ms, measured_mlu, demand_bps);
+        self.last_demand_bps = demand_bps;
 
         let mut decision = if self.config.mode == LoopMode::Off {
             "mode off: measuring and forecasting only".to_string()
@@ -629,14 +644,26 @@ impl ClosedLoop {
         Ok(())
     }
 
-    /// Sets `measured_mlu_after` of re-plans applied before `start`.
-    fn fill_measured_after(&self, start: i64, measured_mlu: f64) {
+    /// Sets `measured_mlu_after` of re-plans applied before `start`, when
+    /// the interval's demand is comparable with the one before the
+    /// re-plan: an MLU measured under other traffic says nothing of what
+    /// the re-plan did.
+    fn fill_measured_after(&self, start: i64, measured_mlu: f64, demand_bps: f64) {
         let mut view = self.cx.view.write().unwrap_or_else(PoisonError::into_inner);
         for record in view.replans.iter_mut() {
             if record.measured_mlu_after.is_none()
                 && record.applied_ms.is_some_and(|applied| applied <= start)
             {
-                record.measured_mlu_after = Some(measured_mlu);
+                let change = if record.demand_bps_before > 0.0 {
+                    (demand_bps / record.demand_bps_before - 1.0).abs()
+                } else {
+                    0.0
+                };
+                if change <= COMPARABLE_DEMAND {
+                    record.measured_mlu_after = Some(measured_mlu);
+                } else {
+                    record.intervals_not_comparable += 1;
+                }
             }
         }
     }
@@ -847,6 +874,8 @@ impl ClosedLoop {
             predicted_mlu_after: after,
             measured_mlu_before: measured_mlu,
             measured_mlu_after: None,
+            demand_bps_before: self.last_demand_bps,
+            intervals_not_comparable: 0,
             applied_ms: None,
             // Holds the episode start until the plan is applied.
             latency_ms: (!proposal).then_some(self.episode_start_ms).flatten(),

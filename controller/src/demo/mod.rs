@@ -862,6 +862,9 @@ async fn summarize(
                 "predicted_mlu_after": round(r.predicted_mlu_after),
                 "measured_mlu_before": round(r.measured_mlu_before),
                 "measured_mlu_after": r.measured_mlu_after.map(round),
+                // Intervals after it whose traffic changed too much to
+                // measure its effect (mlu_after is then the prediction).
+                "intervals_not_comparable": r.intervals_not_comparable,
                 "loop_latency_ms": r.latency_ms.filter(|_| r.applied_ms.is_some()),
                 "routes_changed": r.routes_changed,
             })
@@ -900,9 +903,16 @@ async fn summarize(
         figures.seconds, totals.datagrams, totals.records, totals.decode_errors, pushes
     )?;
     for (r, (before, after)) in replans.iter().zip(mlu_before.iter().zip(&mlu_after)) {
+        let after = match r.measured_mlu_after {
+            Some(_) => format!("{after:.2}"),
+            None if r.intervals_not_comparable > 0 => {
+                "? (traffic changed before it could be measured)".to_string()
+            }
+            None => "? (not measured yet)".to_string(),
+        };
         writeln!(
             text,
-            "  plans/{:<4} {:<12} measured MLU {before:.2} -> {after:.2} (predicted {:.2} -> {:.2}){}",
+            "  plans/{:<4} {:<12} measured MLU {before:.2} -> {after} (predicted {:.2} -> {:.2}){}",
             r.version,
             r.trigger.as_str(),
             r.predicted_mlu_before,
