@@ -51,15 +51,18 @@ fn help_lists_every_subcommand_of_the_contract() {
     }
 }
 
+/// What is not built is not offered: `lab run` and `demo --lab` (lab
+/// traffic scenarios) are absent from the CLI until they work, so they
+/// fail as unknown arguments, not as a stub.
 #[test]
-fn unlanded_subcommands_say_so_and_fail() {
+fn unbuilt_commands_are_not_offered() {
     for command in [&["lab", "run", "x"][..], &["demo", "--lab"]] {
         let output = aiwan(command);
         let command = command.join(" ");
         assert_eq!(output.status.code(), Some(2), "aiwan {command}");
         let stderr = text(&output.stderr);
         assert!(
-            stderr.contains("not available in this build"),
+            stderr.contains("unrecognized subcommand") || stderr.contains("unexpected argument"),
             "{command}: {stderr}"
         );
         assert!(output.stdout.is_empty(), "{command} printed to stdout");

@@ -1,6 +1,6 @@
 //! `aiwan lab up|down|status`: the lab deployer of `aiwan-lab` from the
 //! command line, and with `up --agents` one `aiwan agent` per router
-//! namespace. `aiwan lab run` (traffic scenarios) is not here yet.
+//! namespace.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -24,8 +24,6 @@ pub enum LabCommand {
     /// Show a deployed lab and whatever differs from its deployment; exits
     /// 0 when the lab is up and healthy, 1 otherwise.
     Status(StatusArgs),
-    /// Run a traffic scenario on a deployed lab (not available yet).
-    Run(RunArgs),
 }
 
 /// Arguments of `aiwan lab up`.
@@ -92,25 +90,16 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Arguments of `aiwan lab run`, accepted so that it can say it has not
-/// landed.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
-}
-
 fn rate_arg(text: &str) -> Result<u64, String> {
     parse_rate(text).ok_or_else(|| format!("{text:?} is not a rate (examples: 10G, 400M)"))
 }
 
-/// Runs `aiwan lab up`, `down` or `status`; `run` is the caller's to refuse.
+/// Runs `aiwan lab up`, `down` or `status`.
 pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     match command {
         LabCommand::Up(args) => up(&args),
         LabCommand::Down(args) => down(&args),
         LabCommand::Status(args) => status(&args),
-        LabCommand::Run(_) => anyhow::bail!("aiwan lab run: not available in this build"),
     }
 }
 

@@ -214,14 +214,6 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-fn not_yet(command: &str, issue: &str) -> ExitCode {
-    eprintln!(
-        "aiwan {command}: not available in this build; it lands with the {issue} issue. \
-         See README.md for what works today."
-    );
-    ExitCode::from(2)
-}
-
 async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     use aiwan_controller::agent::{AgentError, AgentOptions, KernelError, Listen, service};
     init_logging(LogFormat::Plain, "info");
@@ -337,9 +329,6 @@ fn main() -> ExitCode {
                     ca_file: args.connection.ca_file,
                 })
                 .await?
-            }
-            Command::Lab(aiwan_controller::lab_cli::LabCommand::Run(_)) => {
-                return Ok(not_yet("lab run", "lab traffic scenarios"));
             }
             Command::Lab(command) => {
                 init_logging(LogFormat::Plain, "warn");

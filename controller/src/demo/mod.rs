@@ -92,10 +92,6 @@ pub struct DemoArgs {
     /// Seed of the sampling and flow sizes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Run on the namespace lab with real agents instead of the simulated
-    /// dataplane (needs root).
-    #[arg(long)]
-    pub lab: bool,
     /// Print one JSON document (the summary) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -528,13 +524,6 @@ impl SimulatedSites {
 
 /// `aiwan demo`.
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    if args.lab {
-        eprintln!(
-            "aiwan demo --lab: not available in this build; the demo on the namespace lab lands \
-             with the lab scenarios issue. Without --lab the demo runs on the simulated dataplane."
-        );
-        return Ok(ExitCode::from(2));
-    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
     let shown_dir = std::fs::canonicalize(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
