@@ -154,22 +154,7 @@ const ABILENE: &str = "Node_num: 3\tEdge_num: 4\nLink_index\tSource\tDestination
 const GRAPHML: &str = r#"<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns">
 <graph edgedefault="undirected"><node id="0"/><node id="1"/><node id="2"/>
 <edge source="0" target="1"/><edge source="1" target="2"/><edge source="2" target="2"/></graph></graphml>"#;
-const SNDLIB: &str = r#"<?xml version="1.0"?>
-<network xmlns="http://sndlib.zib.de/network" version="1.0">
- <networkStructure>
-  <nodes><node id="A"/><node id="B"/><node id="C"/></nodes>
-  <links>
-   <link id="L1"><source>A</source><target>B</target>
-    <preInstalledModule><capacity>100.0</capacity><cost>0</cost></preInstalledModule></link>
-   <link id="L2"><source>B</source><target>C</target>
-    <additionalModules><addModule><capacity>40.0</capacity></addModule>
-     <addModule><capacity>160.0</capacity></addModule></additionalModules></link>
-  </links>
- </networkStructure>
- <demands>
-  <demand id="A_C"><source>A</source><target>C</target><demandValue> 2.5 </demandValue></demand>
- </demands>
-</network>"#;
+const SNDLIB: &str = include_str!("../planner/tests/fixtures/small-sndlib.xml");
 const NODELINK: &str = include_str!("../planner/tests/fixtures/diamond.json");
 const SERIES: &str = include_str!("../planner/tests/fixtures/diamond.hist");
 const TUNNELS: &str = include_str!("../planner/tests/fixtures/diamond.tunnels");

@@ -175,22 +175,7 @@ pub fn load_demand_folder(
 mod tests {
     use super::*;
 
-    const NETWORK: &str = r#"<?xml version="1.0"?>
-<network xmlns="http://sndlib.zib.de/network" version="1.0">
- <networkStructure>
-  <nodes><node id="A"/><node id="B"/><node id="C"/></nodes>
-  <links>
-   <link id="L1"><source>A</source><target>B</target>
-    <preInstalledModule><capacity>100.0</capacity><cost>0</cost></preInstalledModule></link>
-   <link id="L2"><source>B</source><target>C</target>
-    <additionalModules><addModule><capacity>40.0</capacity></addModule>
-     <addModule><capacity>160.0</capacity></addModule></additionalModules></link>
-  </links>
- </networkStructure>
- <demands>
-  <demand id="A_C"><source>A</source><target>C</target><demandValue> 2.5 </demandValue></demand>
- </demands>
-</network>"#;
+    const NETWORK: &str = include_str!("../../tests/fixtures/small-sndlib.xml");
 
     #[test]
     fn reads_network_and_demands() {
