@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use aiwan_api::v1 as pb;
 use aiwan_api::v1::topology_service_client::TopologyServiceClient;
+use aiwan_planner::eval::percentile;
 use anyhow::{Context, bail};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -54,20 +55,12 @@ async fn client(addr: SocketAddr, token: &str) -> anyhow::Result<Client> {
     ))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 fn summary(mut latencies: Vec<f64>) -> serde_json::Value {
-    latencies.sort_by(f64::total_cmp);
     json!({
         "calls": latencies.len(),
-        "p50_ms": percentile(&latencies, 0.50),
-        "p99_ms": percentile(&latencies, 0.99),
-        "max_ms": latencies.last().copied().unwrap_or(f64::NAN),
+        "p50_ms": percentile(&mut latencies, 0.50),
+        "p99_ms": percentile(&mut latencies, 0.99),
+        "max_ms": percentile(&mut latencies, 1.0),
     })
 }
 

@@ -85,7 +85,9 @@ fn nmae(predicted: &TrafficMatrix, actual: &TrafficMatrix) -> (f64, f64) {
     (error, actual.total())
 }
 
-fn percentile(values: &mut [f64], p: f64) -> f64 {
+/// The `p` quantile (nearest rank) of `values`, which it sorts; NaN when
+/// empty.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() {
         return f64::NAN;
