@@ -300,6 +300,17 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The logs of agents this test started again are its own files in
+        // the lab's folder (`lab down` leaves what it did not make): remove
+        // them, and the folder once empty.
+        if let Ok(entries) = std::fs::read_dir(self.dir()) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".again.log") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(self.dir());
     }
 }
 
