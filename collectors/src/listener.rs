@@ -43,6 +43,11 @@ pub struct ListenerConfig {
     pub netflow_limits: NetflowOptions,
     /// The same for the sFlow decoder.
     pub sflow_limits: SflowOptions,
+    /// Bind the sockets inside this network namespace (a name under
+    /// /run/netns, or a path to a namespace file) instead of the
+    /// process's own: a management namespace the exporters reach while
+    /// the rest of the controller lives elsewhere. Linux, CAP_SYS_ADMIN.
+    pub netns: Option<String>,
 }
 
 impl Default for ListenerConfig {
@@ -58,6 +63,7 @@ impl Default for ListenerConfig {
             flush_interval: Duration::from_millis(200),
             netflow_limits: NetflowOptions::default(),
             sflow_limits: SflowOptions::default(),
+            netns: None,
         }
     }
 }
@@ -220,7 +226,21 @@ pub async fn start(
     let shard_count = config.shards.max(1);
     for (listen, is_netflow) in [(config.netflow_listen, true), (config.sflow_listen, false)] {
         let Some(listen) = listen else { continue };
-        let sockets = bind_shards(listen, shard_count, config.receive_buffer_bytes)?;
+        let sockets = match &config.netns {
+            None => bind_shards(listen, shard_count, config.receive_buffer_bytes)?,
+            Some(netns) => bind_shards_in(netns, listen, shard_count, config.receive_buffer_bytes)?,
+        };
+        let sockets = sockets
+            .into_iter()
+            .map(|(socket, granted)| {
+                UdpSocket::from_std(socket)
+                    .map(|socket| (socket, granted))
+                    .map_err(|source| ListenError::Bind {
+                        address: listen,
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let bound = sockets
             .first()
             .and_then(|(socket, _)| socket.local_addr().ok())
@@ -276,7 +296,7 @@ fn bind_shards(
     listen: SocketAddr,
     shards: usize,
     receive_buffer_bytes: usize,
-) -> Result<Vec<(UdpSocket, usize)>, ListenError> {
+) -> Result<Vec<(std::net::UdpSocket, usize)>, ListenError> {
     let mut sockets = Vec::with_capacity(shards);
     let mut address = listen;
     for _ in 0..shards {
@@ -300,7 +320,7 @@ fn bind_shards(
                 "receive buffer smaller than asked; raise net.core.rmem_max or run with CAP_NET_ADMIN"
             );
         }
-        let socket = UdpSocket::from_std(socket.into()).map_err(bind_error)?;
+        let socket: std::net::UdpSocket = socket.into();
         // Port 0 picks a port once; the other shards join it.
         if let Ok(bound) = socket.local_addr() {
             address = bound;
@@ -308,6 +328,37 @@ fn bind_shards(
         sockets.push((socket, granted));
     }
     Ok(sockets)
+}
+
+/// [`bind_shards`] inside network namespace `netns`: a thread of its own
+/// enters the namespace and binds; the sockets stay in that namespace
+/// wherever they are used from.
+fn bind_shards_in(
+    netns: &str,
+    listen: SocketAddr,
+    shards: usize,
+    receive_buffer_bytes: usize,
+) -> Result<Vec<(std::net::UdpSocket, usize)>, ListenError> {
+    let path = if netns.contains('/') {
+        PathBuf::from(netns)
+    } else {
+        PathBuf::from("/run/netns").join(netns)
+    };
+    let namespace_error = |reason: String| ListenError::Bind {
+        address: listen,
+        source: std::io::Error::other(format!("network namespace {}: {reason}", path.display())),
+    };
+    let file = std::fs::File::open(&path).map_err(|e| namespace_error(e.to_string()))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| namespace_error(format!("cannot enter: {e}")))?;
+                bind_shards(listen, shards, receive_buffer_bytes)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(namespace_error("the binding thread panicked".into())))
+    })
 }
 
 /// `SO_RCVBUFFORCE` when privileged (it may pass `net.core.rmem_max`),

@@ -169,6 +169,12 @@ pub struct SouthboundConfig {
     /// Time between the interface counter samples each agent streams into
     /// the telemetry store (link utilisation); 0 turns that off.
     pub counters_interval_ms: u64,
+    /// Shape each class on the links a plan shares between ai-sync and
+    /// other traffic (an htb root qdisc per interface). Off where the
+    /// routers shape their links themselves: an agent never replaces a
+    /// root qdisc it did not make, so a plan with limits would be refused
+    /// there.
+    pub rate_limits: bool,
 }
 
 /// The driver behind the reconcile loop.
@@ -191,6 +197,7 @@ impl Default for SouthboundConfig {
             agents: std::collections::BTreeMap::new(),
             agent_endpoint_template: None,
             counters_interval_ms: 1000,
+            rate_limits: true,
         }
     }
 }
@@ -215,6 +222,10 @@ pub struct CollectorConfig {
     pub store: aiwan_collectors::store::StoreConfig,
     /// What one sender may make the collectors hold.
     pub limits: CollectorLimits,
+    /// Bind the listeners inside this network namespace (a name under
+    /// /run/netns, or a path): a management namespace the exporters
+    /// reach. Needs CAP_SYS_ADMIN.
+    pub netns: Option<String>,
 }
 
 /// Bounds on what senders can make the NetFlow/IPFIX collectors hold, per
@@ -296,6 +307,7 @@ impl Default for CollectorConfig {
             key_by_source_port: false,
             store: aiwan_collectors::store::StoreConfig::default(),
             limits: CollectorLimits::default(),
+            netns: None,
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum LabCommand {
     /// Show a deployed lab and whatever differs from its deployment; exits
     /// 0 when the lab is up and healthy, 1 otherwise.
     Status(StatusArgs),
+    /// Run a traffic scenario (lab/scenarios/*.toml): deploy its topology
+    /// with agents, run its iperf3 flows with a controller that only routes
+    /// (baseline) and with aiwan in charge, print both sides' figures, and
+    /// tear everything down; exits 1 when a target of the scenario is
+    /// missed (needs root, iproute2 and iperf3).
+    Run(crate::lab_run::RunArgs),
 }
 
 /// Arguments of `aiwan lab up`.
@@ -54,6 +60,20 @@ pub struct UpArgs {
     /// `agent_endpoint_template = "unix:/run/aiwan/lab/{lab}/{node}.sock"`.
     #[arg(long)]
     pub agents: bool,
+    /// Also deploy the management network (namespace {lab}--mgmt, a
+    /// `mgmt0` link from every router) and start softflowd on every WAN
+    /// router's edge interfaces, exporting what enters the WAN to
+    /// udp/2055 in the management namespace (collector.netns), sampled
+    /// as each node's aiwan.sampling label says.
+    #[arg(long)]
+    pub exporters: bool,
+    /// With --exporters: 9 (NetFlow v9) or 10 (IPFIX).
+    #[arg(long, default_value_t = 10, requires = "exporters", value_parser = clap::value_parser!(u8).range(9..=10))]
+    pub flow_version: u8,
+    /// With --exporters: a long flow is exported at least this often,
+    /// seconds.
+    #[arg(long, default_value_t = 1, requires = "exporters", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub active_timeout: u32,
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -94,12 +114,13 @@ fn rate_arg(text: &str) -> Result<u64, String> {
     parse_rate(text).ok_or_else(|| format!("{text:?} is not a rate (examples: 10G, 400M)"))
 }
 
-/// Runs `aiwan lab up`, `down` or `status`.
-pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
+/// Runs `aiwan lab up`, `down`, `status` or `run`.
+pub async fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
     match command {
         LabCommand::Up(args) => up(&args),
         LabCommand::Down(args) => down(&args),
         LabCommand::Status(args) => status(&args),
+        LabCommand::Run(args) => crate::lab_run::run(&args).await,
     }
 }
 
@@ -125,11 +146,20 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let topology = load_topology(&args.file)?;
     let lab = args.name.clone().unwrap_or_else(|| topology.name.clone());
     deploy::check_lab_name(&lab).with_context(|| format!("lab up {}", args.file.display()))?;
+    let sampling = if args.exporters {
+        let text = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+        aiwan_lab::clab::parse_sampling(&text)
+            .with_context(|| format!("lab up {}", args.file.display()))?
+    } else {
+        std::collections::BTreeMap::new()
+    };
     let options = DeployOptions {
         shape: args.shape,
         shape_scale: args.shape_scale,
         shape_cap_bps: args.shape_cap.unwrap_or(DEFAULT_SHAPE_CAP_BPS),
         force: args.force,
+        management: args.exporters,
     };
     let started = Instant::now();
     if args.force {
@@ -150,6 +180,22 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         Vec::new()
     };
+    let exporters = if args.exporters {
+        let settings = ExporterSettings {
+            version: args.flow_version,
+            active_timeout_s: args.active_timeout,
+        };
+        match start_exporters(&lab, &deployment, &sampling, settings) {
+            Ok(exporters) => exporters,
+            Err(error) => {
+                let _ = stop_agents(&lab);
+                let _ = deploy::destroy(&lab);
+                return Err(error.context(format!("lab up {}: exporters", args.file.display())));
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     if args.json {
         print_json(&serde_json::json!({
@@ -157,6 +203,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             "elapsed_ms": elapsed_ms,
             "deployment": deployment,
             "agents": agents,
+            "exporters": exporters,
         }))?;
     } else {
         let links: usize = deployment
@@ -185,6 +232,27 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 agents.len(),
                 agent_endpoint_template(&lab)?
             )?;
+        }
+        if let (Some(management), false) = (&deployment.management, exporters.is_empty()) {
+            writeln!(
+                out,
+                "{} exporters (softflowd, {}); controller: collector.netns = \"{}\", \
+                 netflow_listen = \"0.0.0.0:{LAB_COLLECTOR_PORT}\"",
+                exporters.len(),
+                if args.flow_version == 9 {
+                    "NetFlow v9"
+                } else {
+                    "IPFIX"
+                },
+                management.namespace
+            )?;
+            for exporter in &exporters {
+                writeln!(
+                    out,
+                    "    {}:{} from {} (sampling 1 in {})",
+                    exporter.node, exporter.interface, exporter.source, exporter.sampling
+                )?;
+            }
         }
         writeln!(
             out,
@@ -375,7 +443,7 @@ fn is_plain_file_name(name: &str) -> bool {
 /// Starts this binary as `aiwan agent --netns {namespace} --purge` for each
 /// node but hosts, in its own process group (so that it outlives this
 /// command and a Ctrl-C in its terminal), and waits for every socket.
-fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAgent>> {
+pub(crate) fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAgent>> {
     use std::os::unix::process::CommandExt as _;
     let dir = agents_dir(lab)?;
     let mut manifest = AgentsManifest::read(&dir)?.unwrap_or_default();
@@ -434,6 +502,176 @@ fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result<Vec<LabAge
         }
     }
     Ok(agents)
+}
+
+/// The UDP port the collectors listen on in a lab's management namespace.
+pub const LAB_COLLECTOR_PORT: u16 = 2055;
+
+/// How the lab's exporters export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExporterSettings {
+    /// 9 (NetFlow v9) or 10 (IPFIX).
+    pub version: u8,
+    /// A flow is exported at least this often while it lasts, seconds
+    /// (softflowd's `maxlife`): the telemetry interval the controller sees.
+    pub active_timeout_s: u32,
+}
+
+/// One exporter `lab up --exporters` started.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabExporter {
+    pub node: String,
+    pub interface: String,
+    pub pid: u32,
+    /// Where it sends (the management namespace's end of the node's link).
+    pub collector: std::net::SocketAddr,
+    /// What it sends from (the node's `mgmt0`): how the controller knows
+    /// which node a datagram is from.
+    pub source: std::net::Ipv4Addr,
+    /// Packet sampling, 1 in N (the node's `aiwan.sampling` label; 1 when
+    /// unset).
+    pub sampling: u32,
+    pub log: PathBuf,
+}
+
+/// The interfaces a router exports flows from: those of a WAN router that
+/// face a node of another role (its site's fabric or hosts), where traffic
+/// enters the WAN. Transit interfaces between WAN routers export nothing,
+/// so each flow is counted once, where it enters.
+pub fn edge_interfaces(deployment: &Deployment) -> Vec<(&DeployedNode, &str)> {
+    let role: std::collections::BTreeMap<&str, &str> = deployment
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.role.as_str()))
+        .collect();
+    let mut edges = Vec::new();
+    for node in deployment.nodes.iter().filter(|n| n.role == "wan-router") {
+        for interface in &node.interfaces {
+            if role.get(interface.peer_node.as_str()) != Some(&"wan-router") {
+                edges.push((node, interface.name.as_str()));
+            }
+        }
+    }
+    edges
+}
+
+/// Starts softflowd on every edge interface ([`edge_interfaces`]) of the
+/// lab, in the node's namespace, capturing what comes in (`inbound`) and
+/// exporting to the collectors in the management namespace. Each runs in
+/// its own process group, recorded (pid, log, control socket) in the
+/// agents' folder so that `lab down` stops it.
+pub(crate) fn start_exporters(
+    lab: &str,
+    deployment: &Deployment,
+    sampling: &std::collections::BTreeMap<String, u32>,
+    settings: ExporterSettings,
+) -> anyhow::Result<Vec<LabExporter>> {
+    use std::os::unix::process::CommandExt as _;
+    let Some(management) = &deployment.management else {
+        anyhow::bail!("exporters need the lab's management network");
+    };
+    which(
+        "softflowd",
+        "the lab's flow exporters (Debian: apt-get install softflowd)",
+    )?;
+    let dir = agents_dir(lab)?;
+    let mut manifest = AgentsManifest::read(&dir)?.unwrap_or_default();
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        manifest.created_dir = true;
+    }
+    let mut exporters = Vec::new();
+    for (node, interface) in edge_interfaces(deployment) {
+        let Some(link) = management.links.iter().find(|l| l.node == node.node) else {
+            anyhow::bail!("node {} has no management link", node.node);
+        };
+        let stem = format!("{}.{interface}", node.node);
+        // Our pid file, its log, its control socket, and the pid file
+        // softflowd writes only when it daemonises (given so that it would
+        // never write the shared default /var/run/softflowd.pid).
+        let names = ["exporter", "exporter-log", "exporter-ctl", "exporter-pid"]
+            .map(|kind| format!("{stem}.{kind}"));
+        if let Some(bad) = names.iter().find(|name| !is_plain_file_name(name)) {
+            anyhow::bail!("node {:?}: {bad:?} cannot be a file name", node.node);
+        }
+        manifest.record(names.clone());
+        manifest.write(&dir)?;
+        let [pid_file, log, control, own_pid_file] = names.map(|name| dir.join(name));
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let collector = std::net::SocketAddr::from((link.peer, LAB_COLLECTOR_PORT));
+        let rate = sampling.get(&node.node).copied().unwrap_or(1).max(1);
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", &node.namespace, "softflowd", "-d"])
+            .args(["-i", interface])
+            .args(["-n", &collector.to_string()])
+            .args(["-v", &settings.version.to_string()])
+            .args(["-t", &format!("maxlife={}", settings.active_timeout_s)])
+            .args(["-t", "expint=1"])
+            .arg("-p")
+            .arg(&own_pid_file)
+            .arg("-c")
+            .arg(&control);
+        if rate > 1 {
+            command.args(["-s", &rate.to_string()]);
+        }
+        let child = command
+            // Ingress only: a flow counted where it enters the router.
+            .arg("inbound")
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start softflowd on {}:{interface}", node.node))?;
+        // `ip netns exec` execs softflowd: this is its pid.
+        std::fs::write(&pid_file, format!("{}\n", child.id()))
+            .with_context(|| format!("cannot write {}", pid_file.display()))?;
+        exporters.push(LabExporter {
+            node: node.node.clone(),
+            interface: interface.to_string(),
+            pid: child.id(),
+            collector,
+            source: link.address,
+            sampling: rate,
+            log,
+        });
+    }
+    // softflowd opens its control socket once it captures and can export;
+    // none after a while means it failed (its log says why).
+    let started = Instant::now();
+    for exporter in &exporters {
+        let control = dir.join(format!(
+            "{}.{}.exporter-ctl",
+            exporter.node, exporter.interface
+        ));
+        while !control.exists() {
+            if started.elapsed() > AGENT_START_TIMEOUT || !process_alive(exporter.pid) {
+                let log = std::fs::read_to_string(&exporter.log).unwrap_or_default();
+                anyhow::bail!(
+                    "softflowd on {}:{} did not start ({})",
+                    exporter.node,
+                    exporter.interface,
+                    log.trim()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok(exporters)
+}
+
+/// Fails naming the tool and what it is for when it cannot be run.
+fn which(tool: &str, purpose: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if found {
+        Ok(())
+    } else {
+        anyhow::bail!("{tool} is not installed; it is needed for {purpose}")
+    }
 }
 
 /// One lab agent as `lab status` sees it.
@@ -496,17 +734,27 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
         return Ok(0);
     };
     let mut stopped = Vec::new();
+    // The exporters first: their pid files name softflowd processes whose
+    // pid file is in this folder (a recycled pid is left alone).
+    for name in manifest.files.iter().filter(|n| n.ends_with(".exporter")) {
+        if !is_plain_file_name(name) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if terminate_if_ours(pid, "softflowd", &dir) {
+            stopped.push(pid);
+        }
+    }
     for agent in agent_status(lab)? {
         let Some(pid) = agent.pid.and_then(|pid| i32::try_from(pid).ok()) else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(" agent ") && cmdline.contains(&dir.display().to_string()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if terminate_if_ours(pid, " agent ", &dir) {
             stopped.push(pid);
         }
     }
@@ -542,6 +790,22 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
         }
     }
     Ok(stopped.len())
+}
+
+/// Sends SIGTERM to `pid` when its command line has `program` and names
+/// the lab's folder (so a recycled pid of someone else's process is left
+/// alone); whether it did.
+fn terminate_if_ours(pid: i32, program: &str, dir: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    if !(cmdline.contains(program) && cmdline.contains(&dir.display().to_string())) {
+        return false;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    true
 }
 
 /// Removes a file `lab up` recorded making; a directory or a missing file

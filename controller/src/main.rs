@@ -332,7 +332,7 @@ fn main() -> ExitCode {
             }
             Command::Lab(command) => {
                 init_logging(LogFormat::Plain, "warn");
-                return aiwan_controller::lab_cli::run(command);
+                return aiwan_controller::lab_cli::run(command).await;
             }
             Command::Plan(args) => {
                 init_logging(LogFormat::Plain, "warn");

@@ -61,6 +61,19 @@ pub struct NewJob {
     /// An explicit path (node IDs) with the packets it takes; `None` when
     /// the planner chooses.
     pub pin: Option<PathPin>,
+    /// For a ring collective, its flows: `sources` are the members in ring
+    /// order and `destinations[i]` the member `sources[i]` sends to.
+    pub collective: Option<CollectiveFlows>,
+}
+
+/// How a ring collective's flows are told apart, stored as JSON in
+/// `jobs.collective_json`: member `i` sends to destination port
+/// `first_port + i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CollectiveFlows {
+    /// 6 (TCP) or 17 (UDP).
+    pub ip_protocol: u8,
+    pub first_port: u16,
 }
 
 /// A job's explicit path, stored as JSON in `jobs.pin_json`.

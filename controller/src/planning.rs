@@ -342,7 +342,14 @@ pub fn compute_plan(
     jobs: &[JobRecord],
     now_ms: i64,
 ) -> Result<ComputedPlan, PlanningError> {
-    compute_plan_with(topology, jobs, now_ms, None, &mut PathCache::default())
+    compute_plan_with(
+        topology,
+        jobs,
+        now_ms,
+        None,
+        &crate::collective::Placements::new(),
+        &mut PathCache::default(),
+    )
 }
 
 /// Plans the jobs and, when given, the measured traffic: declared jobs are
@@ -351,18 +358,25 @@ pub fn compute_plan(
 /// so a job that is declared and sending is not counted twice. Every
 /// scenario of the measurement is served by one split
 /// ([`aiwan_planner::classes::plan_classes_robust`]); the plan's figures are the forecast's.
+///
+/// The flows of collective jobs are also placed on the fabric's spines
+/// ([`crate::collective`]), keeping `previous` (the current plan's
+/// placements) where it holds.
 pub fn compute_plan_with(
     topology: &Topology,
     jobs: &[JobRecord],
     now_ms: i64,
     measured: Option<&MeasuredDemand>,
+    previous: &crate::collective::Placements,
     paths: &mut PathCache,
 ) -> Result<ComputedPlan, PlanningError> {
     if topology.nodes.is_empty() {
         return Err(PlanningError::NoTopology);
     }
     let network = Network::from_topology(topology);
-    let (demands, unresolved) = job_demands(topology, &network, jobs, now_ms);
+    let (demands, mut unresolved) = job_demands(topology, &network, jobs, now_ms);
+    let collectives = crate::collective::place_collectives(topology, jobs, now_ms, previous);
+    unresolved.extend(collectives.unresolved);
     let scenarios: Vec<Vec<ClassDemand>> = match measured {
         Some(measured) if !measured.scenarios.is_empty() => measured
             .scenarios
@@ -390,6 +404,9 @@ pub fn compute_plan_with(
             .map(|o| o.class.as_str())
             .collect();
         object.insert("spilled_classes".into(), serde_json::json!(spilled));
+        if let Some(figures) = collectives.metrics {
+            object.insert("collective_placement".into(), figures);
+        }
     }
     for (router, pins) in pins_by_router(topology, &network, jobs, now_ms) {
         let state = computed
@@ -397,6 +414,13 @@ pub fn compute_plan_with(
             .entry(router)
             .or_insert_with(|| serde_json::json!({ "routes": [] }));
         state["pins"] = serde_json::Value::Array(pins);
+    }
+    for (leaf, flows) in collectives.by_leaf {
+        let state = computed
+            .desired_state
+            .entry(leaf)
+            .or_insert_with(|| serde_json::json!({ "routes": [] }));
+        state["placements"] = serde_json::json!(flows);
     }
     Ok(computed)
 }
@@ -779,6 +803,7 @@ mod tests {
                     ip_protocol: Some(17),
                     destination_ports: Some((4791, 4791)),
                 }),
+                collective: None,
             },
             cancelled_ms: None,
             created_ms: 0,

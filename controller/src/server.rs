@@ -269,6 +269,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         )
         .with_metrics(southbound_metrics.clone())
         .with_classes(config.collector.store.classes.clone())
+        .with_rate_limits(config.southbound.rate_limits)
         .with_events(events.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "plan origin",
         include_str!("../../migrations/0004_plan_origin.sql"),
     ),
+    (
+        5,
+        "job collective",
+        include_str!("../../migrations/0005_job_collective.sql"),
+    ),
 ];
 
 /// Why a store operation failed.
@@ -504,8 +509,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
              deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
-             creator, max_latency_us, pin_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13)",
+             creator, max_latency_us, pin_json, collective_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13, $14)",
         )
         .bind(&job.job_id)
         .bind(&job.tenant)
@@ -525,6 +530,13 @@ impl Store {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| corrupt(format!("pin of job {}: {e}", job.job_id)))?,
+        )
+        .bind(
+            job.collective
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| corrupt(format!("collective of job {}: {e}", job.job_id)))?,
         )
         .execute(&mut *tx)
         .await?;
@@ -676,7 +688,7 @@ impl Store {
         let Some(row) = sqlx::query(
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
              start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
-             max_latency_us, pin_json FROM jobs WHERE job_id = $1",
+             max_latency_us, pin_json, collective_json FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1371,6 +1383,13 @@ fn job_from_row(
                 Some(text) => Some(
                     serde_json::from_str(&text)
                         .map_err(|e| corrupt(format!("pin_json of job {job_id}: {e}")))?,
+                ),
+            },
+            collective: match row.try_get::<Option<String>, _>("collective_json")? {
+                None => None,
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| corrupt(format!("collective_json of job {job_id}: {e}")))?,
                 ),
             },
             job_id,

@@ -77,6 +77,7 @@ pub async fn start(
         template_file: Some(config.data_dir.join("collector-templates.json")),
         netflow_limits: settings.limits.netflow(settings.key_by_source_port),
         sflow_limits: settings.limits.sflow(settings.key_by_source_port),
+        netns: settings.netns.clone(),
         ..ListenerConfig::default()
     };
     let running = pipeline::start(&listener, store).await?;

@@ -69,8 +69,23 @@ struct ClabNode {
 #[derive(Debug, Deserialize)]
 struct ClabLink {
     endpoints: Vec<ClabEndpoint>,
+    /// Extended-form links carry labels.
     #[serde(default)]
     labels: BTreeMap<String, LabelValue>,
+    /// Brief-form links carry `vars` instead (containerlab's schema allows
+    /// no labels there); aiwan reads its `aiwan.*` keys from either.
+    #[serde(default)]
+    vars: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// A scalar of a link's `vars` as label text; `None` for lists and maps.
+fn var_text(value: &serde_yaml::Value) -> Option<String> {
+    match value {
+        serde_yaml::Value::String(text) => Some(text.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 /// An endpoint in the brief form `node:interface` or the extended form
@@ -127,6 +142,34 @@ pub fn load_clab(path: &Path) -> Result<Topology, ClabError> {
         path: path.to_path_buf(),
         source: Box::new(source),
     })
+}
+
+/// The lab's per-node flow sampling, from the `aiwan.sampling` label (1 in
+/// N packets, N from 1 to 65535); nodes without the label are absent.
+/// The label is read by the lab only: the planner's topology has no use
+/// for it.
+pub fn parse_sampling(text: &str) -> Result<BTreeMap<String, u32>, ClabError> {
+    let file: ClabFile =
+        serde_yaml::from_str(text).map_err(|error| ClabError::Yaml(error.to_string()))?;
+    let mut sampling = BTreeMap::new();
+    for (name, node) in &file.topology.nodes {
+        let Some(value) = node.labels.get("aiwan.sampling").map(LabelValue::text) else {
+            continue;
+        };
+        let rate = value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=65_535).contains(n))
+            .ok_or_else(|| ClabError::Node {
+                node: name.clone(),
+                reason: format!(
+                    "label aiwan.sampling {value:?} is not a sampling rate (1 in N, N from 1 to 65535)"
+                ),
+            })?;
+        sampling.insert(name.clone(), rate);
+    }
+    Ok(sampling)
 }
 
 /// Converts the text of a containerlab file.
@@ -189,7 +232,12 @@ pub fn parse_clab(text: &str) -> Result<Topology, ClabError> {
             link: link_name.clone(),
             reason,
         };
-        let label = |key: &str| link.labels.get(key).map(LabelValue::text);
+        let label = |key: &str| {
+            link.labels
+                .get(key)
+                .map(LabelValue::text)
+                .or_else(|| link.vars.get(key).map(|v| var_text(v).unwrap_or_default()))
+        };
         let capacity_text = label("aiwan.capacity")
             .ok_or_else(|| link_error("missing label aiwan.capacity (for example 100G)".into()))?;
         let capacity_bps = parse_rate(&capacity_text).ok_or_else(|| {

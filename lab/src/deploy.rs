@@ -140,6 +140,22 @@ pub struct DeployOptions {
     pub shape_cap_bps: u64,
     /// Destroy the lab first when it is already up.
     pub force: bool,
+    /// Add a management network: namespace `{lab}--mgmt` (no node can be
+    /// called `-mgmt`), and from every node but hosts a veth `mgmt0` into
+    /// it, addressed from `10.253.0.0/16` (a /31 each). The controller's
+    /// collectors listen in that namespace and the routers' exporters send
+    /// there, outside the routed topology.
+    pub management: bool,
+}
+
+/// The management network's name for the interface in each router.
+pub const MANAGEMENT_INTERFACE: &str = "mgmt0";
+/// First address of the management network's /31s.
+const MANAGEMENT_BASE_V4: u32 = u32::from_be_bytes([10, 253, 0, 0]);
+
+/// The management namespace of a lab.
+pub fn management_namespace(lab: &str) -> String {
+    format!("{lab}--mgmt")
 }
 
 impl Default for DeployOptions {
@@ -149,6 +165,7 @@ impl Default for DeployOptions {
             shape_scale: 1.0,
             shape_cap_bps: DEFAULT_SHAPE_CAP_BPS,
             force: false,
+            management: false,
         }
     }
 }
@@ -162,6 +179,29 @@ pub struct Deployment {
     pub shaped: bool,
     /// Nodes by id.
     pub nodes: Vec<DeployedNode>,
+    /// The management network, when deployed with one.
+    #[serde(default)]
+    pub management: Option<Management>,
+}
+
+/// The management network: one namespace, a /31 to each router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Management {
+    pub namespace: String,
+    pub links: Vec<ManagementLink>,
+}
+
+/// A router's link into the management namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManagementLink {
+    pub node: String,
+    /// The router's address on its `mgmt0` (what its exporters send from).
+    pub address: std::net::Ipv4Addr,
+    /// The management namespace's address on the other end (where the
+    /// router sends to).
+    pub peer: std::net::Ipv4Addr,
+    /// The interface's name in the management namespace.
+    pub peer_interface: String,
 }
 
 impl Deployment {
@@ -175,9 +215,20 @@ impl Deployment {
         self.nodes.iter().find(|n| n.namespace == namespace)
     }
 
-    /// Every namespace of the lab.
+    /// Every namespace of the lab (the management one last).
     pub fn namespaces(&self) -> Vec<&str> {
-        self.nodes.iter().map(|n| n.namespace.as_str()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.namespace.as_str())
+            .chain(self.management.iter().map(|m| m.namespace.as_str()))
+            .collect()
+    }
+
+    /// A router's management link.
+    pub fn management_link(&self, node: &str) -> Option<&ManagementLink> {
+        self.management
+            .as_ref()
+            .and_then(|m| m.links.iter().find(|l| l.node == node))
     }
 }
 
@@ -536,6 +587,11 @@ fn plan(
             default_gateway,
         });
     }
+    let management = if options.management {
+        Some(plan_management(lab, &mut root, &mut namespaces, &nodes)?)
+    } else {
+        None
+    };
     Ok(DeployPlan {
         root,
         namespaces,
@@ -544,8 +600,106 @@ fn plan(
             topology: topology.name.clone(),
             shaped: options.shape,
             nodes,
+            management,
         },
     })
+}
+
+/// The management network's part of a plan: its namespace, a veth from
+/// every router into it, their addresses.
+fn plan_management(
+    lab: &str,
+    root: &mut Vec<BatchLine>,
+    namespaces: &mut Vec<NamespacePlan>,
+    nodes: &[DeployedNode],
+) -> Result<Management, DeployError> {
+    let namespace = management_namespace(lab);
+    root.push(BatchLine {
+        subject: "the management network".into(),
+        line: format!("netns add {namespace}"),
+    });
+    let subject = format!("the management network (namespace {namespace})");
+    let mut own = vec![
+        BatchLine {
+            subject: subject.clone(),
+            line: format!("link set lo alias {MARKER_PREFIX}{lab}"),
+        },
+        BatchLine {
+            subject: subject.clone(),
+            line: "link set lo up".into(),
+        },
+    ];
+    let mut links = Vec::new();
+    for (index, node) in nodes.iter().filter(|n| n.role != "host").enumerate() {
+        if node
+            .interfaces
+            .iter()
+            .any(|i| i.name == MANAGEMENT_INTERFACE)
+        {
+            return Err(DeployError::BadInterface {
+                node: node.node.clone(),
+                interface: MANAGEMENT_INTERFACE.into(),
+                reason: "is the management network's name; rename the link".into(),
+            });
+        }
+        let offset = u32::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_mul(2))
+            .filter(|o| *o < 1 << 16)
+            .ok_or_else(|| DeployError::BadNode {
+                node: node.node.clone(),
+                reason: "more than 32768 routers for the management network".into(),
+            })?;
+        let peer = std::net::Ipv4Addr::from(MANAGEMENT_BASE_V4 + offset);
+        let address = std::net::Ipv4Addr::from(MANAGEMENT_BASE_V4 + offset + 1);
+        let peer_interface = format!("m{index}");
+        root.push(BatchLine {
+            subject: format!("the management link of {}", node.node),
+            line: format!(
+                "link add {MANAGEMENT_INTERFACE} netns {} type veth peer name {peer_interface} netns {namespace}",
+                node.namespace
+            ),
+        });
+        own.push(BatchLine {
+            subject: subject.clone(),
+            line: format!("address add {peer}/31 dev {peer_interface}"),
+        });
+        own.push(BatchLine {
+            subject: subject.clone(),
+            line: format!("link set {peer_interface} up"),
+        });
+        if let Some(plan) = namespaces
+            .iter_mut()
+            .find(|p| p.namespace == node.namespace)
+        {
+            let subject = format!("node {} (namespace {})", node.node, node.namespace);
+            plan.ip.push(BatchLine {
+                subject: subject.clone(),
+                line: format!("address add {address}/31 dev {MANAGEMENT_INTERFACE}"),
+            });
+            plan.ip.push(BatchLine {
+                subject,
+                line: format!("link set {MANAGEMENT_INTERFACE} up"),
+            });
+            plan.sysctls.push((
+                format!("net/ipv4/conf/{MANAGEMENT_INTERFACE}/rp_filter"),
+                "0",
+            ));
+        }
+        links.push(ManagementLink {
+            node: node.node.clone(),
+            address,
+            peer,
+            peer_interface,
+        });
+    }
+    namespaces.push(NamespacePlan {
+        namespace: namespace.clone(),
+        sysctls: Vec::new(),
+        ip: own,
+        tc: Vec::new(),
+    });
+    Ok(Management { namespace, links })
 }
 
 /// The sysctls of a namespace with link ends `interfaces`, as (path under
@@ -606,7 +760,7 @@ fn check_interface_name(node: &str, interface: &str) -> Result<(), DeployError> 
 }
 
 /// The tbf rate of a link end: its capacity scaled, within the veths' reach.
-fn shape_rate(capacity_bps: u64, scale: f64, cap_bps: u64) -> u64 {
+pub fn shape_rate(capacity_bps: u64, scale: f64, cap_bps: u64) -> u64 {
     let scaled = (capacity_bps as f64 * scale).round();
     let scaled = if scaled >= u64::MAX as f64 {
         u64::MAX
@@ -1141,6 +1295,68 @@ topology:
 
     fn lines(batch: &[BatchLine]) -> Vec<&str> {
         batch.iter().map(|l| l.line.as_str()).collect()
+    }
+
+    #[test]
+    fn a_management_network_reaches_every_router_and_no_host() {
+        let topology = parse_clab(FIXTURE).expect("fixture");
+        let options = DeployOptions {
+            management: true,
+            ..DeployOptions::default()
+        };
+        let planned = plan(&topology, "t", &options).expect("plan");
+        let root = lines(&planned.root);
+        assert_eq!(
+            &root[root.len() - 3..],
+            [
+                "netns add t--mgmt",
+                "link add mgmt0 netns t-r1 type veth peer name m0 netns t--mgmt",
+                "link add mgmt0 netns t-r2 type veth peer name m1 netns t--mgmt",
+            ]
+        );
+        let management = planned.deployment.management.as_ref().expect("management");
+        assert_eq!(management.namespace, "t--mgmt");
+        let links: Vec<(&str, String, String)> = management
+            .links
+            .iter()
+            .map(|l| (l.node.as_str(), l.address.to_string(), l.peer.to_string()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("r1", "10.253.0.1".into(), "10.253.0.0".into()),
+                ("r2", "10.253.0.3".into(), "10.253.0.2".into()),
+            ]
+        );
+        let r1 = planned
+            .namespaces
+            .iter()
+            .find(|n| n.namespace == "t-r1")
+            .expect("r1");
+        let r1_lines = lines(&r1.ip);
+        assert!(r1_lines.contains(&"address add 10.253.0.1/31 dev mgmt0"));
+        assert!(r1_lines.contains(&"link set mgmt0 up"));
+        let mgmt = planned.namespaces.last().expect("management namespace");
+        assert_eq!(mgmt.namespace, "t--mgmt");
+        assert_eq!(
+            lines(&mgmt.ip),
+            [
+                "link set lo alias aiwan-lab:t",
+                "link set lo up",
+                "address add 10.253.0.0/31 dev m0",
+                "link set m0 up",
+                "address add 10.253.0.2/31 dev m1",
+                "link set m1 up",
+            ]
+        );
+        // `down` finds it with the nodes' namespaces.
+        assert!(planned.deployment.namespaces().contains(&"t--mgmt"));
+        // A router with an interface of that name is refused by name.
+        let clash = FIXTURE.replace("r2:eth2", "r2:mgmt0");
+        let error = plan(&parse_clab(&clash).expect("fixture"), "t", &options)
+            .expect_err("clash")
+            .to_string();
+        assert!(error.contains("mgmt0"), "{error}");
     }
 
     #[test]

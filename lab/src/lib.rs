@@ -8,3 +8,4 @@
 pub mod addressing;
 pub mod clab;
 pub mod deploy;
+pub mod scenario;

@@ -16,6 +16,7 @@ pub mod formats;
 pub mod lp;
 pub mod network;
 pub mod paths;
+pub mod placement;
 pub mod scenario;
 pub mod topology;
 pub mod traffic;

@@ -167,6 +167,7 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             congestion_threshold: 0.8,
             window: args.window,
             plan: true,
+            placements: Default::default(),
         };
         let mut paths = PathCache::default();
         let mut forwarding = Forwarding::underlay_only();

@@ -244,6 +244,8 @@ pub struct ClosedLoop {
     /// Per link, the counter rate of each interval processed.
     next_start: Option<i64>,
     forwarding: Option<(i64, Forwarding)>,
+    /// The current plan's collective placements, kept by the next one.
+    placements: crate::collective::Placements,
     alarms: HashMap<usize, LinkAlarm>,
     /// The open congestion episode: when it was first shown (end of that
     /// interval).
@@ -287,6 +289,7 @@ impl ClosedLoop {
             history: VecDeque::new(),
             next_start: None,
             forwarding: None,
+            placements: crate::collective::Placements::new(),
             alarms: HashMap::new(),
             episode_start_ms: None,
             last_demand_bps: 0.0,
@@ -510,7 +513,10 @@ impl ClosedLoop {
         let covered = covered.clone();
         if self.forwarding.as_ref().map(|(v, _)| *v) != Some(current_version) {
             let forwarding = match current_version {
-                0 => Forwarding::underlay_only(),
+                0 => {
+                    self.placements.clear();
+                    Forwarding::underlay_only()
+                }
                 version => {
                     let (_, rows) = self
                         .cx
@@ -519,7 +525,9 @@ impl ClosedLoop {
                         .await
                         .map_err(|e| format!("cannot read plans/{version}: {e}"))?
                         .unwrap_or_default();
-                    Forwarding::from_desired(&network, &parse_desired(&rows))
+                    let desired = parse_desired(&rows);
+                    self.placements = crate::collective::placements_in(&desired);
+                    Forwarding::from_desired(&network, &desired)
                 }
             };
             self.forwarding = Some((current_version, forwarding));
@@ -542,6 +550,7 @@ impl ClosedLoop {
             congestion_threshold: self.config.congestion_threshold,
             window: self.config.window,
             plan: self.config.mode != LoopMode::Off && self.history.len() >= WARMUP_INTERVALS,
+            placements: self.placements.clone(),
         };
         let paths = std::mem::take(&mut self.paths);
         let (outcome, forwarding, paths) = tokio::task::spawn_blocking(move || {
@@ -635,6 +644,13 @@ impl ClosedLoop {
                 }
             }
         }
+        tracing::debug!(
+            interval_start_ms = latest.start_ms,
+            measured_mlu,
+            predicted_mlu = current_mlu,
+            %decision,
+            "closed loop: interval evaluated"
+        );
         let mut view = self.cx.view.write().unwrap_or_else(PoisonError::into_inner);
         view.links = links;
         view.last_interval_start_ms = Some(latest.start_ms);

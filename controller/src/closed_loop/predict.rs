@@ -41,6 +41,8 @@ pub struct Work {
     pub window: usize,
     /// Compute a candidate plan.
     pub plan: bool,
+    /// The current plan's collective placements.
+    pub placements: crate::collective::Placements,
 }
 
 /// What the interval predicts under the current plan.
@@ -209,6 +211,7 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             &work.jobs,
             work.now_ms,
             Some(&measured),
+            &work.placements,
             paths,
         )
         .map(|plan| {

@@ -12,7 +12,8 @@ use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
 use crate::model::{
-    DemandRecord, Endpoint, JobRecord, JobState, NewJob, PathPin, TrafficClass, now_ms,
+    CollectiveFlows, DemandRecord, Endpoint, JobRecord, JobState, NewJob, PathPin, TrafficClass,
+    now_ms,
 };
 
 /// Longest job ID and tenant.
@@ -142,14 +143,26 @@ pub fn validate_job(
             ));
         }
     };
-    let sources = endpoints("job.sources", &job.sources, sites)?;
-    let destinations = endpoints("job.destinations", &job.destinations, sites)?;
-    if let Some(i) = destinations.iter().position(|d| sources.contains(d)) {
-        return Err(FieldViolation::new(
-            format!("job.destinations[{i}]"),
-            "is also a source",
-        ));
-    }
+    let collective = validate_collective(job)?;
+    let (sources, destinations) = match &collective {
+        // Member i sends to member i + 1, the last to the first.
+        Some((members, _)) => {
+            let mut next = members.clone();
+            next.rotate_left(1);
+            (members.clone(), next)
+        }
+        None => {
+            let sources = endpoints("job.sources", &job.sources, sites)?;
+            let destinations = endpoints("job.destinations", &job.destinations, sites)?;
+            if let Some(i) = destinations.iter().position(|d| sources.contains(d)) {
+                return Err(FieldViolation::new(
+                    format!("job.destinations[{i}]"),
+                    "is also a source",
+                ));
+            }
+            (sources, destinations)
+        }
+    };
     if job.rate_bps < 0 {
         return Err(FieldViolation::new("job.rate_bps", "must be positive"));
     }
@@ -275,20 +288,34 @@ pub fn validate_job(
             ),
         ));
     }
-    let pairs = (sources.len() * destinations.len()) as i64;
+    // A collective's pairs are its ring's hops, not every source with
+    // every destination.
+    let pairs = match collective {
+        Some(_) => sources.len() as i64,
+        None => (sources.len() * destinations.len()) as i64,
+    };
     let per_pair = rate_bps
         .checked_add(pairs - 1)
         .map(|rounded| rounded / pairs)
         .ok_or_else(|| FieldViolation::new("job.rate_bps", "overflows when shared by the pairs"))?;
-    let demands = (0..sources.len() as i64)
-        .flat_map(|src| {
-            (0..destinations.len() as i64).map(move |dst| DemandRecord {
-                src_position: src,
-                dst_position: dst,
+    let demands = match collective {
+        Some(_) => (0..sources.len() as i64)
+            .map(|i| DemandRecord {
+                src_position: i,
+                dst_position: i,
                 rate_bps: per_pair,
             })
-        })
-        .collect();
+            .collect(),
+        None => (0..sources.len() as i64)
+            .flat_map(|src| {
+                (0..destinations.len() as i64).map(move |dst| DemandRecord {
+                    src_position: src,
+                    dst_position: dst,
+                    rate_bps: per_pair,
+                })
+            })
+            .collect(),
+    };
     Ok(NewJob {
         job_id: job_id.to_string(),
         tenant: job.tenant.clone(),
@@ -304,7 +331,91 @@ pub fn validate_job(
         max_latency_us,
         demands,
         pin,
+        collective: collective.map(|(_, flows)| flows),
     })
+}
+
+/// Most members of one collective.
+pub const MAX_COLLECTIVE_MEMBERS: usize = 256;
+
+/// `collective`: its members (prefixes, in ring order) and how its flows
+/// are told apart. A collective names its hosts itself, so `sources`,
+/// `destinations` and a pinned path are refused beside it.
+fn validate_collective(
+    job: &pb::Job,
+) -> Result<Option<(Vec<Endpoint>, CollectiveFlows)>, FieldViolation> {
+    let Some(collective) = &job.collective else {
+        return Ok(None);
+    };
+    for (field, given) in [
+        ("job.sources", job.sources.is_empty()),
+        ("job.destinations", job.destinations.is_empty()),
+        ("job.pinned_path", job.pinned_path.is_empty()),
+    ] {
+        if !given {
+            return Err(FieldViolation::new(
+                field,
+                "must be empty with job.collective (its members are the endpoints)",
+            ));
+        }
+    }
+    let members = &collective.members;
+    if !(2..=MAX_COLLECTIVE_MEMBERS).contains(&members.len()) {
+        return Err(FieldViolation::new(
+            "job.collective.members",
+            format!("must list 2 to {MAX_COLLECTIVE_MEMBERS} hosts"),
+        ));
+    }
+    let mut out: Vec<Endpoint> = Vec::with_capacity(members.len());
+    for (i, member) in members.iter().enumerate() {
+        let field = format!("job.collective.members[{i}]");
+        let prefix = match &member.kind {
+            Some(pb::endpoint::Kind::Prefix(text)) => {
+                parse_prefix(&format!("{field}.prefix"), text)?
+            }
+            Some(pb::endpoint::Kind::Site(_)) | None => {
+                return Err(FieldViolation::new(
+                    field,
+                    "must be a prefix the member host originates (a site is not a host)",
+                ));
+            }
+        };
+        let member = Endpoint::Prefix(prefix);
+        if out.contains(&member) {
+            return Err(FieldViolation::new(field, "listed twice"));
+        }
+        out.push(member);
+    }
+    let ip_protocol = match collective.ip_protocol {
+        6 => 6,
+        17 => 17,
+        _ => {
+            return Err(FieldViolation::new(
+                "job.collective.ip_protocol",
+                "must be 6 (TCP) or 17 (UDP)",
+            ));
+        }
+    };
+    let last = u64::from(collective.first_port) + members.len() as u64 - 1;
+    let first_port = u16::try_from(collective.first_port)
+        .ok()
+        .filter(|p| *p > 0 && last <= u64::from(u16::MAX))
+        .ok_or_else(|| {
+            FieldViolation::new(
+                "job.collective.first_port",
+                format!(
+                    "must be 1 to 65535 with room for {} ports after it",
+                    members.len() - 1
+                ),
+            )
+        })?;
+    Ok(Some((
+        out,
+        CollectiveFlows {
+            ip_protocol,
+            first_port,
+        },
+    )))
 }
 
 /// Longest pinned path, in routers.
@@ -468,6 +579,11 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
                 destination_port_first: pin.destination_ports.map_or(0, |(f, _)| u32::from(f)),
                 destination_port_last: pin.destination_ports.map_or(0, |(_, l)| u32::from(l)),
             }),
+        collective: job.collective.map(|flows| pb::Collective {
+            members: job.sources.iter().map(endpoint_to_pb).collect(),
+            ip_protocol: u32::from(flows.ip_protocol),
+            first_port: u32::from(flows.first_port),
+        }),
     }
 }
 
@@ -632,5 +748,139 @@ mod tests {
         let job = validate_job("sync", Some(&job), &sites(), NOW).expect("valid");
         let rates: Vec<i64> = job.demands.iter().map(|d| d.rate_bps).collect();
         assert_eq!(rates, [4, 4, 4]);
+    }
+
+    fn prefix(text: &str) -> pb::Endpoint {
+        pb::Endpoint {
+            kind: Some(pb::endpoint::Kind::Prefix(text.into())),
+        }
+    }
+
+    fn collective_job() -> pb::Job {
+        pb::Job {
+            traffic_class: pb::TrafficClass::AiSync as i32,
+            rate_bps: 300,
+            sources: Vec::new(),
+            destinations: Vec::new(),
+            collective: Some(pb::Collective {
+                members: ["10.0.1.1/32", "10.0.3.1/32", "10.0.2.1/32"]
+                    .into_iter()
+                    .map(prefix)
+                    .collect(),
+                ip_protocol: 6,
+                first_port: 5201,
+            }),
+            ..bulk_job()
+        }
+    }
+
+    #[test]
+    fn a_collective_is_a_ring_of_pairs() {
+        let job = validate_job("ring", Some(&collective_job()), &sites(), NOW).expect("valid");
+        // Member i sends to member i + 1, the last to the first; the rate
+        // is shared by the three hops.
+        let pairs: Vec<(String, String, i64)> = job
+            .demands
+            .iter()
+            .map(|d| {
+                let at = |list: &[Endpoint], i: i64| match &list[i as usize] {
+                    Endpoint::Prefix(p) => p.to_string(),
+                    Endpoint::Site(s) => s.clone(),
+                };
+                (
+                    at(&job.sources, d.src_position),
+                    at(&job.destinations, d.dst_position),
+                    d.rate_bps,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("10.0.1.1/32".into(), "10.0.3.1/32".into(), 100),
+                ("10.0.3.1/32".into(), "10.0.2.1/32".into(), 100),
+                ("10.0.2.1/32".into(), "10.0.1.1/32".into(), 100),
+            ]
+        );
+        assert_eq!(
+            job.collective,
+            Some(CollectiveFlows {
+                ip_protocol: 6,
+                first_port: 5201
+            })
+        );
+        // And it reads back as it was given.
+        let record = JobRecord {
+            job,
+            cancelled_ms: None,
+            created_ms: NOW,
+            updated_ms: NOW,
+            creator: "t".into(),
+        };
+        let back = job_to_pb(&record, NOW);
+        assert_eq!(back.collective, collective_job().collective);
+    }
+
+    #[test]
+    fn collective_mistakes_are_named() {
+        let with = |change: &dyn Fn(&mut pb::Job)| {
+            let mut job = collective_job();
+            change(&mut job);
+            let error = validate_job("ring", Some(&job), &sites(), NOW).expect_err("refused");
+            format!("{}: {}", error.field, error.reason)
+        };
+        let collective = |job: &mut pb::Job| job.collective.as_mut().expect("collective").clone();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with(&|job| job.sources.push(site("sites/dc1"))),
+                "job.sources: must be empty with job.collective",
+            ),
+            (
+                with(&|job| {
+                    let mut c = collective(job);
+                    c.members.truncate(1);
+                    job.collective = Some(c);
+                }),
+                "job.collective.members: must list 2 to 256 hosts",
+            ),
+            (
+                with(&|job| {
+                    let mut c = collective(job);
+                    c.members[2] = prefix("10.0.1.1/32");
+                    job.collective = Some(c);
+                }),
+                "job.collective.members[2]: listed twice",
+            ),
+            (
+                with(&|job| {
+                    let mut c = collective(job);
+                    c.members[1] = site("sites/dc1");
+                    job.collective = Some(c);
+                }),
+                "job.collective.members[1]: must be a prefix",
+            ),
+            (
+                with(&|job| {
+                    let mut c = collective(job);
+                    c.ip_protocol = 132;
+                    job.collective = Some(c);
+                }),
+                "job.collective.ip_protocol: must be 6 (TCP) or 17 (UDP)",
+            ),
+            (
+                with(&|job| {
+                    let mut c = collective(job);
+                    c.first_port = 65534;
+                    job.collective = Some(c);
+                }),
+                "job.collective.first_port: must be 1 to 65535 with room for 2 ports after it",
+            ),
+        ];
+        for (message, expected) in cases {
+            assert!(
+                message.contains(expected),
+                "{message:?} should say {expected:?}"
+            );
+        }
     }
 }

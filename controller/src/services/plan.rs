@@ -57,6 +57,30 @@ pub fn plan_to_pb(plan: &PlanRecord, pending_nodes: Vec<String>) -> pb::Plan {
             ai_bulk_satisfaction: figure("ai_bulk_satisfaction"),
             best_effort_satisfaction: figure("best_effort_satisfaction"),
             worst_failure_mlu: figure("worst_failure_mlu"),
+            collective_placement: metrics
+                .get("collective_placement")
+                .filter(|placement| placement.is_object())
+                .map(|placement| {
+                    let count = |key: &str| {
+                        placement
+                            .get(key)
+                            .and_then(serde_json::Value::as_i64)
+                            .and_then(|n| i32::try_from(n).ok())
+                            .unwrap_or(0)
+                    };
+                    let share = |key: &str| {
+                        placement
+                            .get(key)
+                            .and_then(serde_json::Value::as_f64)
+                            .unwrap_or(0.0)
+                    };
+                    pb::CollectivePlacement {
+                        flows: count("flows"),
+                        max_utilization: share("max_utilization"),
+                        lower_bound: share("lower_bound"),
+                        moved: count("moved"),
+                    }
+                }),
         }),
         pending_nodes: pending_nodes
             .into_iter()
@@ -183,6 +207,19 @@ async fn compute(
         .topology;
     let mut jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
     jobs.extend(extra);
+    // Collective flows keep the spines the current plan gave them.
+    let previous = match state.store.current_plan().await.map_err(store_status)? {
+        Some(current) => {
+            let (_, rows) = state
+                .store
+                .plan_content(current.version)
+                .await
+                .map_err(store_status)?
+                .unwrap_or_default();
+            crate::collective::placements_in(&crate::closed_loop::parse_desired(&rows))
+        }
+        None => crate::collective::Placements::new(),
+    };
     let now = now_ms();
     tokio::task::spawn_blocking(move || {
         crate::planning::compute_plan_with(
@@ -190,6 +227,7 @@ async fn compute(
             &jobs,
             now,
             measured.as_ref(),
+            &previous,
             &mut aiwan_planner::classes::PathCache::default(),
         )
     })

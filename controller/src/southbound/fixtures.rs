@@ -2,6 +2,12 @@
 
 use aiwan_planner::Topology;
 
+/// The lab's fabric (`lab/fabric.clab.yml`): 4 leaves, 4 spines, gpu1 to
+/// gpu8 two per leaf (gpuN originates 10.0.N.0/24).
+pub fn fabric() -> Topology {
+    aiwan_lab::clab::parse_clab(include_str!("../../../lab/fabric.clab.yml")).expect("fixture")
+}
+
 /// r1 (site a, 10.1.0.0/24) to r4 (site b, 10.4.0.0/24) through r2 (1 ms
 /// links) or r3 (2 ms links), all 10G.
 pub fn diamond() -> Topology {

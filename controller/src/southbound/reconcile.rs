@@ -75,6 +75,8 @@ pub struct Reconciler {
     metrics: SouthboundMetrics,
     /// DSCP to traffic class, for rate limits.
     classes: Vec<ClassRule>,
+    /// Whether plans' rate limits are pushed (`southbound.rate_limits`).
+    rate_limits: bool,
     events: Option<EventBus>,
     /// Routers whose agent did not answer last time (for lost/back events).
     lost: BTreeSet<String>,
@@ -89,6 +91,7 @@ impl Reconciler {
             backoff: BTreeMap::new(),
             metrics: SouthboundMetrics::default(),
             classes: aiwan_collectors::store::default_class_rules(),
+            rate_limits: true,
             events: None,
             lost: BTreeSet::new(),
         }
@@ -111,6 +114,13 @@ impl Reconciler {
     /// rather than the default one.
     pub fn with_classes(mut self, classes: Vec<ClassRule>) -> Reconciler {
         self.classes = classes;
+        self
+    }
+
+    /// Pushes plans without their rate limits when `enabled` is false
+    /// (routers that shape their links themselves).
+    pub fn with_rate_limits(mut self, enabled: bool) -> Reconciler {
+        self.rate_limits = enabled;
         self
     }
 
@@ -187,7 +197,14 @@ impl Reconciler {
         // that is gone, a prefix in the SID block) can never be applied:
         // it fails, and the plan before it comes back, as for a refusal.
         let desired = match render(&topology, &addressing, &planned, &self.classes) {
-            Ok(desired) => desired,
+            Ok(mut desired) => {
+                if !self.rate_limits {
+                    for state in desired.values_mut() {
+                        state.rate_limits.clear();
+                    }
+                }
+                desired
+            }
             Err(error) => {
                 tracing::error!(plan = version, %error, "the plan cannot be made into router state");
                 if self
@@ -804,7 +821,8 @@ mod tests {
         let rendered = started.elapsed();
         assert_eq!(states.len(), 300);
         for (router, state) in &states {
-            assert_eq!(state.routes.len(), 299, "{router}");
+            // Each other router's prefix and its two loopbacks.
+            assert_eq!(state.routes.len(), 3 * 299, "{router}");
         }
         let stale: BTreeSet<String> = states.keys().cloned().collect();
         let steps = transition(&BTreeMap::new(), &states, &stale, &topology);

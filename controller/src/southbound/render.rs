@@ -67,6 +67,9 @@ struct PlannedRoutes {
     /// Links from this router whose classes the plan asks to limit.
     #[serde(default)]
     rate_limits: Vec<PlannedLimit>,
+    /// Collective flows from this leaf, each on its spine.
+    #[serde(default)]
+    placements: Vec<crate::collective::PlacedFlow>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,9 +131,26 @@ pub fn render(
     let mut states = BTreeMap::new();
     for router in &routers {
         let mut shares_by_prefix: BTreeMap<IpNet, Shares> = BTreeMap::new();
-        // The underlay first: every prefix of every other node.
+        // The underlay first: every prefix and the loopback of every other
+        // node (as an IGP would carry them: a router is reached at its
+        // loopback, and a ping from a loopback gets its reply).
         for destination in &topology.nodes {
-            if destination.id == router.id || destination.prefixes.is_empty() {
+            if destination.id == router.id {
+                continue;
+            }
+            let loopback = addressing.loopback_of(&destination.id).map(|lo| {
+                [
+                    IpNet::V4(ipnet::Ipv4Net::from(lo.v4.addr())),
+                    IpNet::V6(ipnet::Ipv6Net::from(lo.v6.addr())),
+                ]
+            });
+            let prefixes: Vec<IpNet> = destination
+                .prefixes
+                .iter()
+                .copied()
+                .chain(loopback.into_iter().flatten())
+                .collect();
+            if prefixes.is_empty() {
                 continue;
             }
             let hops = graph.shortest_next_hops(&router.id, &destination.id);
@@ -139,8 +159,8 @@ pub fn render(
             }
             let share = 1.0 / hops.len() as f64;
             let shares: Shares = hops.into_iter().map(|hop| (hop, share)).collect();
-            for prefix in &destination.prefixes {
-                shares_by_prefix.insert(*prefix, shares.clone());
+            for prefix in prefixes {
+                shares_by_prefix.insert(prefix, shares.clone());
             }
         }
         // Site prefixes that no node originates are delivered at the
@@ -215,6 +235,7 @@ pub fn render(
         );
     }
     add_pins(topology, &graph, addressing, &pins, &mut states)?;
+    add_placements(&graph, addressing, &parsed, &mut states)?;
     for (router, limit) in limits {
         let links = graph.links(&router, &limit.next_hop);
         if links.is_empty() {
@@ -603,6 +624,102 @@ fn add_pins(
     Ok(())
 }
 
+/// Adds each leaf's collective flows: one table per spine its flows take,
+/// holding a route for each of their destinations through that spine, and
+/// one FIB rule per flow (source, destination, protocol, destination port)
+/// into its spine's table. Tables and rule priorities follow those of the
+/// pins.
+fn add_placements(
+    graph: &Graph,
+    addressing: &LinkAddressing,
+    parsed: &BTreeMap<String, PlannedRoutes>,
+    states: &mut BTreeMap<String, NodeState>,
+) -> Result<(), RenderError> {
+    for (leaf, planned) in parsed {
+        if planned.placements.is_empty() {
+            continue;
+        }
+        let state = states.entry(leaf.clone()).or_default();
+        let mut next_table = state
+            .flow_rules
+            .iter()
+            .map(|r| r.table + 1)
+            .max()
+            .unwrap_or(*TABLE_RANGE.start());
+        let first_priority = state
+            .flow_rules
+            .iter()
+            .map(|r| r.priority + 1)
+            .max()
+            .unwrap_or(*RULE_PRIORITY_RANGE.start());
+        let mut tables: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut routes: BTreeMap<(u32, IpNet), UcmpRoute> = BTreeMap::new();
+        let mut flows: Vec<&crate::collective::PlacedFlow> = planned.placements.iter().collect();
+        flows.sort_by(|a, b| a.key.cmp(&b.key));
+        for (offset, flow) in flows.into_iter().enumerate() {
+            let too_many = |what: &str| RenderError::Plan {
+                node: leaf.clone(),
+                reason: format!("more collective flows than aiwan's {what}"),
+            };
+            let table = match tables.get(flow.spine.as_str()) {
+                Some(table) => *table,
+                None => {
+                    let table = next_table;
+                    if !TABLE_RANGE.contains(&table) {
+                        return Err(too_many("tables"));
+                    }
+                    next_table += 1;
+                    tables.insert(&flow.spine, table);
+                    table
+                }
+            };
+            let (interface, v4, v6) = link_to(graph, addressing, leaf, &flow.spine)?;
+            let (family, gateway) = match (flow.source, flow.destination) {
+                (IpNet::V4(_), IpNet::V4(_)) => (Family::V4, std::net::IpAddr::V4(v4)),
+                (IpNet::V6(_), IpNet::V6(_)) => (Family::V6, std::net::IpAddr::V6(v6)),
+                _ => {
+                    return Err(RenderError::Plan {
+                        node: leaf.clone(),
+                        reason: format!(
+                            "flow {}: source and destination families differ",
+                            flow.key
+                        ),
+                    });
+                }
+            };
+            routes
+                .entry((table, flow.destination))
+                .or_insert_with(|| UcmpRoute {
+                    prefix: flow.destination,
+                    table,
+                    next_hops: vec![NextHop {
+                        gateway: Some(gateway),
+                        interface,
+                        weight: 1,
+                    }],
+                });
+            let priority = u32::try_from(offset)
+                .ok()
+                .and_then(|offset| first_priority.checked_add(offset))
+                .filter(|priority| RULE_PRIORITY_RANGE.contains(priority))
+                .ok_or_else(|| too_many("rule priorities"))?;
+            state.flow_rules.push(FlowRule {
+                priority,
+                family,
+                source: Some(flow.source),
+                destination: Some(flow.destination),
+                ip_protocol: Some(flow.ip_protocol),
+                destination_ports: Some((flow.destination_port, flow.destination_port)),
+                source_ports: None,
+                dscp: None,
+                table,
+            });
+        }
+        state.routes.extend(routes.into_values());
+    }
+    Ok(())
+}
+
 /// Each router's part of the plan, as `planning` stored it.
 fn parse(
     planned: &BTreeMap<String, serde_json::Value>,
@@ -924,6 +1041,73 @@ mod tests {
             "{via:?}"
         );
         // Every state passes the agent's own checks.
+        for state in states.values() {
+            state.check().expect("valid node state");
+        }
+    }
+
+    #[test]
+    fn collective_flows_become_rules_into_per_spine_tables() {
+        let (topology, addressing) = with_addressing(crate::southbound::fixtures::fabric());
+        let flow = |key: &str, spine: &str, to: u8, port: u16| {
+            serde_json::json!({"key": key, "spine": spine, "source": "10.0.1.1/32",
+                "destination": format!("10.0.{to}.1/32"), "ip_protocol": 6,
+                "destination_port": port})
+        };
+        let planned = BTreeMap::from([(
+            "leaf1".to_string(),
+            serde_json::json!({"routes": [], "placements": [
+                flow("ring/0", "spine3", 3, 5201),
+                flow("ring/1", "spine1", 5, 5202),
+                flow("ring/2", "spine3", 7, 5203),
+            ]}),
+        )]);
+        let states =
+            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
+        let leaf1 = &states["leaf1"];
+        assert_eq!(leaf1.flow_rules.len(), 3);
+        // One table per spine, in the order flows first name them.
+        let table_of = |port: u16| {
+            leaf1
+                .flow_rules
+                .iter()
+                .find(|r| r.destination_ports == Some((port, port)))
+                .map(|r| r.table)
+                .expect("rule")
+        };
+        assert_eq!(table_of(5201), table_of(5203));
+        assert_ne!(table_of(5201), table_of(5202));
+        let rule = leaf1
+            .flow_rules
+            .iter()
+            .find(|r| r.destination_ports == Some((5202, 5202)))
+            .expect("rule");
+        assert_eq!(
+            rule.source.map(|s| s.to_string()).as_deref(),
+            Some("10.0.1.1/32")
+        );
+        assert_eq!(rule.ip_protocol, Some(6));
+        // The spine's table sends the flow's destination up that spine.
+        let route = leaf1
+            .routes
+            .iter()
+            .find(|r| r.table == rule.table && r.prefix.to_string() == "10.0.5.1/32")
+            .expect("route in the spine's table");
+        assert_eq!(route.next_hops.len(), 1);
+        assert_eq!(
+            route.next_hops[0].interface, "eth1",
+            "leaf1:eth1 goes to spine1"
+        );
+        let spine1 = addressing
+            .peer_of("leaf1", "eth1")
+            .expect("peer")
+            .2
+            .v4
+            .addr();
+        assert_eq!(
+            route.next_hops[0].gateway,
+            Some(std::net::IpAddr::V4(spine1))
+        );
         for state in states.values() {
             state.check().expect("valid node state");
         }
