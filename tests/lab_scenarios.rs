@@ -385,15 +385,15 @@ fn the_wan_scenario_moves_traffic_off_the_congested_path() {
         ai["met"], true,
         "AI throughput ratio missed: {ai}\n{stderr}"
     );
-    // The routes move after the congestion starts, within the run. The
-    // issue's 3 s is not reached yet on this machine (the exporters report
-    // a flow at the earliest a second after it starts, and the flows lag
-    // the counters): what is measured is printed above, and the bound
-    // here is what the run allows.
+    // The routes move soon after the congestion starts. The 3 s is
+    // not reached yet on this machine (3.0-4.0 s: the exporters report a
+    // flow a second after it starts at the earliest, and the flows lag the
+    // counters): what is measured is printed above; the bound here is
+    // what the run reliably allows.
     let reroute = report["aiwan"]["reroute_ms"].as_f64();
     assert!(
-        reroute.is_some_and(|ms| ms < 15_000.0),
-        "no reroute during the run: {}",
+        reroute.is_some_and(|ms| ms < 10_000.0),
+        "no reroute within 10 s of the congestion: {}",
         summary("aiwan")
     );
     let left = leftovers(name);

@@ -598,6 +598,8 @@ pub(crate) fn start_exporters(
         manifest.record(names.clone());
         manifest.write(&dir)?;
         let [pid_file, log, control, own_pid_file] = names.map(|name| dir.join(name));
+        // A control socket left by an earlier run would pass for this one's.
+        remove_recorded_file(&control)?;
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let collector = std::net::SocketAddr::from((link.peer, LAB_COLLECTOR_PORT));
@@ -733,23 +735,8 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
         // Nothing of ours was recorded here: touch nothing.
         return Ok(0);
     };
-    let mut stopped = Vec::new();
-    // The exporters first: their pid files name softflowd processes whose
-    // pid file is in this folder (a recycled pid is left alone).
-    for name in manifest.files.iter().filter(|n| n.ends_with(".exporter")) {
-        if !is_plain_file_name(name) {
-            continue;
-        }
-        let Some(pid) = std::fs::read_to_string(dir.join(name))
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if terminate_if_ours(pid, "softflowd", &dir) {
-            stopped.push(pid);
-        }
-    }
+    // The exporters first.
+    let mut stopped = terminate_exporters(&dir, &manifest);
     for agent in agent_status(lab)? {
         let Some(pid) = agent.pid.and_then(|pid| i32::try_from(pid).ok()) else {
             continue;
@@ -758,19 +745,7 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
             stopped.push(pid);
         }
     }
-    // Give them a moment to close their sockets; then insist.
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    for pid in &stopped {
-        while process_alive(*pid as u32) && Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        if process_alive(*pid as u32) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+    wait_stopped(&stopped);
     for name in manifest
         .files
         .iter()
@@ -789,6 +764,58 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
             ),
         }
     }
+    Ok(stopped.len())
+}
+
+/// Sends SIGTERM to the exporters a manifest records (their pid files name
+/// softflowd processes whose files are in this folder; a recycled pid is
+/// left alone); their pids.
+fn terminate_exporters(dir: &Path, manifest: &AgentsManifest) -> Vec<i32> {
+    let mut stopped = Vec::new();
+    for name in manifest.files.iter().filter(|n| n.ends_with(".exporter")) {
+        if !is_plain_file_name(name) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if terminate_if_ours(pid, "softflowd", dir) {
+            stopped.push(pid);
+        }
+    }
+    stopped
+}
+
+/// Gives the processes a moment to close their sockets; then insists.
+fn wait_stopped(stopped: &[i32]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for pid in stopped {
+        while process_alive(*pid as u32) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if process_alive(*pid as u32) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Stops a lab's exporters (not its agents), leaving their files for `lab
+/// down`; how many it stopped. `lab run` starts them afresh for each side,
+/// so that each side's collectors get the templates from the start and no
+/// exporter carries state from the other side's run.
+pub(crate) fn stop_exporters(lab: &str) -> anyhow::Result<usize> {
+    let dir = agents_dir(lab)?;
+    let Some(manifest) = AgentsManifest::read(&dir)? else {
+        return Ok(0);
+    };
+    let stopped = terminate_exporters(&dir, &manifest);
+    wait_stopped(&stopped);
     Ok(stopped.len())
 }
 

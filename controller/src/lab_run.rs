@@ -249,14 +249,12 @@ async fn run_sides(
     let deployment =
         deploy::deploy(topology, lab, &options).with_context(|| format!("lab up {lab}"))?;
     crate::lab_cli::start_agents(lab, &deployment).context("starting the agents")?;
-    let exporters = if scenario.exporters {
+    let sampling = if scenario.exporters {
         let text = std::fs::read_to_string(&scenario.topology)
             .with_context(|| format!("cannot read {}", scenario.topology.display()))?;
-        let sampling = aiwan_lab::clab::parse_sampling(&text)?;
-        crate::lab_cli::start_exporters(lab, &deployment, &sampling, EXPORTER_SETTINGS)
-            .context("starting the exporters")?
+        aiwan_lab::clab::parse_sampling(&text)?
     } else {
-        Vec::new()
+        BTreeMap::new()
     };
     let mut report = serde_json::json!({
         "scenario": scenario.name,
@@ -273,7 +271,7 @@ async fn run_sides(
             topology,
             lab,
             &deployment,
-            &exporters,
+            &sampling,
             workdir,
             side,
             port_sets,
@@ -306,7 +304,7 @@ async fn start_controller(
     dir: &Path,
     side: Side,
     deployment: &Deployment,
-    exporters: &[crate::lab_cli::LabExporter],
+    exporting: bool,
 ) -> anyhow::Result<SideController> {
     let shaped = deployment.shaped;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -327,7 +325,7 @@ async fn start_controller(
     // A shaped lab's links are tbf root qdiscs of the lab's own, which the
     // agents do not replace: plans go out without class limits there.
     config.southbound.rate_limits = !shaped;
-    if let (Some(management), false) = (&deployment.management, exporters.is_empty()) {
+    if let (Some(management), true) = (&deployment.management, exporting) {
         // The collectors in the management namespace, where the exporters
         // send; the closed loop on their telemetry, every second: only
         // observing on the baseline's side, in charge on aiwan's.
@@ -348,7 +346,10 @@ async fn start_controller(
         closed_loop.min_replan_interval_ms = 2000;
         closed_loop.history = 60;
         closed_loop.window = 6;
-        let mut mapped: Vec<&str> = exporters.iter().map(|e| e.node.as_str()).collect();
+        let mut mapped: Vec<&str> = crate::lab_cli::edge_interfaces(deployment)
+            .into_iter()
+            .map(|(node, _)| node.node.as_str())
+            .collect();
         mapped.dedup();
         closed_loop.exporters = mapped
             .into_iter()
@@ -545,14 +546,33 @@ async fn run_side(
     topology: &Topology,
     lab: &str,
     deployment: &Deployment,
-    exporters: &[crate::lab_cli::LabExporter],
+    sampling: &BTreeMap<String, u32>,
     workdir: &Path,
     side: Side,
     port_sets: u32,
     quiet: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut controller =
-        start_controller(lab, &workdir.join(side.name()), side, deployment, exporters).await?;
+    let mut controller = start_controller(
+        lab,
+        &workdir.join(side.name()),
+        side,
+        deployment,
+        scenario.exporters,
+    )
+    .await?;
+    // Exporters start afresh for each side, once its collectors listen:
+    // they send their templates to this side's collectors from the start,
+    // and carry nothing from the other side's run.
+    if scenario.exporters {
+        let (lab_name, deployed, sampling) =
+            (lab.to_string(), deployment.clone(), sampling.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::lab_cli::start_exporters(&lab_name, &deployed, &sampling, EXPORTER_SETTINGS)
+        })
+        .await
+        .context("the exporters' task")?
+        .context("starting the exporters")?;
+    }
     let result = drive_side(
         &mut controller,
         scenario,
@@ -564,6 +584,13 @@ async fn run_side(
         quiet,
     )
     .await;
+    if scenario.exporters {
+        let lab_name = lab.to_string();
+        tokio::task::spawn_blocking(move || crate::lab_cli::stop_exporters(&lab_name))
+            .await
+            .context("the exporters' task")?
+            .context("stopping the exporters")?;
+    }
     controller
         .running
         .shutdown()
@@ -660,11 +687,11 @@ async fn drive_side(
             let Some(reroute) = &scenario.reroute else {
                 return Ok(samples);
             };
-            let target = traffic_address(deployment, &reroute.towards)?;
+            let watched = watched_prefixes(topology, &reroute.towards);
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 samples.push((
                     Instant::now(),
-                    route_state(lab, &reroute.node, target).await?,
+                    route_state(lab, &reroute.node, &watched).await?,
                 ));
                 tokio::time::sleep(ROUTE_SAMPLE_INTERVAL).await;
             }
@@ -761,10 +788,35 @@ async fn drive_side(
 /// How often the watched route is read while traffic runs.
 const ROUTE_SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// A node's route towards `target` as text (its prefix and next hops with
-/// their weights), from `ip -j route show match`: the most specific route
-/// that contains the target.
-async fn route_state(lab: &str, node: &str, target: Ipv4Addr) -> anyhow::Result<String> {
+/// The IPv4 prefixes a reroute is watched on: those of every node of the
+/// `towards` node's site (its own when it has no site), so that a re-plan
+/// moving any of the site's traffic counts.
+fn watched_prefixes(topology: &Topology, towards: &str) -> std::collections::BTreeSet<String> {
+    let site = topology
+        .nodes
+        .iter()
+        .find(|n| n.id == towards)
+        .and_then(|n| n.site.clone());
+    topology
+        .nodes
+        .iter()
+        .filter(|n| match &site {
+            Some(site) => n.site.as_ref() == Some(site),
+            None => n.id == towards,
+        })
+        .flat_map(|n| n.prefixes.iter())
+        .filter(|p| matches!(p, ipnet::IpNet::V4(_)))
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// A node's aiwan routes (protocol 170) to `watched` prefixes as text:
+/// each prefix with its next hops and weights, in prefix order.
+async fn route_state(
+    lab: &str,
+    node: &str,
+    watched: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<String> {
     let output = tokio::process::Command::new("ip")
         .args([
             "-n",
@@ -772,22 +824,23 @@ async fn route_state(lab: &str, node: &str, target: Ipv4Addr) -> anyhow::Result<
             "-j",
             "route",
             "show",
-            "match",
+            "proto",
         ])
-        .arg(target.to_string())
+        .arg(crate::agent::ROUTE_PROTOCOL.to_string())
         .output()
         .await
-        .context("ip route show match")?;
+        .context("ip route show")?;
     let routes: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("ip -j route show match {target} in {node}"))?;
-    let best = routes.as_array().into_iter().flatten().max_by_key(|route| {
-        route["dst"]
-            .as_str()
-            .and_then(|dst| dst.split_once('/'))
-            .and_then(|(_, len)| len.parse::<u8>().ok())
-            .unwrap_or(32)
-    });
-    Ok(best
+        .with_context(|| format!("ip -j route show in {node}"))?;
+    let mut states: Vec<String> = routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|route| {
+            route["dst"]
+                .as_str()
+                .is_some_and(|dst| watched.contains(dst))
+        })
         .map(|route| {
             let hops: Vec<String> = match route["nexthops"].as_array() {
                 Some(hops) => hops
@@ -798,7 +851,9 @@ async fn route_state(lab: &str, node: &str, target: Ipv4Addr) -> anyhow::Result<
             };
             format!("{} {}", route["dst"], hops.join(" "))
         })
-        .unwrap_or_default())
+        .collect();
+    states.sort();
+    Ok(states.join("; "))
 }
 
 /// From route samples (time, state): how long after `onset` the route

@@ -142,8 +142,8 @@ pub struct Targets {
 
 /// When congestion starts and where to watch the routes change: the time
 /// from `onset` (seconds into the run) to the first change of `node`'s
-/// route towards `towards` (a node whose traffic address is the target)
-/// is the reroute time.
+/// routes towards `towards`'s site (every prefix of its nodes; the node's
+/// own prefixes when it has no site) is the reroute time.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reroute {

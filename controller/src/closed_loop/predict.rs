@@ -97,6 +97,20 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
     for demand in &declared {
         known[class_index(demand.class)].values[demand.src * n + demand.dst] += demand.rate;
     }
+    // A link congested now (its counters, else the flows, at or above the
+    // threshold): the forecast may not fall below what was just measured.
+    // An autoregression lags a step of traffic by an interval or more, and
+    // a plan judged on the lag would leave the congestion where it is.
+    let (estimated, _) = forwarding.route(network, &latest.total(), None);
+    let congested_now = network.edges.iter().enumerate().any(|(e, edge)| {
+        let load = work
+            .counters
+            .get(e)
+            .copied()
+            .flatten()
+            .unwrap_or(estimated.edges[e]);
+        edge.capacity > 0.0 && load >= work.congestion_threshold * edge.capacity
+    });
     let forecaster = Forecaster::default();
     let mut forecast: Vec<(TrafficMatrix, TrafficMatrix)> = Vec::with_capacity(3);
     for (c, known) in known.iter().enumerate() {
@@ -109,6 +123,11 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         };
         for (m, k) in mean.values.iter_mut().zip(&known.values) {
             *m = m.max(*k);
+        }
+        if congested_now {
+            for (m, seen) in mean.values.iter_mut().zip(&latest.classes[c].values) {
+                *m = m.max(*seen);
+            }
         }
         forecast.push((mean, sigma));
     }
@@ -126,7 +145,6 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             .collect(),
     };
     let (predicted, deviation) = forwarding.route(network, &total_mean, Some(&total_sigma));
-    let (estimated, _) = forwarding.route(network, &latest.total(), None);
     let per_class: Vec<Vec<f64>> = forecast
         .iter()
         .map(|(m, _)| forwarding.route(network, m, None).0.edges)
@@ -231,5 +249,73 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             max_probability,
         },
         candidate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closed_loop::demand::MeasuredInterval;
+
+    /// The diamond (r1 to r4 over r2 or r3, 10G links), with `history`
+    /// intervals of `rate` bit/s from r1 to r4 as best-effort, and what
+    /// the counters say of each link (nothing: the flows are the load).
+    fn work(history: &[f64], counters: Vec<Option<f64>>) -> Work {
+        let topology = crate::southbound::fixtures::diamond();
+        let network = Network::from_topology(&topology);
+        let n = network.nodes.len();
+        let index = network.index();
+        let (r1, r4) = (index["r1"], index["r4"]);
+        let history = history
+            .iter()
+            .enumerate()
+            .map(|(k, rate)| {
+                let mut interval = MeasuredInterval::empty(k as i64 * 1000, 1000, n);
+                interval.classes[2].values[r1 * n + r4] = *rate;
+                interval
+            })
+            .collect();
+        Work {
+            link_names: crate::closed_loop::link_names(&topology),
+            covered: crate::closed_loop::covered_links(&topology),
+            counters,
+            network,
+            topology,
+            jobs: Vec::new(),
+            now_ms: 0,
+            history,
+            sampling: 1.0,
+            congestion_threshold: 0.8,
+            window: 6,
+            plan: false,
+            placements: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_step_into_congestion_is_not_forecast_away() {
+        // Nothing for a long while, then a step to 9.5 Gbit/s, all of it on
+        // the shortest path (10G): the autoregression alone lags the step,
+        // but with the link measured congested the prediction may not fall
+        // below what was just measured.
+        let mut series = vec![0.0; 30];
+        series.push(9.5e9);
+        let congested = work(&series, Vec::new());
+        let mut forwarding = Forwarding::underlay_only();
+        let mut paths = PathCache::default();
+        let outcome = run(&congested, &mut forwarding, &mut paths);
+        assert!(
+            outcome.prediction.current_mlu >= 0.94,
+            "predicted {} after a measured 0.95",
+            outcome.prediction.current_mlu
+        );
+        assert!(outcome.prediction.measured_mlu >= 0.94);
+        // Below the threshold, the forecast is the forecaster's own: a
+        // step to 5 Gbit/s (0.5) is not floored.
+        let mut series = vec![1e8; 30];
+        series.push(5e9);
+        let below = work(&series, Vec::new());
+        let outcome = run(&below, &mut Forwarding::underlay_only(), &mut paths);
+        assert!(outcome.prediction.measured_mlu < 0.8);
     }
 }
