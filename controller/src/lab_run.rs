@@ -62,9 +62,31 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Beyond its duration, how long an iperf3 client may take.
 const CLIENT_GRACE: Duration = Duration::from_secs(20);
-/// Source ports of the clients: `BASE + side * 10000 + set * 100 + flow`,
-/// so that no run reuses another's connection (TIME_WAIT).
-const CLIENT_PORT_BASE: u32 = 20_000;
+/// Source ports of the clients: flow `i` of a run takes
+/// `FIRST + (start + i * STEP) mod SPAN`, with `start` drawn per side and
+/// port set from a fixed sequence. The sets are then independent draws of
+/// the kernel's hash (neighbouring ports were not), no two flows of a run
+/// share a port (STEP is prime to SPAN), and no run reuses another's
+/// connection (TIME_WAIT) but by chance.
+const CLIENT_PORT_FIRST: u32 = 20_000;
+const CLIENT_PORT_SPAN: u32 = 40_000;
+const CLIENT_PORT_STEP: u32 = 7_919;
+
+/// Where a run's client ports start: a splitmix64 draw from the side and
+/// the port set.
+fn client_port_start(side_index: u32, set: u32) -> u32 {
+    let mut z = (u64::from(side_index) << 32 | u64::from(set)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % u64::from(CLIENT_PORT_SPAN)) as u32
+}
+
+/// Client port of flow `i` in a run starting at `start`.
+fn client_port(start: u32, i: usize) -> u32 {
+    let step = (i as u64 * u64::from(CLIENT_PORT_STEP)) % u64::from(CLIENT_PORT_SPAN);
+    CLIENT_PORT_FIRST + ((u64::from(start) + step) % u64::from(CLIENT_PORT_SPAN)) as u32
+}
 
 /// Runs `aiwan lab run`; exit 0 when the scenario's targets hold, 1 when
 /// one does not (the figures are printed either way).
@@ -673,7 +695,7 @@ async fn drive_side(
     let side_index = u32::from(side == Side::Aiwan);
     let mut runs = Vec::new();
     for set in 0..port_sets {
-        let client_base = CLIENT_PORT_BASE + side_index * 10_000 + set * 100;
+        let client_base = client_port_start(side_index, set);
         let counters_before = link_bytes(lab, deployment).await?;
         // The routes the scenario watches, sampled while the traffic runs.
         let done = std::sync::atomic::AtomicBool::new(false);
@@ -747,7 +769,7 @@ async fn drive_side(
         }
         runs.push(serde_json::json!({
             "port_set": set + 1,
-            "client_ports_from": client_base,
+            "client_port_start": client_base,
             "flows": measured.iter().map(|m| serde_json::json!({
                 "from": m.from, "to": m.to, "port": m.port, "client_port": m.client_port,
                 "protocol": m.protocol, "mbps": m.mbps, "ai": m.ai,
@@ -981,7 +1003,7 @@ async fn run_traffic(
     let clients_started = Instant::now();
     let mut clients = Vec::new();
     for (i, flow) in flows.iter().enumerate() {
-        let client_port = client_base + i as u32;
+        let client_port = client_port(client_base, i);
         let mut args: Vec<String> = vec![
             "iperf3".into(),
             "--client".into(),
