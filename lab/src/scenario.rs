@@ -11,7 +11,7 @@
 //! port_sets = 5                        # runs per side, each other ports
 //!
 //! [collective]                         # a ring all-reduce among hosts
-//! ring = ["gpu1", "gpu3", "gpu5", "gpu7", "gpu2", "gpu4", "gpu6", "gpu8"]
+//! ring = ["gpu1", "gpu3", "gpu5", "gpu7", "gpu2", "gpu8", "gpu6", "gpu4"]
 //! protocol = "tcp"
 //! first_port = 5201                    # hop i to port first_port + i
 //! seconds = 8
