@@ -6,15 +6,16 @@
 //!   down` leaves no namespace, agent, socket or file behind;
 //! - `aiwan lab run lab/scenarios/fabric-allreduce.toml --json` runs both
 //!   sides: every hop of the collective is placed on a spine of its own
-//!   (at the placement's lower bound), the collective is not much slower
-//!   than with ECMP (the 1.4x target is printed, not asserted: see the
-//!   test), and nothing is left behind; an interrupted run (SIGINT in the middle) leaves
-//!   nothing behind either;
+//!   (at the placement's lower bound), aiwan's slowest hop is well above
+//!   ECMP's and its total not below (the 1.4x and 1.0x targets with a
+//!   margin for a loaded machine: see the test), and nothing is left
+//!   behind; an interrupted run (SIGINT in the middle) leaves nothing
+//!   behind either;
 //! - `aiwan lab run lab/scenarios/wan-congestion.toml --json`: exporters
 //!   (softflowd) report to the controller's collectors in the management
 //!   namespace, the observing baseline changes no route, aiwan's closed
-//!   loop re-plans and the AI flows get at least 1.3 times the baseline's
-//!   throughput; the reroute time is printed.
+//!   loop re-plans, the AI flows get at least 1.3 times the baseline's
+//!   throughput, and the routes change within 3 s of the congestion.
 //!
 //! Needs root, iproute2, iperf3 (and softflowd for the WAN); skipped with a reason elsewhere, failed
 //! under `AIWAN_REQUIRE_LAB=1`.
@@ -309,22 +310,25 @@ fn the_fabric_scenario_beats_ecmp_and_leaves_nothing() {
         placement["max_utilization"], placement["lower_bound"],
         "{placement}"
     );
-    // Throughput on this machine varies from run to run (forwarding is
-    // CPU-bound on two cores, and ECMP draws a collision-free set in a
-    // quarter to four in ten of the sets): over ten sets the slowest-flow
-    // ratio ranged 1.10 to 2.85 and aiwan's hops 70 to 89 Mbit/s. The
-    // issue's 1.4x and the totals are printed, not asserted; what is
-    // asserted is that placing the hops never makes the collective much
-    // slower than ECMP does.
-    let figure = |side: &str, key: &str| report[side][key].as_f64().unwrap_or(0.0);
-    assert!(
-        figure("aiwan", "slowest_mbps") >= 0.8 * figure("baseline", "slowest_mbps"),
-        "aiwan's slowest hop is well below ECMP's: {}",
-        report["targets"]
-    );
-    // `lab run` exits 1 when a target is missed: reported, not asserted.
+    // The targets: aiwan's slowest hop at least 1.4 times ECMP's,
+    // the total not lower, both means over the port sets. ECMP draws a
+    // collision-free set about one time in ten, so the ratio is near 2
+    // (2.2 in a local run); forwarding is CPU-bound on two cores, and a CI
+    // run under load had aiwan's hops at 70 Mbit/s instead of 85: the
+    // bounds asserted leave that margin, the figures are printed.
+    let ratio = |key: &str| report["targets"][key]["measured"].as_f64().unwrap_or(0.0);
     eprintln!(
         "fabric targets: {} (lab run exit {status}; its stderr:\n{stderr})",
+        report["targets"]
+    );
+    assert!(
+        ratio("slowest_ratio") >= 1.3,
+        "aiwan's slowest hop is not well above ECMP's: {}",
+        report["targets"]
+    );
+    assert!(
+        ratio("total_ratio") >= 0.9,
+        "aiwan's total throughput is below ECMP's: {}",
         report["targets"]
     );
     let left = leftovers(name);
@@ -347,7 +351,7 @@ fn the_wan_scenario_moves_traffic_off_the_congested_path() {
     let _serial = serial();
     let name = "wan-run";
     let _down = Down(name.to_string());
-    // Exit 1 while the 3 s reroute target is missed: the figures decide.
+    // `lab run` exits 1 when a target is missed; the figures say which.
     let (report, stderr, _) = run_scenario(name, "wan-congestion.toml");
     let summary = |side: &str| {
         let figures = &report[side];
@@ -399,15 +403,13 @@ fn the_wan_scenario_moves_traffic_off_the_congested_path() {
         ai["met"], true,
         "AI throughput ratio missed: {ai}\n{stderr}"
     );
-    // The routes move soon after the congestion starts. The 3 s is
-    // not reached yet on this machine (3.0-4.0 s: the exporters report a
-    // flow a second after it starts at the earliest, and the flows lag the
-    // counters): what is measured is printed above; the bound here is
-    // what the run reliably allows.
+    // The routes move within the 3 s of the congestion's onset
+    // (0.97-2.0 s in four runs on the development machine: the loop acts
+    // on the counters' first congested interval).
     let reroute = report["aiwan"]["reroute_ms"].as_f64();
     assert!(
-        reroute.is_some_and(|ms| ms < 10_000.0),
-        "no reroute within 10 s of the congestion: {}",
+        reroute.is_some_and(|ms| ms < 3_000.0),
+        "no reroute within 3 s of the congestion: {}",
         summary("aiwan")
     );
     let left = leftovers(name);

@@ -160,6 +160,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         shape_cap_bps: args.shape_cap.unwrap_or(DEFAULT_SHAPE_CAP_BPS),
         force: args.force,
         management: args.exporters,
+        // The exporters should see packets as a router on real links does.
+        wire_sized_packets: args.exporters,
     };
     let started = Instant::now();
     if args.force {
@@ -612,6 +614,10 @@ pub(crate) fn start_exporters(
             .args(["-v", &settings.version.to_string()])
             .args(["-t", &format!("maxlife={}", settings.active_timeout_s)])
             .args(["-t", "expint=1"])
+            // Whole packets: softflowd's libpcap ring (TPACKET_V3, 256 KB
+            // blocks) hands a block over only when it is full, and header-
+            // sized captures of a few Mbit/s took seconds to fill one.
+            .args(["-C", "65535"])
             .arg("-p")
             .arg(&own_pid_file)
             .arg("-c")

@@ -267,6 +267,8 @@ async fn run_sides(
         shape_cap_bps: DEFAULT_SHAPE_CAP_BPS,
         force: false,
         management: scenario.exporters,
+        // The exporters should see packets as a router on real links does.
+        wire_sized_packets: scenario.exporters,
     };
     let deployment =
         deploy::deploy(topology, lab, &options).with_context(|| format!("lab up {lab}"))?;

@@ -146,6 +146,13 @@ pub struct DeployOptions {
     /// collectors listen in that namespace and the routers' exporters send
     /// there, outside the routed topology.
     pub management: bool,
+    /// Hosts send packets no larger than their MTU (`gso_max_segs 1` on
+    /// their interfaces), as on a wire. Without it a local TCP sender's
+    /// segments cross the veths as 64 KB GSO packets, which a packet
+    /// sampler or a capture-based exporter on a router counts as one
+    /// packet each, and which softflowd's libpcap ring (256 KB blocks,
+    /// handed over when full) holds for seconds at a few Mbit/s.
+    pub wire_sized_packets: bool,
 }
 
 /// The management network's name for the interface in each router.
@@ -166,6 +173,7 @@ impl Default for DeployOptions {
             shape_cap_bps: DEFAULT_SHAPE_CAP_BPS,
             force: false,
             management: false,
+            wire_sized_packets: false,
         }
     }
 }
@@ -522,6 +530,9 @@ fn plan(
             push(format!("address add {} dev {name} nodad", address.v6));
             if admin_up {
                 push(format!("link set {name} up"));
+            }
+            if options.wire_sized_packets && role == NodeRole::Host {
+                push(format!("link set {name} gso_max_segs 1"));
             }
             let shaped_bps = options
                 .shape
@@ -1295,6 +1306,31 @@ topology:
 
     fn lines(batch: &[BatchLine]) -> Vec<&str> {
         batch.iter().map(|l| l.line.as_str()).collect()
+    }
+
+    #[test]
+    fn wire_sized_packets_limit_the_hosts_segments_only() {
+        let topology = parse_clab(FIXTURE).expect("fixture");
+        let segments = |options: &DeployOptions, namespace: &str| -> Vec<String> {
+            let planned = plan(&topology, "t", options).expect("plan");
+            let node = planned
+                .namespaces
+                .iter()
+                .find(|n| n.namespace == namespace)
+                .expect("namespace");
+            lines(&node.ip)
+                .into_iter()
+                .filter(|l| l.contains("gso_max_segs"))
+                .map(str::to_string)
+                .collect()
+        };
+        let wire = DeployOptions {
+            wire_sized_packets: true,
+            ..DeployOptions::default()
+        };
+        assert_eq!(segments(&wire, "t-h1"), ["link set eth1 gso_max_segs 1"]);
+        assert!(segments(&wire, "t-r1").is_empty());
+        assert!(segments(&DeployOptions::default(), "t-h1").is_empty());
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub struct ReplanRecord {
     pub at_ms: i64,
     pub predicted_mlu_before: f64,
     pub predicted_mlu_after: f64,
-    /// Measured in the last interval before it.
-    pub measured_mlu_before: f64,
+    /// Measured in the last interval before it; `None` when that interval
+    /// carried no traffic (nothing to compare the effect with).
+    pub measured_mlu_before: Option<f64>,
     /// Measured in the first whole interval after it was applied whose
     /// traffic is comparable with the interval before it (see
     /// [`COMPARABLE_DEMAND`]); `None` until then.
@@ -571,11 +572,13 @@ impl ClosedLoop {
             total_mean,
             links,
             unexplained,
+            inferred,
             measured_mlu,
             current_mlu,
             hottest,
             max_probability,
         } = prediction;
+        let inferred_bps = inferred.total();
         let threshold = self.config.congestion_threshold;
         let disagreeing = links.iter().filter(|l| !l.agrees).count();
         if disagreeing > 0 {
@@ -633,6 +636,7 @@ impl ClosedLoop {
                             network: &network,
                             forecast: &total_mean,
                             unexplained: &unexplained,
+                            inferred_bps,
                             current_version,
                             current_mlu,
                             measured_mlu,
@@ -648,6 +652,11 @@ impl ClosedLoop {
             interval_start_ms = latest.start_ms,
             measured_mlu,
             predicted_mlu = current_mlu,
+            inferred_bps,
+            hottest_link = links.get(hottest).map_or("", |l| l.link.as_str()),
+            hottest_counter_bps = links.get(hottest).and_then(|l| l.counter_bps),
+            hottest_flows_bps = links.get(hottest).map(|l| l.estimated_bps),
+            hottest_unexplained_bps = unexplained.get(hottest).copied(),
             %decision,
             "closed loop: interval evaluated"
         );
@@ -670,12 +679,11 @@ impl ClosedLoop {
             if record.measured_mlu_after.is_none()
                 && record.applied_ms.is_some_and(|applied| applied <= start)
             {
-                let change = if record.demand_bps_before > 0.0 {
-                    (demand_bps / record.demand_bps_before - 1.0).abs()
-                } else {
-                    0.0
-                };
-                if change <= COMPARABLE_DEMAND {
+                // Nothing measured before the re-plan: no interval after
+                // it can show its effect.
+                let comparable = record.demand_bps_before > 0.0
+                    && (demand_bps / record.demand_bps_before - 1.0).abs() <= COMPARABLE_DEMAND;
+                if comparable {
                     record.measured_mlu_after = Some(measured_mlu);
                 } else {
                     record.intervals_not_comparable += 1;
@@ -750,6 +758,7 @@ impl ClosedLoop {
             network,
             forecast,
             unexplained,
+            inferred_bps,
             current_version,
             current_mlu,
             measured_mlu,
@@ -799,6 +808,9 @@ impl ClosedLoop {
             "predicted_mlu_before": current_mlu,
             "predicted_mlu_after": after,
             "measured_mlu": measured_mlu,
+            // Demand the counters showed before the flow records did,
+            // counted as best-effort (see predict::infer_from_counters).
+            "inferred_from_counters_bps": inferred_bps,
             "hottest_link": hottest_link,
             "congestion_probability": max_probability,
             "congestion_threshold": self.config.congestion_threshold,
@@ -888,7 +900,7 @@ impl ClosedLoop {
             at_ms: now,
             predicted_mlu_before: current_mlu,
             predicted_mlu_after: after,
-            measured_mlu_before: measured_mlu,
+            measured_mlu_before: (self.last_demand_bps > 0.0).then_some(measured_mlu),
             measured_mlu_after: None,
             demand_bps_before: self.last_demand_bps,
             intervals_not_comparable: 0,
@@ -916,6 +928,8 @@ struct ReplanInput<'a> {
     network: &'a Network,
     forecast: &'a TrafficMatrix,
     unexplained: &'a [f64],
+    /// bit/s of demand inferred from counters in the forecast.
+    inferred_bps: f64,
     current_version: i64,
     current_mlu: f64,
     measured_mlu: f64,

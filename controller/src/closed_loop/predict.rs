@@ -45,14 +45,23 @@ pub struct Work {
     pub placements: crate::collective::Placements,
 }
 
+/// Intervals whose mean flows may explain the counters: an exporter that
+/// reports every two seconds fills every other 1 s interval.
+const RECENT_INTERVALS: usize = 2;
+
 /// What the interval predicts under the current plan.
 #[derive(Debug, Clone)]
 pub struct Prediction {
     /// The forecast of all classes together.
     pub total_mean: TrafficMatrix,
     pub links: Vec<LinkView>,
-    /// Per link, load the counters see beyond what the flows explain.
+    /// Per link, load the counters see beyond what the flows and the
+    /// inferred demand explain.
     pub unexplained: Vec<f64>,
+    /// Demand inferred from the counters (bit/s per node pair, counted as
+    /// best-effort): traffic a congested WAN link carries that no flow
+    /// record shows yet. See [`infer_from_counters`].
+    pub inferred: TrafficMatrix,
     pub measured_mlu: f64,
     pub current_mlu: f64,
     /// The link with the highest predicted utilisation.
@@ -79,6 +88,7 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
                 total_mean: TrafficMatrix::zeros(n),
                 links: Vec::new(),
                 unexplained: vec![0.0; network.edges.len()],
+                inferred: TrafficMatrix::zeros(n),
                 measured_mlu: 0.0,
                 current_mlu: 0.0,
                 hottest: 0,
@@ -111,6 +121,27 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             .unwrap_or(estimated.edges[e]);
         edge.capacity > 0.0 && load >= work.congestion_threshold * edge.capacity
     });
+    // Per link, how far the counters may exceed the flows by sampling
+    // error alone.
+    let seconds = latest.duration_ms as f64 / 1000.0;
+    let mean_packet_bytes = if latest.packets > 0 {
+        latest.bytes as f64 / latest.packets as f64
+    } else {
+        0.0
+    };
+    let tolerance: Vec<f64> = network
+        .edges
+        .iter()
+        .enumerate()
+        .map(|(e, edge)| {
+            // Bernoulli 1-in-N packet sampling: the byte estimate's
+            // variance is about N x bytes x mean packet size.
+            let bytes = estimated.edges[e] * seconds / 8.0;
+            let sigma_bps =
+                (work.sampling * bytes * mean_packet_bytes).sqrt() * 8.0 / seconds.max(1e-9);
+            AGREEMENT_SIGMAS * sigma_bps + AGREEMENT_FLOOR * edge.capacity
+        })
+        .collect();
     let forecaster = Forecaster::default();
     let mut forecast: Vec<(TrafficMatrix, TrafficMatrix)> = Vec::with_capacity(3);
     for (c, known) in known.iter().enumerate() {
@@ -131,6 +162,36 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         }
         forecast.push((mean, sigma));
     }
+    // What the counters may be explained by: the flows of the latest
+    // interval, or of the last two on average where that is higher. An
+    // exporter reports a flow every second or two (softflowd expires a
+    // flow at the first expiry pass after its active timeout), so an
+    // interval may miss a flow's records that the next one holds twice.
+    let recent_totals: Vec<TrafficMatrix> = work
+        .history
+        .iter()
+        .rev()
+        .take(RECENT_INTERVALS)
+        .map(MeasuredInterval::total)
+        .collect();
+    let mut recent = sum_matrices(recent_totals.iter());
+    for value in recent.values.iter_mut() {
+        *value /= recent_totals.len() as f64;
+    }
+    let (recent_loads, _) = forwarding.route(network, &recent, None);
+    let explained: Vec<f64> = (0..network.edges.len())
+        .map(|e| estimated.edges[e].max(recent_loads.edges[e]))
+        .collect();
+    let inferred = infer_from_counters(work, forwarding, &recent, &explained, &tolerance);
+    let best_effort = class_index(Class::BestEffort);
+    for (m, extra) in forecast[best_effort]
+        .0
+        .values
+        .iter_mut()
+        .zip(&inferred.values)
+    {
+        *m += extra;
+    }
     let total_mean = sum_matrices(forecast.iter().map(|(m, _)| m));
     let total_sigma = TrafficMatrix {
         n,
@@ -150,30 +211,21 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         .map(|(m, _)| forwarding.route(network, m, None).0.edges)
         .collect();
 
-    // Per link: agreement, what the counters see beyond the flows, the
-    // prediction.
-    let seconds = latest.duration_ms as f64 / 1000.0;
-    let mean_packet_bytes = if latest.packets > 0 {
-        latest.bytes as f64 / latest.packets as f64
-    } else {
-        0.0
-    };
+    // Per link: agreement, what the counters see beyond the flows (and
+    // beyond the demand inferred from them), the prediction.
+    let (inferred_loads, _) = forwarding.route(network, &inferred, None);
     let threshold = work.congestion_threshold;
     let mut links = Vec::with_capacity(network.edges.len());
     let mut unexplained = vec![0.0; network.edges.len()];
     for (e, edge) in network.edges.iter().enumerate() {
         let estimate = estimated.edges[e];
         let counter = work.counters.get(e).copied().flatten();
-        // Bernoulli 1-in-N packet sampling: the byte estimate's variance is
-        // about N x bytes x mean packet size.
-        let bytes = estimate * seconds / 8.0;
-        let sigma_bps =
-            (work.sampling * bytes * mean_packet_bytes).sqrt() * 8.0 / seconds.max(1e-9);
-        let tolerance = AGREEMENT_SIGMAS * sigma_bps + AGREEMENT_FLOOR * edge.capacity;
+        let tolerance = tolerance[e];
         let disagreement = counter.map_or(0.0, |c| c - estimate);
+        let residual = counter.map_or(0.0, |c| c - explained[e] - inferred_loads.edges[e]);
         let is_covered = work.covered.get(e).copied().unwrap_or(false);
-        if disagreement > tolerance || (!is_covered && disagreement > 0.0) {
-            unexplained[e] = disagreement;
+        if residual > tolerance || (!is_covered && residual > 0.0) {
+            unexplained[e] = residual;
         }
         let mean = predicted.edges[e] + unexplained[e];
         let sd = deviation[e];
@@ -243,6 +295,7 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             total_mean,
             links,
             unexplained,
+            inferred,
             measured_mlu,
             current_mlu,
             hottest,
@@ -250,6 +303,86 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         },
         candidate,
     }
+}
+
+/// Demand the counters show before the flow records do.
+///
+/// A new flow is seen first by the interface counters: an exporter reports
+/// it a second or two after it starts (softflowd's shortest active timeout
+/// is a second, and it expires flows once a second). Until its records
+/// arrive, the excess on a congested link is load no plan could move, so
+/// the loop would wait for the records before acting. Where a WAN link's
+/// counters exceed what the flows explain (`explained`) by more than the
+/// sampling error, and the link is congested, the excess is spread over
+/// the node pairs whose traffic crosses the link, in proportion to their
+/// recent demand (`prior`; the gravity prior of network tomography: a new
+/// flow is most likely where traffic already flows). A pair crossing two such
+/// links takes the larger of the two shares, so one new flow is not
+/// counted twice. Links with no measured pair crossing them keep their
+/// excess as unexplained load, as before.
+fn infer_from_counters(
+    work: &Work,
+    forwarding: &mut Forwarding,
+    prior: &TrafficMatrix,
+    explained: &[f64],
+    tolerance: &[f64],
+) -> TrafficMatrix {
+    let network = &work.network;
+    let n = network.nodes.len();
+    let mut inferred = TrafficMatrix::zeros(n);
+    let excess: Vec<(usize, f64)> = network
+        .edges
+        .iter()
+        .enumerate()
+        .filter_map(|(e, edge)| {
+            let counter = work.counters.get(e).copied().flatten()?;
+            let excess = counter - explained[e];
+            let covered = work.covered.get(e).copied().unwrap_or(false);
+            (covered
+                && excess > tolerance[e]
+                && counter >= work.congestion_threshold * edge.capacity)
+                .then_some((e, excess))
+        })
+        .collect();
+    if excess.is_empty() {
+        return inferred;
+    }
+    /// A node pair with recent demand, and the edges its traffic crosses.
+    struct Crossing {
+        cell: usize,
+        demand: f64,
+        edges: Vec<usize>,
+    }
+    let pairs: Vec<Crossing> = prior
+        .demands()
+        .into_iter()
+        .map(|(src, dst, demand)| {
+            let (fractions, _, _) = forwarding.pair_fractions(network, src, dst);
+            Crossing {
+                cell: src * n + dst,
+                demand,
+                edges: fractions.into_iter().map(|(edge, _)| edge).collect(),
+            }
+        })
+        .collect();
+    for (e, excess) in excess {
+        // The excess is shared out, not scaled up by the fraction of each
+        // pair the plan puts on the link: routers hash whole flows onto
+        // paths, so a new flow is all on this link or not at all. (Scaled
+        // up, a link that the plan gives a small share, and the hash a big
+        // flow, would infer many times the excess.)
+        let crossing: Vec<&Crossing> = pairs.iter().filter(|p| p.edges.contains(&e)).collect();
+        let weight: f64 = crossing.iter().map(|p| p.demand).sum();
+        if weight <= 0.0 {
+            continue;
+        }
+        for pair in crossing {
+            let share = excess * pair.demand / weight;
+            let cell = &mut inferred.values[pair.cell];
+            *cell = cell.max(share);
+        }
+    }
+    inferred
 }
 
 #[cfg(test)]
@@ -317,5 +450,78 @@ mod tests {
         let below = work(&series, Vec::new());
         let outcome = run(&below, &mut Forwarding::underlay_only(), &mut paths);
         assert!(outcome.prediction.measured_mlu < 0.8);
+    }
+
+    #[test]
+    fn counters_ahead_of_the_flows_become_inferred_demand() {
+        // r1 to r4 sends 2 Gbit/s steadily, all on r1-r2-r4 (the fastest
+        // path). Then r1-r2's counters read 9.5 Gbit/s: a new flow the
+        // exporters have not reported yet.
+        let series = vec![2e9; 30];
+        let base = work(&series, Vec::new());
+        let network = &base.network;
+        let index = network.index();
+        let (r1, r2, r4) = (index["r1"], index["r2"], index["r4"]);
+        let r1_r2 = network.edge_between(r1, r2).expect("r1-r2");
+        let n = network.nodes.len();
+        let mut counters = vec![None; network.edges.len()];
+        counters[r1_r2] = Some(9.5e9);
+        let mut congested = work(&series, counters.clone());
+        congested.plan = true;
+        let mut paths = PathCache::default();
+        let outcome = run(&congested, &mut Forwarding::underlay_only(), &mut paths);
+        let prediction = &outcome.prediction;
+        // The excess is inferred as r1 to r4 demand, not left as load no
+        // plan can move.
+        let inferred = prediction.inferred.values[r1 * n + r4];
+        assert!(
+            (inferred - 7.5e9).abs() < 1e8,
+            "inferred {inferred} bit/s from r1 to r4"
+        );
+        assert!(
+            prediction.unexplained[r1_r2] < 1e8,
+            "{:?}",
+            prediction.unexplained
+        );
+        assert!(prediction.current_mlu >= 0.94, "{}", prediction.current_mlu);
+        // So a plan that splits r1 to r4 over both paths is predicted to
+        // relieve the link.
+        let (_, after) = outcome
+            .candidate
+            .expect("asked for a candidate")
+            .expect("a plan");
+        assert!(after < 0.6, "candidate MLU {after}");
+
+        // Below the congestion threshold, an excess stays unexplained: it
+        // may be traffic the exporters never see, and nothing is urgent.
+        counters[r1_r2] = Some(5e9);
+        let calm = work(&series, counters);
+        let outcome = run(&calm, &mut Forwarding::underlay_only(), &mut paths);
+        assert_eq!(outcome.prediction.inferred.values[r1 * n + r4], 0.0);
+        assert!(outcome.prediction.unexplained[r1_r2] > 2.9e9);
+
+        // An exporter reporting every two seconds: every other interval
+        // holds two seconds of records and the others none. In an
+        // interval without records, the counters are explained by the
+        // last two intervals' flows, not taken as new traffic.
+        let gap: Vec<f64> = (0..31)
+            .map(|k| if k % 2 == 0 { 0.0 } else { 4e9 })
+            .collect();
+        let mut counters = vec![None; network.edges.len()];
+        counters[r1_r2] = Some(2e9);
+        let missed = work(&gap, counters.clone());
+        let outcome = run(&missed, &mut Forwarding::underlay_only(), &mut paths);
+        assert!(outcome.prediction.unexplained[r1_r2] < 1e8);
+        assert_eq!(outcome.prediction.inferred.values[r1 * n + r4], 0.0);
+        // And congestion in such an interval is inferred beyond those
+        // flows, not beyond nothing.
+        counters[r1_r2] = Some(9.5e9);
+        let missed = work(&gap, counters);
+        let outcome = run(&missed, &mut Forwarding::underlay_only(), &mut paths);
+        let inferred = outcome.prediction.inferred.values[r1 * n + r4];
+        assert!(
+            (inferred - 7.5e9).abs() < 1e8,
+            "inferred {inferred} bit/s from r1 to r4"
+        );
     }
 }

@@ -835,7 +835,7 @@ async fn summarize(
         .collect();
     let mlu_before: Vec<f64> = replans
         .iter()
-        .map(|r| round(r.measured_mlu_before))
+        .map(|r| round(r.measured_mlu_before.unwrap_or(r.predicted_mlu_before)))
         .collect();
     let mlu_after: Vec<f64> = replans
         .iter()
@@ -849,7 +849,7 @@ async fn summarize(
                 "trigger": r.trigger.as_str(),
                 "predicted_mlu_before": round(r.predicted_mlu_before),
                 "predicted_mlu_after": round(r.predicted_mlu_after),
-                "measured_mlu_before": round(r.measured_mlu_before),
+                "measured_mlu_before": r.measured_mlu_before.map(round),
                 "measured_mlu_after": r.measured_mlu_after.map(round),
                 // Intervals after it whose traffic changed too much to
                 // measure its effect (mlu_after is then the prediction).
@@ -891,7 +891,11 @@ async fn summarize(
         "aiwan demo: {} s of traffic, {} flow datagrams received ({} records, {} decode errors), {} pushes applied",
         figures.seconds, totals.datagrams, totals.records, totals.decode_errors, pushes
     )?;
-    for (r, (before, after)) in replans.iter().zip(mlu_before.iter().zip(&mlu_after)) {
+    for (r, after) in replans.iter().zip(&mlu_after) {
+        let before = match r.measured_mlu_before {
+            Some(before) => format!("{before:.2}"),
+            None => "? (no traffic measured before it)".to_string(),
+        };
         let after = match r.measured_mlu_after {
             Some(_) => format!("{after:.2}"),
             None if r.intervals_not_comparable > 0 => {
@@ -901,7 +905,7 @@ async fn summarize(
         };
         writeln!(
             text,
-            "  plans/{:<4} {:<12} measured MLU {before:.2} -> {after} (predicted {:.2} -> {:.2}){}",
+            "  plans/{:<4} {:<12} measured MLU {before} -> {after} (predicted {:.2} -> {:.2}){}",
             r.version,
             r.trigger.as_str(),
             r.predicted_mlu_before,
