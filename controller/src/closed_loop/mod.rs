@@ -105,14 +105,15 @@ pub struct ReplanRecord {
     pub at_ms: i64,
     pub predicted_mlu_before: f64,
     pub predicted_mlu_after: f64,
-    /// Measured in the last interval before it; `None` when that interval
-    /// carried no traffic (nothing to compare the effect with).
+    /// Measured in the last interval before it; `None` when nothing was
+    /// measured there (no flows, no counters: nothing to compare with).
     pub measured_mlu_before: Option<f64>,
     /// Measured in the first whole interval after it was applied whose
     /// traffic is comparable with the interval before it (see
     /// [`COMPARABLE_DEMAND`]); `None` until then.
     pub measured_mlu_after: Option<f64>,
-    /// The measured demand (bit/s, all classes) of the interval before it.
+    /// The flows' demand (bit/s, all classes) before it: the mean of the
+    /// last two intervals.
     pub demand_bps_before: f64,
     /// Intervals after it was applied whose traffic differed too much to
     /// compare (a surge, a job ending).
@@ -604,7 +605,16 @@ impl ClosedLoop {
         {
             self.episode_start_ms = None;
         }
-        let demand_bps: f64 = latest.classes.iter().map(|m| m.total()).sum();
+        // The flows' demand over the last two intervals: an exporter that
+        // reports every two seconds fills every other interval.
+        let recent: Vec<f64> = self
+            .history
+            .iter()
+            .rev()
+            .take(2)
+            .map(|i| i.classes.iter().map(TrafficMatrix::total).sum::<f64>())
+            .collect();
+        let demand_bps = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
         self.fill_measured_after(latest.start_ms, measured_mlu, demand_bps);
         self.last_demand_bps = demand_bps;
 
@@ -900,7 +910,8 @@ impl ClosedLoop {
             at_ms: now,
             predicted_mlu_before: current_mlu,
             predicted_mlu_after: after,
-            measured_mlu_before: (self.last_demand_bps > 0.0).then_some(measured_mlu),
+            measured_mlu_before: (self.last_demand_bps > 0.0 || measured_mlu > 0.0)
+                .then_some(measured_mlu),
             measured_mlu_after: None,
             demand_bps_before: self.last_demand_bps,
             intervals_not_comparable: 0,
