@@ -17,7 +17,11 @@
 //!   loop re-plans, the AI flows get at least 1.3 times the baseline's
 //!   throughput, and the routes change within 3 s of the congestion.
 //!
-//! Needs root, iproute2, iperf3 (and softflowd for the WAN); skipped with a reason elsewhere, failed
+//! - `aiwan demo --lab --headless --json`: the demo on the namespace lab
+//!   (agents, softflowd, real UDP traffic) re-plans from telemetry,
+//!   delivers the traffic and takes everything down.
+//!
+//! Needs root, iproute2, iperf3 (and softflowd for the WAN and the demo); skipped with a reason elsewhere, failed
 //! under `AIWAN_REQUIRE_LAB=1`.
 
 mod support;
@@ -57,6 +61,19 @@ fn missing_prerequisite() -> Option<String> {
         return Some(format!("tc is missing ({e})"));
     }
     None
+}
+
+/// Whether `tool` is an executable file on `PATH`.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
+fn softflowd_running() -> bool {
+    sh(&["ps", "-eo", "args"])
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("softflowd"))
 }
 
 fn aiwan(args: &[&str]) -> std::process::Output {
@@ -341,10 +358,6 @@ fn the_wan_scenario_moves_traffic_off_the_congested_path() {
     if let Some(reason) = missing_prerequisite() {
         return support::skip(test, &reason).unwrap_or(());
     }
-    let on_path = |tool: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-    };
     if !on_path("softflowd") {
         return support::skip(test, "softflowd is missing").unwrap_or(());
     }
@@ -414,13 +427,57 @@ fn the_wan_scenario_moves_traffic_off_the_congested_path() {
     );
     let left = leftovers(name);
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert!(
-        !sh(&["ps", "-eo", "args"])
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.starts_with("softflowd")),
-        "softflowd left running"
-    );
+    assert!(!softflowd_running(), "softflowd left running");
+}
+
+#[test]
+fn the_demo_runs_on_the_lab_and_leaves_nothing() {
+    let test = "the_demo_runs_on_the_lab_and_leaves_nothing";
+    if let Some(reason) = missing_prerequisite() {
+        return support::skip(test, &reason).unwrap_or(());
+    }
+    if !on_path("softflowd") {
+        return support::skip(test, "softflowd is missing").unwrap_or(());
+    }
+    let _serial = serial();
+    let _down = Down("aiwan-demo".to_string());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_aiwan"))
+        .args(["demo", "--lab", "--headless", "--json", "--duration", "30"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("aiwan demo --lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo --lab failed: {stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    eprintln!("{summary:#}");
+    let number = |key: &str| summary[key].as_f64().unwrap_or(0.0);
+    // softflowd's IPFIX reached the collectors in the management
+    // namespace and decoded cleanly.
+    assert!(number("packets_received") > 0.0, "{summary}");
+    assert!(number("flow_records") > 0.0, "{summary}");
+    assert_eq!(number("decode_errors"), 0.0, "{summary}");
+    // The loop re-planned from what it measured, and the agents applied
+    // the plans.
+    assert!(number("telemetry_replans") >= 1.0, "{summary}");
+    assert!(number("pushes_applied") > 0.0, "{summary}");
+    let jobs = summary["ai_jobs"].as_array().expect("ai_jobs");
+    assert_eq!(jobs.len(), 3, "{summary}");
+    for job in jobs {
+        assert!(job["satisfaction"].is_number(), "{job}");
+    }
+    // The traffic was real: most of what was sent arrived, class by class.
+    let classes = &summary["lab_traffic"]["classes"];
+    for class in ["ai-sync", "ai-bulk", "best-effort"] {
+        let delivered = classes[class]["delivered"].as_f64().unwrap_or(0.0);
+        assert!(delivered > 0.8, "{class}: {}", classes[class]);
+    }
+    let left = leftovers("aiwan-demo");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!softflowd_running(), "softflowd left running");
 }
 
 #[test]
@@ -463,11 +520,25 @@ fn an_interrupted_run_leaves_nothing() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     let left = leftovers(name);
     assert!(left.is_empty(), "left behind: {left:?}");
-    let iperf_left = sh(&["ps", "-eo", "args"])
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("iperf3"));
-    assert!(!iperf_left, "iperf3 processes left behind");
+    // The run kills its iperf3 processes (SIGKILL when it drops them);
+    // they are gone a moment later, not necessarily when it has exited.
+    let iperf_running = || {
+        sh(&["ps", "-eo", "args"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("iperf3"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !iperf_running().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let iperf_left = iperf_running();
+    assert!(
+        iperf_left.is_empty(),
+        "iperf3 processes left behind: {iperf_left:?}"
+    );
     let workdirs = std::fs::read_dir(std::env::temp_dir())
         .expect("temp dir")
         .flatten()

@@ -111,11 +111,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("lab {lab} is up: take it down first (aiwan lab down --name {lab})");
     }
     let workdir = std::env::temp_dir().join(format!("aiwan-lab-run-{}", std::process::id()));
-    let mut teardown = Teardown {
-        lab: lab.clone(),
-        workdir: workdir.clone(),
-        armed: true,
-    };
+    let mut teardown = Teardown::new(&lab, Some(workdir.clone()));
     let started = Instant::now();
     let outcome = tokio::select! {
         outcome = run_sides(&scenario, &topology, &lab, &workdir, port_sets, args.json) => outcome,
@@ -200,29 +196,40 @@ fn missing_prerequisite(shaped: bool) -> Option<String> {
 }
 
 /// Takes down what a run set up: the controllers are stopped by then (or
-/// dropped); this stops the agents, deletes the namespaces and removes the
-/// run's own folder. Also on drop, so a panic leaves nothing.
-struct Teardown {
+/// dropped); this stops the agents and exporters, deletes the namespaces
+/// and removes the run's own folder, if it has one. Also on drop, so a
+/// panic leaves nothing.
+pub(crate) struct Teardown {
     lab: String,
-    workdir: PathBuf,
+    workdir: Option<PathBuf>,
     armed: bool,
 }
 
 impl Teardown {
-    fn run(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn new(lab: &str, workdir: Option<PathBuf>) -> Teardown {
+        Teardown {
+            lab: lab.to_string(),
+            workdir,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn run(&mut self) -> anyhow::Result<()> {
         if !self.armed {
             return Ok(());
         }
         self.armed = false;
         let agents = crate::lab_cli::stop_agents(&self.lab);
         let destroyed = deploy::destroy(&self.lab);
-        let removed = match std::fs::remove_dir_all(&self.workdir) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        let removed = match self.workdir.as_ref().map(std::fs::remove_dir_all) {
+            Some(Err(error)) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
             _ => Ok(()),
         };
         agents.with_context(|| format!("stopping the agents of lab {}", self.lab))?;
         destroyed.with_context(|| format!("lab down {}", self.lab))?;
-        removed.with_context(|| format!("removing {}", self.workdir.display()))?;
+        if let Some(workdir) = &self.workdir {
+            removed.with_context(|| format!("removing {}", workdir.display()))?;
+        }
         Ok(())
     }
 }
@@ -230,7 +237,7 @@ impl Teardown {
 impl Drop for Teardown {
     fn drop(&mut self) {
         if let Err(error) = self.run() {
-            eprintln!("aiwan lab run: cleanup: {error:#}");
+            eprintln!("aiwan: cleaning up lab {}: {error:#}", self.lab);
         }
     }
 }
@@ -318,10 +325,73 @@ struct SideController {
 }
 
 /// How the lab's exporters export: IPFIX, flows reported every second.
-const EXPORTER_SETTINGS: crate::lab_cli::ExporterSettings = crate::lab_cli::ExporterSettings {
-    version: 10,
-    active_timeout_s: 1,
-};
+pub(crate) const EXPORTER_SETTINGS: crate::lab_cli::ExporterSettings =
+    crate::lab_cli::ExporterSettings {
+        version: 10,
+        active_timeout_s: 1,
+    };
+
+/// A controller's settings for a deployed lab: the agents as its
+/// southbound, and with `exporting`, its collectors in the management
+/// namespace where the exporters send, mapped to their nodes, and the
+/// closed loop on their telemetry every second.
+pub(crate) fn configure_for_lab(
+    config: &mut ControllerConfig,
+    lab: &str,
+    deployment: &Deployment,
+    exporting: bool,
+) -> anyhow::Result<()> {
+    config.southbound.driver = Some(SouthboundDriver::Agents);
+    config.southbound.reconcile_interval_ms = RECONCILE_INTERVAL_MS;
+    config.southbound.agent_timeout_ms = 5000;
+    config.southbound.agent_endpoint_template = Some(crate::lab_cli::agent_endpoint_template(lab)?);
+    // A shaped lab's links are tbf root qdiscs of the lab's own, which the
+    // agents do not replace: plans go out without class limits there.
+    config.southbound.rate_limits = !deployment.shaped;
+    let Some(management) = deployment.management.as_ref().filter(|_| exporting) else {
+        return Ok(());
+    };
+    let collector = &mut config.collector;
+    collector.netns = Some(management.namespace.clone());
+    collector.netflow_listen = Some(SocketAddr::from((
+        Ipv4Addr::UNSPECIFIED,
+        crate::lab_cli::LAB_COLLECTOR_PORT,
+    )));
+    collector.shards = 1;
+    collector.store.close_grace_ms = 300;
+    let closed_loop = &mut config.closed_loop;
+    closed_loop.interval_ms = 1000;
+    closed_loop.min_replan_interval_ms = 2000;
+    closed_loop.history = 60;
+    closed_loop.window = 6;
+    let mut mapped: Vec<&str> = crate::lab_cli::edge_interfaces(deployment)
+        .into_iter()
+        .map(|(node, _)| node.node.as_str())
+        .collect();
+    mapped.dedup();
+    closed_loop.exporters = mapped
+        .into_iter()
+        .filter_map(|node| deployment.management_link(node))
+        .map(|link| crate::closed_loop::demand::ExporterMapping {
+            node: link.node.clone(),
+            address: IpAddr::V4(link.address),
+            observation_domain: None,
+        })
+        .collect();
+    Ok(())
+}
+
+/// The topology as a controller should plan it on a lab shaped at
+/// `scale`: each link's capacity its tbf rate.
+pub(crate) fn shaped_topology(topology: &Topology, scale: Option<f64>) -> Topology {
+    let mut planned = topology.clone();
+    if let Some(scale) = scale {
+        for link in &mut planned.links {
+            link.capacity_bps = deploy::shape_rate(link.capacity_bps, scale, DEFAULT_SHAPE_CAP_BPS);
+        }
+    }
+    planned
+}
 
 async fn start_controller(
     lab: &str,
@@ -330,7 +400,6 @@ async fn start_controller(
     deployment: &Deployment,
     exporting: bool,
 ) -> anyhow::Result<SideController> {
-    let shaped = deployment.shaped;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let token: String = (0..4)
         .map(|_| format!("{:08x}", rand::random::<u32>()))
@@ -342,48 +411,14 @@ async fn start_controller(
         bootstrap_token: Some(format!("admin:{token}")),
         ..ControllerConfig::default()
     };
-    config.southbound.driver = Some(SouthboundDriver::Agents);
-    config.southbound.reconcile_interval_ms = RECONCILE_INTERVAL_MS;
-    config.southbound.agent_timeout_ms = 5000;
-    config.southbound.agent_endpoint_template = Some(crate::lab_cli::agent_endpoint_template(lab)?);
-    // A shaped lab's links are tbf root qdiscs of the lab's own, which the
-    // agents do not replace: plans go out without class limits there.
-    config.southbound.rate_limits = !shaped;
-    if let (Some(management), true) = (&deployment.management, exporting) {
-        // The collectors in the management namespace, where the exporters
-        // send; the closed loop on their telemetry, every second: only
-        // observing on the baseline's side, in charge on aiwan's.
-        let collector = &mut config.collector;
-        collector.netns = Some(management.namespace.clone());
-        collector.netflow_listen = Some(SocketAddr::from((
-            Ipv4Addr::UNSPECIFIED,
-            crate::lab_cli::LAB_COLLECTOR_PORT,
-        )));
-        collector.shards = 1;
-        collector.store.close_grace_ms = 300;
-        let closed_loop = &mut config.closed_loop;
-        closed_loop.mode = match side {
+    configure_for_lab(&mut config, lab, deployment, exporting)?;
+    if exporting {
+        // The closed loop only observes on the baseline's side, and is in
+        // charge on aiwan's.
+        config.closed_loop.mode = match side {
             Side::Baseline => crate::closed_loop::LoopMode::Recommend,
             Side::Aiwan => crate::closed_loop::LoopMode::Auto,
         };
-        closed_loop.interval_ms = 1000;
-        closed_loop.min_replan_interval_ms = 2000;
-        closed_loop.history = 60;
-        closed_loop.window = 6;
-        let mut mapped: Vec<&str> = crate::lab_cli::edge_interfaces(deployment)
-            .into_iter()
-            .map(|(node, _)| node.node.as_str())
-            .collect();
-        mapped.dedup();
-        closed_loop.exporters = mapped
-            .into_iter()
-            .filter_map(|node| deployment.management_link(node))
-            .map(|link| crate::closed_loop::demand::ExporterMapping {
-                node: link.node.clone(),
-                address: IpAddr::V4(link.address),
-                observation_domain: None,
-            })
-            .collect();
     }
     let running = crate::server::start(&config)
         .await
@@ -446,7 +481,7 @@ impl SideController {
 
 /// One host's or router's address for traffic: the first host of its
 /// first IPv4 prefix, else its IPv4 loopback.
-fn traffic_address(deployment: &Deployment, node: &str) -> anyhow::Result<Ipv4Addr> {
+pub(crate) fn traffic_address(deployment: &Deployment, node: &str) -> anyhow::Result<Ipv4Addr> {
     let deployed = deployment
         .nodes
         .iter()
@@ -636,12 +671,7 @@ async fn drive_side(
 ) -> anyhow::Result<serde_json::Value> {
     // The controller plans on what the links carry: shaped, their
     // capacities are the tbf rates.
-    let mut planned = topology.clone();
-    if let Some(scale) = scenario.shape_scale {
-        for link in &mut planned.links {
-            link.capacity_bps = deploy::shape_rate(link.capacity_bps, scale, DEFAULT_SHAPE_CAP_BPS);
-        }
-    }
+    let planned = shaped_topology(topology, scenario.shape_scale);
     controller
         .topology
         .import_topology(pb::ImportTopologyRequest {

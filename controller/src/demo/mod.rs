@@ -22,6 +22,7 @@
 //! kernel.
 
 pub mod exporter;
+mod lab;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -81,9 +82,10 @@ pub struct DemoArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Where the demo keeps its state (SQLite database, token); created when
-    /// missing, reused by the next run.
-    #[arg(long, default_value = "aiwan-demo")]
-    pub data_dir: PathBuf,
+    /// missing, reused by the next run [default: aiwan-demo, or
+    /// aiwan-demo-lab with --lab].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// What the closed loop may do: `auto` applies its re-plans,
     /// `recommend` stores them as proposals for an operator (ApprovePlan),
     /// `off` only measures and forecasts.
@@ -95,6 +97,14 @@ pub struct DemoArgs {
     /// Print one JSON document (the summary) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run on the namespace lab instead of the simulator (needs root,
+    /// iproute2 and softflowd): the topology deployed as lab `aiwan-demo`
+    /// with links shaped at 0.2% of their capacity, a router agent per
+    /// router, softflowd exporting IPFIX from the WAN routers, and the
+    /// demo's traffic, scaled alike, sent as real UDP packets between the
+    /// sites' addresses. Everything is taken down at the end.
+    #[arg(long)]
+    pub lab: bool,
 }
 
 /// A site's exporting router.
@@ -212,11 +222,11 @@ fn demo_jobs() -> Vec<(&'static str, pb::Job)> {
     ]
 }
 
-fn config(args: &DemoArgs, listen: SocketAddr, token: &str) -> ControllerConfig {
+fn config(args: &DemoArgs, data_dir: &Path, listen: SocketAddr, token: &str) -> ControllerConfig {
     let mut config = ControllerConfig {
         listen,
         metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-        data_dir: args.data_dir.clone(),
+        data_dir: data_dir.to_path_buf(),
         bootstrap_token: Some(format!("admin:{token}")),
         ..ControllerConfig::default()
     };
@@ -273,7 +283,15 @@ type Authed = InterceptedService<Channel, BearerToken>;
 
 /// The built-in topology, the declared jobs and a first plan, unless a
 /// previous run left them.
-async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
+/// Imports `wanted` unless the controller holds it already (same name,
+/// nodes and link capacities), declares the `jobs` it does not know, and
+/// applies a first plan when there is none.
+async fn prepare(
+    channel: Channel,
+    token: &BearerToken,
+    wanted: &Topology,
+    jobs: &[(&'static str, pb::Job)],
+) -> anyhow::Result<()> {
     let mut topology = TopologyServiceClient::with_interceptor(channel.clone(), token.clone());
     let stored = topology
         .get_topology(pb::GetTopologyRequest {})
@@ -282,11 +300,23 @@ async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
         .into_inner()
         .topology
         .unwrap_or_default();
-    if stored.display_name != "ai-wan" || stored.nodes.is_empty() {
-        let lab = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    let wanted_pb = crate::convert::topology_to_pb(wanted, 0, 0);
+    let capacities = |t: &pb::Topology| -> Vec<(String, i64)> {
+        let mut links: Vec<(String, i64)> = t
+            .links
+            .iter()
+            .map(|l| (l.name.clone(), l.capacity_bps))
+            .collect();
+        links.sort();
+        links
+    };
+    if stored.display_name != wanted_pb.display_name
+        || stored.nodes.len() != wanted_pb.nodes.len()
+        || capacities(&stored) != capacities(&wanted_pb)
+    {
         topology
             .import_topology(pb::ImportTopologyRequest {
-                topology: Some(crate::convert::topology_to_pb(&lab, 0, 0)),
+                topology: Some(wanted_pb),
             })
             .await
             .context("ImportTopology")?;
@@ -294,7 +324,7 @@ async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
     }
     let mut intents: IntentServiceClient<Authed> =
         IntentServiceClient::with_interceptor(channel.clone(), token.clone());
-    for (id, job) in demo_jobs() {
+    for (id, job) in jobs {
         let found = intents
             .get_job(pb::GetJobRequest {
                 name: format!("jobs/{id}"),
@@ -308,7 +338,7 @@ async fn prepare(channel: Channel, token: &BearerToken) -> anyhow::Result<()> {
         intents
             .create_job(pb::CreateJobRequest {
                 job_id: id.to_string(),
-                job: Some(job),
+                job: Some(job.clone()),
             })
             .await
             .with_context(|| format!("CreateJob {id}"))?;
@@ -524,14 +554,53 @@ impl SimulatedSites {
 
 /// `aiwan demo`.
 pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
-    let shown_dir = std::fs::canonicalize(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.lab {
+            "aiwan-demo-lab"
+        } else {
+            "aiwan-demo"
+        })
+    });
+    if args.lab {
+        return lab::demo_lab(args, &data_dir).await;
+    }
+    let (token, listen) = state_and_address(args, &data_dir)?;
+    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    let mut network = SimulatedSites::new(&topology, args.seed)?;
+    let mut config = config(args, &data_dir, listen, &token);
+    config.closed_loop.exporters = network.mappings();
+    let running = crate::server::start(&config)
+        .await
+        .context("the demo's controller did not start")?;
+    let endpoint = announce(&running, &token);
+    let (_, mut events) = running.events.subscribe();
+    let mut figures = RunFigures::default();
+    let dashboard = wants_dashboard(args);
+    let run = run(
+        args,
+        &running,
+        &mut network,
+        &endpoint,
+        &token,
+        &mut events,
+        &mut figures,
+        !dashboard && !args.headless && !args.json,
+    );
+    let result = present(dashboard, &endpoint, &token, run).await;
+    finish(args, running, figures, &demo_jobs(), result).await
+}
+
+/// Makes the data directory, says where it is, and reads (or makes) the
+/// token; the API address to listen on.
+fn state_and_address(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<(String, SocketAddr)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", data_dir.display()))?;
+    let shown_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     eprintln!(
         "aiwan demo: state in {} (SQLite aiwan.db and the demo's token; remove it to start over)",
         shown_dir.display()
     );
-    let token = demo_token(&args.data_dir)?;
+    let token = demo_token(data_dir)?;
     let listen = match args.listen {
         Some(listen) => listen,
         None => {
@@ -542,13 +611,12 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
-    let mut network = SimulatedSites::new(&topology, args.seed)?;
-    let mut config = config(args, listen, &token);
-    config.closed_loop.exporters = network.mappings();
-    let running = crate::server::start(&config)
-        .await
-        .context("the demo's controller did not start")?;
+    Ok((token, listen))
+}
+
+/// Prints where the controller listens and how to attach the TUI; the
+/// API endpoint.
+fn announce(running: &RunningController, token: &str) -> String {
     let endpoint = format!("http://{}", running.grpc_addr);
     eprintln!("aiwan demo: controller on {endpoint}");
     eprintln!(
@@ -557,59 +625,70 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(metrics) = running.metrics_addr {
         eprintln!("aiwan demo: metrics on http://{metrics}/metrics");
     }
-    let (_, mut events) = running.events.subscribe();
-    let mut figures = RunFigures::default();
+    endpoint
+}
+
+/// Whether the operator TUI opens in front of the demo: on a terminal,
+/// unless headless or JSON.
+fn wants_dashboard(args: &DemoArgs) -> bool {
     use std::io::IsTerminal as _;
-    let dashboard = !args.headless
+    !args.headless
         && !args.json
         && std::io::stdout().is_terminal()
-        && std::io::stdin().is_terminal();
-    let result = if dashboard {
-        // The operator TUI in front; the demo runs behind it until the TUI
-        // quits (or the duration ends).
-        // The dashboard closes (restoring the terminal) when the demo's
-        // run ends, and the run ends when the operator quits the dashboard.
-        let (done, ended) = tokio::sync::oneshot::channel::<()>();
-        let tui = aiwan_ui::run_until(
-            aiwan_ui::Options {
-                endpoint: endpoint.clone(),
-                token: Some(token.clone()),
-                ca_file: None,
-            },
-            async move {
-                let _ = ended.await;
-            },
-        );
-        tokio::pin!(tui);
-        let ran = tokio::select! {
-            result = run(args, &running, &mut network, &endpoint, &token, &mut events, &mut figures, false) => Some(result),
-            result = &mut tui => {
-                // The operator quit the dashboard: the demo ends.
-                result.context("the operator TUI").map(|()| None)?
-            }
-        };
-        match ran {
-            Some(result) => {
-                let _ = done.send(());
-                let closed = tui.await.context("the operator TUI");
-                result.and(closed)
-            }
-            None => Ok(()),
+        && std::io::stdin().is_terminal()
+}
+
+/// Runs the demo, with the operator TUI in front when `dashboard`: the
+/// demo runs behind it until the TUI quits (which ends the demo) or the
+/// demo's run ends (which closes the TUI, restoring the terminal).
+async fn present(
+    dashboard: bool,
+    endpoint: &str,
+    token: &str,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if !dashboard {
+        return run.await;
+    }
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let tui = aiwan_ui::run_until(
+        aiwan_ui::Options {
+            endpoint: endpoint.to_string(),
+            token: Some(token.to_string()),
+            ca_file: None,
+        },
+        async move {
+            let _ = ended.await;
+        },
+    );
+    tokio::pin!(tui);
+    tokio::pin!(run);
+    let ran = tokio::select! {
+        result = &mut run => Some(result),
+        result = &mut tui => {
+            // The operator quit the dashboard: the demo ends.
+            result.context("the operator TUI").map(|()| None)?
         }
-    } else {
-        run(
-            args,
-            &running,
-            &mut network,
-            &endpoint,
-            &token,
-            &mut events,
-            &mut figures,
-            !args.headless && !args.json,
-        )
-        .await
     };
-    let summary = summarize(&running, Some(figures)).await;
+    match ran {
+        Some(result) => {
+            let _ = done.send(());
+            let closed = tui.await.context("the operator TUI");
+            result.and(closed)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Summarises, stops the controller and prints the summary.
+async fn finish(
+    args: &DemoArgs,
+    running: RunningController,
+    figures: RunFigures,
+    jobs: &[(&'static str, pb::Job)],
+    result: anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
+    let summary = summarize(&running, figures, jobs).await;
     running
         .shutdown()
         .await
@@ -625,11 +704,15 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What the run itself measured, for the summary.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct RunFigures {
     seconds: u64,
+    /// The simulator's: the highest MLU of the traffic offered, and the
+    /// flow datagrams its routers sent.
     dataplane_mlu_max: f64,
     datagrams_sent: u64,
+    /// The lab's: traffic sent and delivered per class.
+    lab: Option<serde_json::Value>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -650,7 +733,8 @@ async fn run(
         .await
         .context("cannot reach the demo's controller")?;
     let bearer = BearerToken::new(Some(token))?;
-    prepare(channel, &bearer).await?;
+    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    prepare(channel, &bearer, &topology, &demo_jobs()).await?;
     let Some(dataplane) = running.simulated.clone() else {
         bail!("the demo's controller has no simulated dataplane");
     };
@@ -703,7 +787,7 @@ async fn run(
             }
         }
         if interactive {
-            report_events(events, running, mlu);
+            report_events(events, running, Some(mlu));
         }
     }
     settle(
@@ -736,16 +820,7 @@ async fn settle(
     // Let the last re-plan show its effect in a measured interval.
     let settle = tokio::time::Instant::now() + SETTLE;
     while tokio::time::Instant::now() < settle {
-        let waiting = {
-            let view = running
-                .closed_loop
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            view.replans
-                .iter()
-                .any(|r| !r.proposal && r.measured_mlu_after.is_none())
-        };
-        if !waiting {
+        if !replan_unmeasured(running) {
             break;
         }
         // Keep the network running meanwhile, at the last second's traffic.
@@ -764,11 +839,24 @@ async fn settle(
     }
 }
 
+/// Whether a re-plan that was applied waits for its first measured
+/// interval.
+fn replan_unmeasured(running: &RunningController) -> bool {
+    let view = running
+        .closed_loop
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    view.replans
+        .iter()
+        .any(|r| !r.proposal && r.measured_mlu_after.is_none())
+}
+
 /// One stderr line per event an operator watching the demo cares about.
 fn report_events(
     events: &mut tokio::sync::broadcast::Receiver<crate::events::Event>,
     running: &RunningController,
-    mlu: f64,
+    // The simulator's MLU of the traffic offered.
+    offered_mlu: Option<f64>,
 ) {
     use tokio::sync::broadcast::error::TryRecvError;
     loop {
@@ -801,19 +889,22 @@ fn report_events(
     if let Some(start) = view.last_interval_start_ms
         && start % 10_000 == 0
     {
+        let offered = offered_mlu
+            .map(|mlu| format!(", offered {mlu:.2}"))
+            .unwrap_or_default();
         eprintln!(
-            "  measured MLU {:.2}, predicted {:.2}, offered {:.2}; {}",
-            view.measured_mlu, view.predicted_mlu, mlu, view.last_decision
+            "  measured MLU {:.2}, predicted {:.2}{offered}; {}",
+            view.measured_mlu, view.predicted_mlu, view.last_decision
         );
     }
 }
 
 async fn summarize(
     running: &RunningController,
-    figures: Option<RunFigures>,
+    figures: RunFigures,
+    jobs: &[(&'static str, pb::Job)],
 ) -> anyhow::Result<(serde_json::Value, String)> {
     use std::fmt::Write as _;
-    let figures = figures.unwrap_or_default();
     let mut totals = aiwan_collectors::stats::ExporterCounters::default();
     if let Some(pipeline) = &running.telemetry {
         for exporter in pipeline.collector.board().exporters() {
@@ -866,8 +957,8 @@ async fn summarize(
         .context("cannot read the current plan")?
         .and_then(|plan| serde_json::from_str(&plan.metrics_json).ok())
         .unwrap_or(serde_json::Value::Null);
-    let ai_jobs = job_summary(&plan_metrics, &view);
-    let summary = serde_json::json!({
+    let ai_jobs = job_summary(&plan_metrics, &view, jobs);
+    let mut summary = serde_json::json!({
         "packets_received": totals.datagrams,
         "flow_records": totals.records,
         "decode_errors": totals.decode_errors,
@@ -882,9 +973,13 @@ async fn summarize(
         "loop_latency_ms": view.last_latency_ms,
         "ai_jobs": ai_jobs,
         "seconds": figures.seconds,
-        "datagrams_sent": figures.datagrams_sent,
-        "dataplane_offered_mlu_max": round(figures.dataplane_mlu_max),
     });
+    if let Some(lab) = &figures.lab {
+        summary["lab_traffic"] = lab.clone();
+    } else {
+        summary["datagrams_sent"] = figures.datagrams_sent.into();
+        summary["dataplane_offered_mlu_max"] = round(figures.dataplane_mlu_max).into();
+    }
     let mut text = String::new();
     writeln!(
         text,
@@ -936,6 +1031,19 @@ async fn summarize(
             )?;
         }
     }
+    if let Some(classes) = figures
+        .lab
+        .as_ref()
+        .and_then(|lab| lab["classes"].as_object())
+    {
+        for (class, figures) in classes {
+            writeln!(
+                text,
+                "  lab traffic {class:<12} sent {} Mbit/s, received {} Mbit/s",
+                figures["sent_mbps"], figures["received_mbps"]
+            )?;
+        }
+    }
     Ok((summary, text))
 }
 
@@ -946,6 +1054,7 @@ async fn summarize(
 fn job_summary(
     plan_metrics: &serde_json::Value,
     view: &crate::closed_loop::LoopView,
+    jobs: &[(&'static str, pb::Job)],
 ) -> serde_json::Value {
     let index: BTreeMap<&str, usize> = view
         .nodes
@@ -954,8 +1063,8 @@ fn job_summary(
         .map(|(i, n)| (n.as_str(), i))
         .collect();
     let latest = view.intervals.back();
-    let jobs = demo_jobs()
-        .into_iter()
+    let jobs = jobs
+        .iter()
         .map(|(id, job)| {
             let (class, slot, key) = if job.traffic_class == pb::TrafficClass::AiSync as i32 {
                 ("ai-sync", 0, "ai_sync_satisfaction")
