@@ -54,9 +54,20 @@ struct Chunk {
     frame: DataFrame,
 }
 
+/// An interface's last sample, and when it was first heard of (time, and
+/// order among the interfaces).
+#[derive(Debug, Clone)]
+struct Baseline {
+    sample: InterfaceCounters,
+    first_ms: i64,
+    first_seq: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct CounterTable {
-    baselines: HashMap<(String, u32), InterfaceCounters>,
+    baselines: HashMap<(String, u32), Baseline>,
+    /// Interfaces heard of so far (each baseline's `first_seq`).
+    heard: u64,
     staged: Vec<CounterRow>,
     chunks: VecDeque<Chunk>,
     pub samples: u64,
@@ -71,7 +82,7 @@ pub(crate) struct CounterTable {
 /// the hash table's share, and the device and interface name strings
 /// (addresses and short names).
 const BASELINE_BYTES: usize =
-    std::mem::size_of::<(String, u32)>() + std::mem::size_of::<InterfaceCounters>() + 16 + 64;
+    std::mem::size_of::<(String, u32)>() + std::mem::size_of::<Baseline>() + 16 + 64;
 
 /// The rates from `previous` to `current`, or None when the interval is
 /// empty or any counter went backwards.
@@ -113,10 +124,10 @@ impl CounterTable {
     pub fn interface_index(&self, device: &str, if_name: &str) -> Option<u32> {
         self.baselines
             .iter()
-            .filter(|((name, _), sample)| {
-                name == device && sample.if_name.as_deref() == Some(if_name)
+            .filter(|((name, _), baseline)| {
+                name == device && baseline.sample.if_name.as_deref() == Some(if_name)
             })
-            .max_by_key(|(_, sample)| sample.received_ms)
+            .max_by_key(|(_, baseline)| baseline.sample.received_ms)
             .map(|((_, if_index), _)| *if_index)
     }
 
@@ -131,18 +142,26 @@ impl CounterTable {
             if !self.baselines.contains_key(&key) && self.baselines.len() >= max_interfaces.max(1) {
                 self.forget_oldest_baselines(max_interfaces.max(1));
             }
-            let rates = match self.baselines.get(&key) {
-                Some(previous) if sample.received_ms <= previous.received_ms => None,
+            let rates = match self.baselines.get_mut(&key) {
+                Some(previous) if sample.received_ms <= previous.sample.received_ms => None,
                 Some(previous) => {
-                    let rates = interval_rates(previous, sample);
+                    let rates = interval_rates(&previous.sample, sample);
                     if rates.is_none() {
                         self.resets += 1;
                     }
-                    self.baselines.insert(key, sample.clone());
+                    previous.sample = sample.clone();
                     rates
                 }
                 None => {
-                    self.baselines.insert(key, sample.clone());
+                    self.heard += 1;
+                    self.baselines.insert(
+                        key,
+                        Baseline {
+                            sample: sample.clone(),
+                            first_ms: sample.received_ms,
+                            first_seq: self.heard,
+                        },
+                    );
                     None
                 }
             };
@@ -156,27 +175,41 @@ impl CounterTable {
     }
 
     /// Forgets the tenth of `cap` baselines heard from longest ago (at
-    /// least one): a flood of made-up interfaces pushes out its own
-    /// entries, and a new real interface always finds room. Sorting once
-    /// per tenth keeps the cost per new interface small.
+    /// least one), and among those last heard at the same time the ones
+    /// first heard of most recently: a flood of made-up interfaces pushes
+    /// out its own entries, an interface sampled all along stays (a
+    /// flood's samples arrive in the same batches as its own, after it),
+    /// and a new real interface always finds room. Selecting once per
+    /// tenth keeps the cost per new interface small.
     fn forget_oldest_baselines(&mut self, cap: usize) {
-        let mut times: Vec<i64> = self.baselines.values().map(|s| s.received_ms).collect();
-        let count = (cap / 10).max(1).min(times.len());
+        use std::cmp::Reverse;
+        // Oldest first: last heard, then first heard of (latest first).
+        type Age<'a> = (i64, Reverse<i64>, Reverse<u64>, &'a (String, u32));
+        let mut ages: Vec<Age<'_>> = self
+            .baselines
+            .iter()
+            .map(|(key, b)| {
+                (
+                    b.sample.received_ms,
+                    Reverse(b.first_ms),
+                    Reverse(b.first_seq),
+                    key,
+                )
+            })
+            .collect();
+        let count = (cap / 10).max(1).min(ages.len());
         if count == 0 {
             return;
         }
-        let (_, cutoff, _) = times.select_nth_unstable(count - 1);
-        let cutoff = *cutoff;
-        let mut left = count;
-        self.baselines.retain(|_, sample| {
-            if left > 0 && sample.received_ms <= cutoff {
-                left -= 1;
-                false
-            } else {
-                true
-            }
-        });
-        self.baselines_evicted += (count - left) as u64;
+        ages.select_nth_unstable(count - 1);
+        let forgotten: Vec<(String, u32)> = ages[..count]
+            .iter()
+            .map(|(_, _, _, key)| (*key).clone())
+            .collect();
+        for key in &forgotten {
+            self.baselines.remove(key);
+        }
+        self.baselines_evicted += forgotten.len() as u64;
     }
 
     /// Drops the oldest chunk of samples (for the memory budget); the rows
@@ -238,7 +271,7 @@ impl CounterTable {
         self.staged
             .retain(|row| row.sample.received_ms >= cutoff_ms);
         self.baselines
-            .retain(|_, sample| sample.received_ms >= cutoff_ms);
+            .retain(|_, baseline| baseline.sample.received_ms >= cutoff_ms);
     }
 
     pub fn row_count(&self) -> usize {
