@@ -270,6 +270,8 @@ pub fn node_state_from_pb(
             interface: l.interface.clone(),
             // Class 0 is the qdisc itself, so 0 can mean "none".
             default_class: (default_class != 0).then_some(default_class),
+            // A link of 0 bit/s carries nothing: 0 means "none".
+            link_bps: (l.link_bps != 0).then_some(l.link_bps),
             classes,
         });
     }
@@ -368,6 +370,7 @@ pub fn node_state_to_pb(state: &NodeState) -> pb::NodeState {
             .map(|l| pb::RateLimit {
                 interface: l.interface.clone(),
                 default_class: l.default_class.map(u32::from).unwrap_or(0),
+                link_bps: l.link_bps.unwrap_or(0),
                 classes: l
                     .classes
                     .iter()
@@ -565,6 +568,7 @@ mod tests {
                 RateLimit {
                     interface: "veth1".into(),
                     default_class: Some(0x30),
+                    link_bps: None,
                     classes: vec![
                         ClassLimit {
                             class_id: 0x10,
@@ -583,8 +587,9 @@ mod tests {
                 RateLimit {
                     interface: "veth2".into(),
                     default_class: None,
+                    link_bps: Some(80_000_000_000),
                     classes: vec![ClassLimit {
-                        class_id: 0xffff,
+                        class_id: 0xfffe,
                         rate_bps: 8,
                         ceil_bps: 80_000_000_000,
                         dscp: vec![63],

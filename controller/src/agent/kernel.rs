@@ -30,7 +30,9 @@ use super::messages::{
     self, FLAGS_ADD, FLAGS_CREATE, FLAGS_DELETE, FLAGS_DUMP, FLAGS_REPLACE, Interfaces,
     MessageError, ObservedRoute, ObservedRule, Request, RouteKey, RouteObject,
 };
-use super::state::{ClassLimit, Family, FlowRule, NodeState, QDISC_MAJOR, RateLimit, StateError};
+use super::state::{
+    ClassLimit, Family, FlowRule, NodeState, PARENT_CLASS_ID, QDISC_MAJOR, RateLimit, StateError,
+};
 use super::tc::{self, ObservedClass, ObservedFilter, ObservedQdisc};
 
 /// How many requests go in one datagram at most. The kernel answers each
@@ -195,12 +197,22 @@ impl Snapshot {
                 .get(&qdisc.ifindex)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
+            // With a parent class a1:ffff, the classes are its children
+            // and the link rate is its rate; without, they sit under a1:.
+            let parent = classes
+                .iter()
+                .find(|c| c.is_aiwan_class() && c.handle.minor == PARENT_CLASS_ID);
             let mut limit = RateLimit {
                 interface: self.interfaces.name(qdisc.ifindex),
                 default_class: qdisc.default_class,
+                link_bps: parent.map(|p| p.rate_bps.unwrap_or(0)),
                 classes: Vec::new(),
             };
-            for class in classes.iter().filter(|c| c.is_aiwan_class()) {
+            let placed = parent.map(|_| PARENT_CLASS_ID);
+            for class in classes
+                .iter()
+                .filter(|c| c.aiwan_parent() == Some(placed) && c.handle.minor != PARENT_CLASS_ID)
+            {
                 let id = class.handle.minor;
                 let mut dscp: Vec<u8> = filters
                     .iter()
@@ -955,9 +967,18 @@ fn plan_tc(
             });
         }
         let ours = root.filter(|q| q.is_aiwan());
-        // htb cannot change its default class in place: such a qdisc is
-        // deleted and built again (traffic flows unshaped meanwhile).
-        let rebuild = ours.is_some_and(|q| q.default_class != limit.default_class);
+        // Whether the classes sit under a parent class now.
+        let parented = snap.classes.get(&ifindex).is_some_and(|classes| {
+            classes
+                .iter()
+                .any(|c| c.is_aiwan_class() && c.handle.minor == PARENT_CLASS_ID)
+        });
+        // htb cannot change its default class in place, nor move a class
+        // to another parent: such a qdisc is deleted and built again
+        // (traffic flows unshaped meanwhile).
+        let rebuild = ours.is_some_and(|q| {
+            q.default_class != limit.default_class || parented != limit.link_bps.is_some()
+        });
         let fresh = ours.is_none() || rebuild;
         if rebuild {
             plan.rebuild.push(Op::new(Request::new(
@@ -996,12 +1017,28 @@ fn plan_tc(
                 snap.filters.get(&ifindex).unwrap_or(&no_filters),
             )
         };
-        // Classes.
-        let wanted_ids: BTreeSet<u16> = limit.classes.iter().map(|c| c.class_id).collect();
-        for class in &limit.classes {
+        // Classes: the parent first (a request's order in a phase is the
+        // kernel's), then the classes under it.
+        let parent = limit.link_bps.map(|_| PARENT_CLASS_ID);
+        let mut wanted: Vec<(ClassLimit, Option<u16>)> = limit
+            .link_bps
+            .map(|link| {
+                let class = ClassLimit {
+                    class_id: PARENT_CLASS_ID,
+                    rate_bps: link,
+                    ceil_bps: link,
+                    dscp: Vec::new(),
+                };
+                (class, None)
+            })
+            .into_iter()
+            .collect();
+        wanted.extend(limit.classes.iter().map(|c| (c.clone(), parent)));
+        let wanted_ids: BTreeSet<u16> = wanted.iter().map(|(c, _)| c.class_id).collect();
+        for (class, under) in &wanted {
             let seen = seen_classes
                 .iter()
-                .find(|c| c.is_aiwan_class() && c.handle.minor == class.class_id);
+                .find(|c| c.aiwan_parent() == Some(*under) && c.handle.minor == class.class_id);
             let verb = match seen {
                 Some(c)
                     if c.rate_bps == Some(class.rate_bps) && c.ceil_bps == Some(class.ceil_bps) =>
@@ -1024,7 +1061,7 @@ fn plan_tc(
                         "{verb} class {:x}:{:x} on {dev}",
                         QDISC_MAJOR, class.class_id
                     ),
-                    RouteNetlinkMessage::NewTrafficClass(tc::class_message(ifindex, class)),
+                    RouteNetlinkMessage::NewTrafficClass(tc::class_message(ifindex, class, *under)),
                     FLAGS_CREATE,
                 ))
                 .needs(HTB),

@@ -470,6 +470,7 @@ async fn lab_rate_limit() {
         rate_limits: vec![RateLimit {
             interface: "veth1".into(),
             default_class: Some(0x30),
+            link_bps: None,
             classes: vec![
                 ClassLimit {
                     class_id: 0x10,
@@ -552,6 +553,211 @@ async fn lab_rate_limit() {
     let qdiscs = lab.run(&["tc", "qdisc", "show", "dev", "veth1"]);
     assert!(!qdiscs.contains("htb"), "{qdiscs}");
     assert!(kernel.observe().await.unwrap().is_empty());
+}
+
+/// Two namespaces joined by a veth (`wca` 10.77.0.1/24 in `{name}-a`,
+/// `wcb` 10.77.0.2/24 in `{name}-b`), both deleted on drop.
+struct Pair {
+    a: Lab,
+    b: Lab,
+}
+
+fn pair(test: &str) -> Option<Pair> {
+    if effective_uid() != Some(0) {
+        skip(test, "not root");
+        return None;
+    }
+    let base = format!("aiwan-{}-wc", std::process::id());
+    let (a, b) = (format!("{base}-a"), format!("{base}-b"));
+    for name in [&a, &b] {
+        if let Err(e) = sh(&["ip", "netns", "add", name]) {
+            skip(test, &format!("ip netns add failed ({e})"));
+            return None;
+        }
+    }
+    let pair = Pair {
+        a: Lab { name: a.clone() },
+        b: Lab { name: b.clone() },
+    };
+    let setup = [
+        vec![
+            "ip", "-n", &a, "link", "add", "wca", "type", "veth", "peer", "name", "wcb", "netns",
+            &b,
+        ],
+        vec!["ip", "-n", &a, "addr", "add", "10.77.0.1/24", "dev", "wca"],
+        vec!["ip", "-n", &b, "addr", "add", "10.77.0.2/24", "dev", "wcb"],
+        vec!["ip", "-n", &a, "link", "set", "wca", "up"],
+        vec!["ip", "-n", &b, "link", "set", "wcb", "up"],
+        vec!["ip", "-n", &a, "link", "set", "lo", "up"],
+        vec!["ip", "-n", &b, "link", "set", "lo", "up"],
+    ];
+    for cmd in setup {
+        if let Err(e) = sh(&cmd) {
+            skip(test, &format!("lab setup failed ({e})"));
+            return None;
+        }
+    }
+    Some(pair)
+}
+
+/// The receiver's Mbit/s of an `iperf3 --json` client run.
+fn received_mbps(report: &str) -> f64 {
+    let report: Value = serde_json::from_str(report).unwrap_or(Value::Null);
+    let end = &report["end"];
+    end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .or_else(|| end["sum"]["bits_per_second"].as_f64())
+        .unwrap_or(0.0)
+        / 1e6
+}
+
+/// With a link rate, the classes borrow from their parent: best-effort
+/// alone fills the link, and ai-sync gets its guaranteed rate as soon as
+/// it sends, best-effort keeping the rest. Proven by traffic (iperf3).
+#[tokio::test]
+async fn lab_rate_limit_is_work_conserving() {
+    let test = "lab_rate_limit_is_work_conserving";
+    if sh(&["iperf3", "--version"]).is_err() {
+        skip(test, "iperf3 is missing");
+        return;
+    }
+    let Some(pair) = pair(test) else {
+        return;
+    };
+    let kernel = Kernel::in_namespace(&pair.a.name).unwrap();
+    let desired = NodeState {
+        rate_limits: vec![RateLimit {
+            interface: "wca".into(),
+            default_class: Some(3),
+            link_bps: Some(20_000_000),
+            classes: vec![
+                ClassLimit {
+                    class_id: 1,
+                    rate_bps: 15_000_000,
+                    ceil_bps: 20_000_000,
+                    dscp: vec![26],
+                },
+                ClassLimit {
+                    class_id: 3,
+                    rate_bps: 5_000_000,
+                    ceil_bps: 20_000_000,
+                    dscp: vec![],
+                },
+            ],
+        }],
+        ..NodeState::default()
+    };
+    match kernel.apply(&desired).await {
+        Ok(_) => {}
+        Err(e @ KernelError::MissingFeature { .. }) => {
+            skip(test, &e.to_string());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // The parent and its two classes, read back as desired.
+    assert_eq!(kernel.observe().await.unwrap(), desired.normalized());
+    let classes = pair.a.run(&["tc", "class", "show", "dev", "wca"]);
+    assert!(classes.contains("class htb a1:ffff root"), "{classes}");
+    assert!(
+        classes.contains("class htb a1:1 parent a1:ffff"),
+        "{classes}"
+    );
+    assert!(kernel.apply(&desired).await.unwrap().is_noop());
+
+    let server = |port: &str| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pair.b.name,
+                "iperf3",
+                "--server",
+                "--one-off",
+            ])
+            .args(["--bind", "10.77.0.2", "--port", port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let client = |port: &str, extra: &[&str]| {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &pair.a.name,
+                "iperf3",
+                "--json",
+                "--client",
+            ])
+            .args(["10.77.0.2", "--port", port, "--time", "5"])
+            .args(extra);
+        command
+    };
+    let wait_listening = || std::thread::sleep(Duration::from_millis(500));
+
+    // Best-effort alone fills the 20 Mbit/s link (its own rate is 5).
+    let mut best_effort_server = server("5301");
+    wait_listening();
+    let alone = client("5301", &[]).output().unwrap();
+    let _ = best_effort_server.wait();
+    let alone = received_mbps(&String::from_utf8_lossy(&alone.stdout));
+    assert!(alone > 16.0, "best-effort alone: {alone:.1} Mbit/s of 20");
+
+    // With ai-sync sending 15 Mbit/s (UDP, DSCP 26), ai-sync gets its rate
+    // and best-effort what is left.
+    let mut servers = [server("5301"), server("5302")];
+    wait_listening();
+    let best_effort = client("5301", &[]).spawn_output();
+    let sync = client("5302", &["--udp", "--bitrate", "15M", "--dscp", "26"])
+        .output()
+        .unwrap();
+    let best_effort = best_effort.join().unwrap();
+    for server in &mut servers {
+        let _ = server.wait();
+    }
+    let sync = received_mbps(&String::from_utf8_lossy(&sync.stdout));
+    let best_effort = received_mbps(&String::from_utf8_lossy(&best_effort.stdout));
+    eprintln!(
+        "{test}: best-effort alone {alone:.1} Mbit/s; beside ai-sync {best_effort:.1}, \
+         ai-sync {sync:.1}"
+    );
+    assert!(
+        sync > 13.5,
+        "ai-sync beside best-effort: {sync:.1} Mbit/s of 15"
+    );
+    assert!(
+        best_effort < 8.0 && best_effort > 2.0,
+        "best-effort beside ai-sync: {best_effort:.1} Mbit/s (its rate 5)"
+    );
+
+    // Without the link rate, the same classes sit under the qdisc again
+    // (rebuilt: htb moves no class to another parent).
+    let mut flat = desired.clone();
+    flat.rate_limits[0].link_bps = None;
+    flat.rate_limits[0].classes[0].ceil_bps = 15_000_000;
+    flat.rate_limits[0].classes[1].ceil_bps = 5_000_000;
+    kernel.apply(&flat).await.unwrap();
+    assert_eq!(kernel.observe().await.unwrap(), flat.normalized());
+    kernel.purge().await.unwrap();
+}
+
+/// Runs a command on a thread, for its output later.
+trait SpawnOutput {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<std::process::Output>;
+}
+
+impl SpawnOutput for std::process::Command {
+    fn spawn_output(&mut self) -> std::thread::JoinHandle<std::process::Output> {
+        let child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::spawn(move || child.wait_with_output().unwrap())
+    }
 }
 
 #[tokio::test]

@@ -45,6 +45,10 @@ pub const MAIN_TABLE: u32 = 254;
 /// configured by someone else, and aiwan refuses to replace it.
 pub const QDISC_MAJOR: u16 = 0xA1;
 
+/// The minor of the parent class (`a1:ffff`) that holds a rate limit's
+/// classes when it has a link rate ([`RateLimit::link_bps`]).
+pub const PARENT_CLASS_ID: u16 = 0xFFFF;
+
 /// The u32 filter priority (`tc filter ... prio 1`) of aiwan's IPv4 DSCP
 /// filters under its qdisc.
 pub const FILTER_PRIO_V4: u16 = 1;
@@ -204,6 +208,13 @@ pub struct RateLimit {
     pub interface: String,
     /// The `class_id` of one of `classes`.
     pub default_class: Option<u16>,
+    /// The link's rate in bit/s (a positive multiple of 8). When set, the
+    /// classes sit under a parent class `a1:ffff` ([`PARENT_CLASS_ID`]) at
+    /// this rate, and each may borrow from it up to its ceil what the
+    /// others leave idle (work conserving); otherwise they sit under the
+    /// qdisc, each on its own.
+    #[serde(default)]
+    pub link_bps: Option<u64>,
     pub classes: Vec<ClassLimit>,
 }
 
@@ -535,12 +546,26 @@ impl NodeState {
             if limit.classes.is_empty() {
                 return Err(bad(limit, "no classes"));
             }
+            if let Some(link) = limit.link_bps
+                && (link == 0 || link % 8 != 0)
+            {
+                return Err(bad(
+                    limit,
+                    format!("link rate {link} bit/s is not a positive multiple of 8"),
+                ));
+            }
             let mut ids = std::collections::BTreeSet::new();
             let mut dscps = std::collections::BTreeMap::new();
             for class in &limit.classes {
                 let object = format!("{limit}: class {:x}:{:x}", QDISC_MAJOR, class.class_id);
                 if class.class_id == 0 {
                     return Err(bad(object, "class id 0 is the qdisc itself"));
+                }
+                if class.class_id == PARENT_CLASS_ID {
+                    return Err(bad(
+                        object,
+                        "class id ffff is reserved for the parent of the classes",
+                    ));
                 }
                 if !ids.insert(class.class_id) {
                     return Err(bad(object, "defined twice"));
@@ -559,6 +584,17 @@ impl NodeState {
                         object,
                         format!(
                             "ceil {} bit/s is below the rate or not a multiple of 8",
+                            class.ceil_bps
+                        ),
+                    ));
+                }
+                if let Some(link) = limit.link_bps
+                    && class.ceil_bps > link
+                {
+                    return Err(bad(
+                        object,
+                        format!(
+                            "ceil {} bit/s is above the link rate {link} bit/s",
                             class.ceil_bps
                         ),
                     ));
@@ -659,6 +695,7 @@ mod tests {
             rate_limits: vec![RateLimit {
                 interface: "veth1".into(),
                 default_class: Some(0x30),
+                link_bps: None,
                 classes: vec![
                     ClassLimit {
                         class_id: 0x10,
@@ -728,6 +765,18 @@ mod tests {
         assert!(
             check_err(|s| s.rate_limits[0].classes[0].rate_bps = 1001).contains("multiple of 8")
         );
+        assert!(
+            check_err(|s| s.rate_limits[0].classes[0].class_id = 0xffff)
+                .contains("reserved for the parent")
+        );
+        assert!(check_err(|s| s.rate_limits[0].link_bps = Some(1001)).contains("link rate 1001"));
+        assert_eq!(
+            check_err(|s| s.rate_limits[0].link_bps = Some(10_000_000)),
+            "rate limit on veth1: class a1:10: ceil 20000000 bit/s is above the link rate 10000000 bit/s"
+        );
+        let mut linked = valid();
+        linked.rate_limits[0].link_bps = Some(20_000_000);
+        linked.check().unwrap();
         assert!(
             check_err(|s| s.rate_limits[0].classes[1].dscp = vec![8])
                 .contains("dscp 8 already goes to class a1:10")

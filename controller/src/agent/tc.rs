@@ -18,7 +18,9 @@ use netlink_packet_route::tc::{
     TcU32SelectorFlags,
 };
 
-use super::state::{ClassLimit, FILTER_PRIO_V4, FILTER_PRIO_V6, Family, QDISC_MAJOR};
+use super::state::{
+    ClassLimit, FILTER_PRIO_V4, FILTER_PRIO_V6, Family, PARENT_CLASS_ID, QDISC_MAJOR,
+};
 
 pub const TCA_HTB_PARMS: u16 = 1;
 pub const TCA_HTB_INIT: u16 = 2;
@@ -431,10 +433,12 @@ pub fn qdisc_delete_message(ifindex: u32) -> TcMessage {
     tc_base(ifindex, qdisc_handle(), TcHandle::ROOT)
 }
 
-/// `tc class replace dev IF parent a1: classid a1:ID htb rate R ceil C`
-/// (rates converted from bit/s to bytes/s).
-pub fn class_message(ifindex: u32, class: &ClassLimit) -> TcMessage {
-    let mut msg = tc_base(ifindex, class_handle(class.class_id), qdisc_handle());
+/// `tc class replace dev IF parent P classid a1:ID htb rate R ceil C`
+/// (rates converted from bit/s to bytes/s), P the class `a1:<parent>` or,
+/// without one, the qdisc `a1:`.
+pub fn class_message(ifindex: u32, class: &ClassLimit, parent: Option<u16>) -> TcMessage {
+    let parent = parent.map_or_else(qdisc_handle, class_handle);
+    let mut msg = tc_base(ifindex, class_handle(class.class_id), parent);
     msg.attributes.push(TcAttribute::Kind("htb".into()));
     msg.attributes
         .push(htb_options_attribute(&htb_class_options(
@@ -442,6 +446,21 @@ pub fn class_message(ifindex: u32, class: &ClassLimit) -> TcMessage {
             class.ceil_bps / 8,
         )));
     msg
+}
+
+/// The parent class of a link's classes: `tc class replace dev IF parent
+/// a1: classid a1:ffff htb rate L ceil L`.
+pub fn parent_class_message(ifindex: u32, link_bps: u64) -> TcMessage {
+    class_message(
+        ifindex,
+        &ClassLimit {
+            class_id: PARENT_CLASS_ID,
+            rate_bps: link_bps,
+            ceil_bps: link_bps,
+            dscp: Vec::new(),
+        },
+        None,
+    )
 }
 
 /// `tc class del dev IF classid a1:ID`.
@@ -590,11 +609,24 @@ pub struct ObservedClass {
 impl ObservedClass {
     /// One of aiwan's classes: an htb class `a1:N` right under `a1:`.
     pub fn is_aiwan_class(&self) -> bool {
+        self.aiwan_parent() == Some(None)
+    }
+
+    /// Where one of aiwan's htb classes `a1:N` sits: `Some(None)` right
+    /// under the qdisc `a1:`, `Some(Some(P))` under the class `a1:P`;
+    /// `None` for a class that is not aiwan's.
+    pub fn aiwan_parent(&self) -> Option<Option<u16>> {
+        if self.kind != "htb" || self.handle.major != QDISC_MAJOR || self.handle.minor == 0 {
+            return None;
+        }
         // htb reports a top-level class's parent as the root (ffff:ffff).
-        self.kind == "htb"
-            && self.handle.major == QDISC_MAJOR
-            && self.handle.minor != 0
-            && (self.parent == qdisc_handle() || self.parent == TcHandle::ROOT)
+        if self.parent == qdisc_handle() || self.parent == TcHandle::ROOT {
+            Some(None)
+        } else if self.parent.major == QDISC_MAJOR && self.parent.minor != 0 {
+            Some(Some(self.parent.minor))
+        } else {
+            None
+        }
     }
 }
 
@@ -1051,6 +1083,35 @@ mod tests {
     }
 
     #[test]
+    fn a_class_under_the_parent_differs_only_by_its_parent() {
+        let c = class(0x10, 10_000_000, 20_000_000);
+        let (
+            RouteNetlinkMessage::NewTrafficClass(flat),
+            RouteNetlinkMessage::NewTrafficClass(child),
+        ) = (
+            RouteNetlinkMessage::NewTrafficClass(class_message(VETH1, &c, None)),
+            RouteNetlinkMessage::NewTrafficClass(class_message(VETH1, &c, Some(PARENT_CLASS_ID))),
+        )
+        else {
+            unreachable!()
+        };
+        assert_eq!(child.header.parent, class_handle(PARENT_CLASS_ID));
+        assert_eq!(child.attributes, flat.attributes);
+        assert_eq!(
+            parse_class(&child).aiwan_parent(),
+            Some(Some(PARENT_CLASS_ID))
+        );
+        assert_eq!(parse_class(&flat).aiwan_parent(), Some(None));
+        let parent = parse_class(&parent_class_message(VETH1, 40_000_000));
+        assert_eq!(parent.handle, class_handle(PARENT_CLASS_ID));
+        assert_eq!(parent.aiwan_parent(), Some(None));
+        assert_eq!(
+            (parent.rate_bps, parent.ceil_bps),
+            (Some(40_000_000), Some(40_000_000))
+        );
+    }
+
+    #[test]
     fn classes_match_tc() {
         for (c, captured) in [
             (class(0x10, 10_000_000, 20_000_000), TC_CLASS_10MBIT),
@@ -1058,7 +1119,7 @@ mod tests {
             (class(0x30, 1000, 8000), TC_CLASS_1000BIT),
         ] {
             assert_bytes(
-                RouteNetlinkMessage::NewTrafficClass(class_message(VETH1, &c)),
+                RouteNetlinkMessage::NewTrafficClass(class_message(VETH1, &c, None)),
                 FLAGS_CREATE,
                 captured,
             );

@@ -294,11 +294,14 @@ pub const CLASS_BEST_EFFORT: u16 = 3;
 /// No class is limited below this (ARP, routing, management must pass).
 const MIN_CLASS_BPS: f64 = 1_000_000.0;
 
-/// The htb classes of one link: ai-sync (by default DSCP 24-31 and 46) at
-/// the link's capacity; ai-bulk (by default DSCP 8-23) and best-effort
-/// (the rest, the default class) limited together to what
-/// ai-sync leaves, each its planned load plus half of the headroom, or
-/// scaled down alike when the plan oversubscribes the link.
+/// The htb classes of one link, under a parent at the link's capacity:
+/// ai-sync (by default DSCP 24-31 and 46) guaranteed its planned load,
+/// ai-bulk (by default DSCP 8-23) and best-effort (the rest, the default
+/// class) guaranteed what ai-sync leaves, each its planned load plus half
+/// of the headroom, or scaled down alike when the plan oversubscribes the
+/// link. Every class may borrow up to the link's capacity what the others
+/// leave idle (work conserving): best-effort fills an idle link, and
+/// ai-sync gets its rate back as soon as it sends.
 fn rate_limit(
     interface: &str,
     limit: &PlannedLimit,
@@ -306,9 +309,9 @@ fn rate_limit(
     classes: &[ClassRule],
 ) -> RateLimit {
     let capacity = limit.capacity_bps * part;
-    let sync = limit.ai_sync_bps * part;
+    let sync = (limit.ai_sync_bps * part).min(capacity);
     let (bulk, best_effort) = (limit.ai_bulk_bps * part, limit.best_effort_bps * part);
-    let room = (capacity - sync).max(0.0);
+    let room = capacity - sync;
     let planned = bulk + best_effort;
     let (bulk, best_effort) = if planned <= room {
         let headroom = (room - planned) / 2.0;
@@ -322,6 +325,7 @@ fn rate_limit(
         let rate = rate.max(MIN_CLASS_BPS).min(u64::MAX as f64) as u64;
         rate - rate % 8
     };
+    let link = bits(capacity);
     let dscp_of = |class: ClassOfService| -> Vec<u8> {
         classes
             .iter()
@@ -331,15 +335,16 @@ fn rate_limit(
     };
     let class = |class_id: u16, rate: f64, dscp: Vec<u8>| ClassLimit {
         class_id,
-        rate_bps: bits(rate),
-        ceil_bps: bits(rate),
+        rate_bps: bits(rate).min(link),
+        ceil_bps: link,
         dscp,
     };
     RateLimit {
         interface: interface.to_string(),
         default_class: Some(CLASS_BEST_EFFORT),
+        link_bps: Some(link),
         classes: vec![
-            class(CLASS_AI_SYNC, capacity, dscp_of(ClassOfService::AiSync)),
+            class(CLASS_AI_SYNC, sync, dscp_of(ClassOfService::AiSync)),
             class(CLASS_AI_BULK, bulk, dscp_of(ClassOfService::AiBulk)),
             class(CLASS_BEST_EFFORT, best_effort, Vec::new()),
         ],
@@ -1285,6 +1290,15 @@ mod tests {
             assert_eq!(limits.len(), 1);
             assert_eq!(limits[0].interface, "eth1");
             assert_eq!(limits[0].default_class, Some(CLASS_BEST_EFFORT));
+            // Under a parent at the link's capacity, each class may borrow
+            // up to all of it.
+            assert_eq!(limits[0].link_bps, Some(10_000_000_000));
+            assert!(
+                limits[0]
+                    .classes
+                    .iter()
+                    .all(|c| c.ceil_bps == 10_000_000_000)
+            );
             states["r1"].check().expect("valid node state");
             limits[0]
                 .classes
@@ -1292,11 +1306,12 @@ mod tests {
                 .map(|c| (c.class_id, c.rate_bps, c.dscp.len()))
                 .collect()
         };
-        // 4G left: each gets its 1G and half of the 2G headroom.
+        // ai-sync guaranteed its 6G; 4G left: each of the others gets its
+        // 1G and half of the 2G headroom.
         assert_eq!(
             rates(6e9),
             vec![
-                (1, 10_000_000_000, 9),
+                (1, 6_000_000_000, 9),
                 (2, 2_000_000_000, 16),
                 (3, 2_000_000_000, 0)
             ]
@@ -1305,7 +1320,7 @@ mod tests {
         assert_eq!(
             rates(9e9),
             vec![
-                (1, 10_000_000_000, 9),
+                (1, 9_000_000_000, 9),
                 (2, 500_000_000, 16),
                 (3, 500_000_000, 0)
             ]
@@ -1319,6 +1334,8 @@ mod tests {
                 (3, 1_000_000, 0)
             ]
         );
+        // A plan above capacity: ai-sync guaranteed the link, no more.
+        assert_eq!(rates(12e9)[0], (1, 10_000_000_000, 9));
     }
 
     #[test]
