@@ -502,10 +502,13 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
                 Class::AiBulk => 1,
                 Class::BestEffort => 2,
             };
+            // What the plan carries of it: a guaranteed class that does
+            // not fit is admitted in part (see ClassOutcome::admitted).
+            let admitted = demand.rate * outcome.admitted;
             for (path, share) in demand.paths.iter().zip(split) {
                 for &e in path {
                     if let Some(loads) = class_loads.get_mut(e) {
-                        loads[slot] += demand.rate * share.max(0.0);
+                        loads[slot] += admitted * share.max(0.0);
                     }
                 }
             }
@@ -530,6 +533,7 @@ fn describe_plan(network: &Network, plan: &ClassPlan, unresolved: Vec<String>) -
                 "dst": network.nodes[demand.dst],
                 "class": outcome.class.as_str(),
                 "rate_bps": demand.rate,
+                "admitted_bps": admitted,
                 "paths": paths,
                 "pinned": pinned,
             }));

@@ -28,6 +28,14 @@ impl Class {
             Class::BestEffort => "best-effort",
         }
     }
+
+    /// A class whose traffic is promised its rate (collectives, and
+    /// transfers with deadlines): it is never planned above what the
+    /// links have left for it, and is admitted in part when it does not
+    /// fit. Best-effort absorbs what is left, and may oversubscribe.
+    pub fn is_guaranteed(self) -> bool {
+        matches!(self, Class::AiSync | Class::AiBulk)
+    }
 }
 
 /// One demand of a class.
@@ -73,6 +81,12 @@ pub struct ClassOutcome {
     /// The class did not fit within its latency bound and was placed over
     /// all candidate paths.
     pub spilled: bool,
+    /// The share of each placed demand's rate that is planned: 1 when the
+    /// class fits; for a guaranteed class that does not, 1 / residual MLU,
+    /// so that its loads stay within what the links have left (admitted in
+    /// part, the rest reported in `satisfaction`); best-effort is planned
+    /// whole.
+    pub admitted: f64,
 }
 
 /// The plan for all classes.
@@ -285,11 +299,29 @@ pub fn plan_classes_cached(
         } else {
             1.0
         };
+        let mut admitted = 1.0;
         for (s, problem) in solved.problems.iter().enumerate() {
             let Ok(evaluation) = problem.evaluate(&solved.allocation) else {
                 continue;
             };
+            // A guaranteed class is planned only up to what the links left
+            // to it carry: scaled down alike when it does not fit.
+            let over = evaluation
+                .loads
+                .iter()
+                .zip(&residuals[s].edges)
+                .map(|(load, edge)| load / edge.capacity)
+                .fold(0.0, f64::max);
+            let factor = if class.is_guaranteed() && over > 1.0 {
+                1.0 / over
+            } else {
+                1.0
+            };
+            if s == primary {
+                admitted = factor;
+            }
             for (e, load) in evaluation.loads.iter().enumerate() {
+                let load = load * factor;
                 scenario_loads[s][e] += load;
                 // What the next class may use; a saturated edge keeps a
                 // sliver so utilisations stay finite and the solver shuns it.
@@ -306,6 +338,7 @@ pub fn plan_classes_cached(
             satisfaction,
             pinned: solved.pinned,
             spilled,
+            admitted,
         });
     }
     let loads = scenario_loads.swap_remove(primary);
@@ -698,6 +731,159 @@ mod tests {
             "the 100 µs demand stays unplaced"
         );
         assert_eq!(sync.problem.demands[0].paths.len(), 2);
+    }
+
+    #[test]
+    fn a_guaranteed_class_that_does_not_fit_is_admitted_in_part() {
+        // ai-sync 300 from 0 to 3 where both paths together carry 110:
+        // within the bound (the thin path) it cannot fit, spilled it still
+        // cannot; it is planned at 110 and admitted at 110/300, never
+        // above capacity. ai-bulk finds nothing left; best-effort is
+        // planned whole, and oversubscribes.
+        let demand = |class: Class, rate: f64| ClassDemand {
+            src: 0,
+            dst: 3,
+            rate,
+            class,
+            max_latency_us: (class == Class::AiSync).then_some(2000.0),
+            pinned_path: None,
+        };
+        let plan = plan_classes(
+            &network(),
+            &[
+                demand(Class::AiSync, 300.0),
+                demand(Class::AiBulk, 5.0),
+                demand(Class::BestEffort, 5.0),
+            ],
+            2,
+            &FastOptions::default(),
+        );
+        let sync = &plan.outcomes[0];
+        assert!(sync.spilled);
+        assert!(
+            (sync.admitted - 110.0 / 300.0).abs() < 1e-6,
+            "{}",
+            sync.admitted
+        );
+        assert!((sync.satisfaction - 110.0 / 300.0).abs() < 1e-6);
+        let bulk = &plan.outcomes[1];
+        assert!(bulk.admitted < 1e-3, "{}", bulk.admitted);
+        assert_eq!(plan.outcomes[2].admitted, 1.0);
+        assert!(plan.mlu > 1.0, "best-effort oversubscribes: {}", plan.mlu);
+        assert_guaranteed_within_capacity(&network(), &plan);
+    }
+
+    /// Per edge, the planned load of the guaranteed classes (each demand's
+    /// admitted rate over its split) is within the edge's capacity.
+    fn assert_guaranteed_within_capacity(network: &Network, plan: &ClassPlan) {
+        let mut loads = vec![0.0; network.edges.len()];
+        for outcome in plan.outcomes.iter().filter(|o| o.class.is_guaranteed()) {
+            for (demand, split) in outcome
+                .problem
+                .demands
+                .iter()
+                .zip(&outcome.allocation.splits)
+            {
+                for (path, share) in demand.paths.iter().zip(split) {
+                    for &e in path {
+                        loads[e] += demand.rate * outcome.admitted * share.max(0.0);
+                    }
+                }
+            }
+        }
+        for (e, (load, edge)) in loads.iter().zip(&network.edges).enumerate() {
+            assert!(
+                *load <= edge.capacity * (1.0 + 1e-5),
+                "edge {e}: guaranteed load {load} above capacity {}: {plan:?}",
+                edge.capacity
+            );
+        }
+    }
+
+    #[test]
+    fn no_plan_puts_a_guaranteed_class_above_capacity() {
+        // Random networks (a ring with chords, random capacities and
+        // latencies) and random demands of every class, bounds and sizes,
+        // some far above what the network carries; one scenario or three.
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..120 {
+            let n = 4 + (next() * 6.0) as usize;
+            let mut edges = Vec::new();
+            let mut link = |a: usize, b: usize, next: &mut dyn FnMut() -> f64| {
+                let capacity = 10.0 + next() * 90.0;
+                let latency = 100.0 + next() * 5000.0;
+                for (src, dst) in [(a, b), (b, a)] {
+                    edges.push(Edge {
+                        src,
+                        dst,
+                        capacity,
+                        weight: latency,
+                        latency_us: latency,
+                    });
+                }
+            };
+            for a in 0..n {
+                link(a, (a + 1) % n, &mut next);
+            }
+            for _ in 0..n / 2 {
+                let (a, b) = ((next() * n as f64) as usize, (next() * n as f64) as usize);
+                if a != b {
+                    link(a, b, &mut next);
+                }
+            }
+            let network = Network {
+                name: format!("random-{case}"),
+                nodes: (0..n).map(|i| i.to_string()).collect(),
+                edges,
+            };
+            let scenario = |next: &mut dyn FnMut() -> f64| -> Vec<ClassDemand> {
+                (0..6)
+                    .map(|_| {
+                        let src = (next() * n as f64) as usize;
+                        let dst = (src + 1 + (next() * (n - 1) as f64) as usize) % n;
+                        let class = Class::ALL[(next() * 3.0) as usize % 3];
+                        ClassDemand {
+                            src,
+                            dst,
+                            rate: next() * 150.0,
+                            class,
+                            max_latency_us: (next() < 0.5).then(|| 500.0 + next() * 8000.0),
+                            pinned_path: None,
+                        }
+                    })
+                    .collect()
+            };
+            let scenarios: Vec<Vec<ClassDemand>> = if case % 2 == 0 {
+                vec![scenario(&mut next)]
+            } else {
+                let first = scenario(&mut next);
+                let scale = |k: f64| -> Vec<ClassDemand> {
+                    first
+                        .iter()
+                        .map(|d| ClassDemand {
+                            rate: d.rate * k,
+                            ..d.clone()
+                        })
+                        .collect()
+                };
+                vec![scale(0.5), scale(1.5), first.clone()]
+            };
+            let plan = plan_classes_robust(
+                &network,
+                &scenarios,
+                scenarios.len() - 1,
+                3,
+                &FastOptions::default(),
+            );
+            assert_guaranteed_within_capacity(&network, &plan);
+        }
     }
 
     #[test]
