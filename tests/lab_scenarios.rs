@@ -48,19 +48,7 @@ fn repo() -> PathBuf {
 }
 
 fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    if let Err(e) = sh(&["ip", "netns", "list"]) {
-        return Some(format!("iproute2 with netns is missing ({e})"));
-    }
-    if let Err(e) = sh(&["iperf3", "--version"]) {
-        return Some(format!("iperf3 is missing ({e})"));
-    }
-    if let Err(e) = sh(&["tc", "-V"]) {
-        return Some(format!("tc is missing ({e})"));
-    }
-    None
+    support::missing_lab_prerequisite(true)
 }
 
 /// Whether `tool` is an executable file on `PATH`.

@@ -36,16 +36,7 @@ fn fixture() -> PathBuf {
 }
 
 fn missing_prerequisite() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    if let Err(e) = sh(&["ip", "netns", "list"]) {
-        return Some(format!("iproute2 with netns is missing ({e})"));
-    }
-    if let Err(e) = sh(&["iperf3", "--version"]) {
-        return Some(format!("iperf3 is missing ({e})"));
-    }
-    None
+    support::missing_lab_prerequisite(false)
 }
 
 /// One iperf3 UDP run from h1 (from 10.1.1.1).

@@ -169,16 +169,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     }
     let deployment = deploy::deploy(&topology, &lab, &options)
         .with_context(|| format!("lab up {}", args.file.display()))?;
+    // Leave nothing half up: a failed start takes the lab down again.
+    let mut teardown = crate::lab_run::Teardown::new(&lab, None);
     let agents = if args.agents {
-        match start_agents(&lab, &deployment) {
-            Ok(agents) => agents,
-            Err(error) => {
-                // Leave nothing half up.
-                let _ = stop_agents(&lab);
-                let _ = deploy::destroy(&lab);
-                return Err(error.context(format!("lab up {}: agents", args.file.display())));
-            }
-        }
+        start_agents(&lab, &deployment)
+            .with_context(|| format!("lab up {}: agents", args.file.display()))?
     } else {
         Vec::new()
     };
@@ -187,17 +182,12 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             version: args.flow_version,
             active_timeout_s: args.active_timeout,
         };
-        match start_exporters(&lab, &deployment, &sampling, settings) {
-            Ok(exporters) => exporters,
-            Err(error) => {
-                let _ = stop_agents(&lab);
-                let _ = deploy::destroy(&lab);
-                return Err(error.context(format!("lab up {}: exporters", args.file.display())));
-            }
-        }
+        start_exporters(&lab, &deployment, &sampling, settings)
+            .with_context(|| format!("lab up {}: exporters", args.file.display()))?
     } else {
         Vec::new()
     };
+    teardown.disarm();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     if args.json {
         print_json(&serde_json::json!({

@@ -214,6 +214,11 @@ impl Teardown {
         }
     }
 
+    /// Keeps what was set up: nothing is taken down on drop.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+
     pub(crate) fn run(&mut self) -> anyhow::Result<()> {
         if !self.armed {
             return Ok(());

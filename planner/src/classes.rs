@@ -584,6 +584,19 @@ mod tests {
     use super::*;
     use crate::network::Edge;
 
+    /// A link between `a` and `b`: an edge each way, latency as weight.
+    fn both_ways(edges: &mut Vec<Edge>, a: usize, b: usize, capacity: f64, latency: f64) {
+        for (src, dst) in [(a, b), (b, a)] {
+            edges.push(Edge {
+                src,
+                dst,
+                capacity,
+                weight: latency,
+                latency_us: latency,
+            });
+        }
+    }
+
     /// Two paths from 0 to 3: short and thin (0-1-3, 1 ms, capacity 10),
     /// long and fat (0-2-3, 10 ms, capacity 100).
     fn network() -> Network {
@@ -594,15 +607,7 @@ mod tests {
             (0, 2, 100.0, 5000.0),
             (2, 3, 100.0, 5000.0),
         ] {
-            for (src, dst) in [(a, b), (b, a)] {
-                edges.push(Edge {
-                    src,
-                    dst,
-                    capacity,
-                    weight: latency,
-                    latency_us: latency,
-                });
-            }
+            both_ways(&mut edges, a, b, capacity, latency);
         }
         Network {
             name: "t".into(),
@@ -819,15 +824,7 @@ mod tests {
             let mut link = |a: usize, b: usize, next: &mut dyn FnMut() -> f64| {
                 let capacity = 10.0 + next() * 90.0;
                 let latency = 100.0 + next() * 5000.0;
-                for (src, dst) in [(a, b), (b, a)] {
-                    edges.push(Edge {
-                        src,
-                        dst,
-                        capacity,
-                        weight: latency,
-                        latency_us: latency,
-                    });
-                }
+                both_ways(&mut edges, a, b, capacity, latency);
             };
             for a in 0..n {
                 link(a, (a + 1) % n, &mut next);

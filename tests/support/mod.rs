@@ -324,6 +324,24 @@ macro_rules! on_both_backends {
     };
 }
 
+/// Why a lab test cannot run here (not root, or a tool missing), or None:
+/// root, `ip` with network namespaces, iperf3, and `tc` when `with_tc`.
+pub fn missing_lab_prerequisite(with_tc: bool) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if let Err(e) = sh(&["ip", "netns", "list"]) {
+        return Some(format!("iproute2 with netns is missing ({e})"));
+    }
+    if let Err(e) = sh(&["iperf3", "--version"]) {
+        return Some(format!("iperf3 is missing ({e})"));
+    }
+    if with_tc && let Err(e) = sh(&["tc", "-V"]) {
+        return Some(format!("tc is missing ({e})"));
+    }
+    None
+}
+
 /// Runs a command, returning its stdout or its stderr as the error.
 pub fn sh(args: &[&str]) -> Result<String, String> {
     let out = std::process::Command::new(args[0])
