@@ -126,7 +126,10 @@ pub struct ClosedLoopConfig {
     pub max_route_changes: usize,
     /// Intervals the forecaster learns from.
     pub history: usize,
-    /// Past intervals a plan must serve besides the forecast.
+    /// How a candidate plan serves what may come next: `aiwan` (the
+    /// scenario method `aiwan eval` scores) or `worst-window`.
+    pub method: crate::closed_loop::predict::PlanningMethod,
+    /// Past intervals a plan serves (at most `history` of them).
     pub window: usize,
     /// Which node each flow exporter stands for.
     pub exporters: Vec<crate::closed_loop::demand::ExporterMapping>,
@@ -144,8 +147,9 @@ impl Default for ClosedLoopConfig {
             improvement_floor: 0.5,
             min_replan_interval_ms: 30_000,
             max_route_changes: 1000,
-            history: 36,
-            window: 6,
+            history: 48,
+            method: crate::closed_loop::predict::PlanningMethod::Aiwan,
+            window: 48,
             exporters: Vec::new(),
         }
     }
@@ -478,8 +482,8 @@ impl ClosedLoopConfig {
         if !(6..=1440).contains(&self.history) {
             return Err(invalid(&setting("history"), "must be from 6 to 1440"));
         }
-        if self.window > 64 {
-            return Err(invalid(&setting("window"), "must be at most 64"));
+        if !(1..=1440).contains(&self.window) {
+            return Err(invalid(&setting("window"), "must be from 1 to 1440"));
         }
         if self.exporters.len() > 100_000 {
             return Err(invalid(&setting("exporters"), "at most 100000"));

@@ -368,7 +368,9 @@ pub(crate) fn configure_for_lab(
     closed_loop.interval_ms = 1000;
     closed_loop.min_replan_interval_ms = 2000;
     closed_loop.history = 60;
-    closed_loop.window = 6;
+    // 12 s of 1 s intervals as the plan's scenarios: each costs an LP per
+    // class, and a re-plan must take well under the interval.
+    closed_loop.window = 12;
     let mut mapped: Vec<&str> = crate::lab_cli::edge_interfaces(deployment)
         .into_iter()
         .map(|(node, _)| node.node.as_str())

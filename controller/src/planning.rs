@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use aiwan_planner::allocation::{Allocation, Problem};
-use aiwan_planner::classes::{Class, ClassDemand, ClassPlan, PathCache, plan_classes_cached};
+use aiwan_planner::classes::{
+    Class, ClassDemand, ClassPlan, PathCache, Robustness, plan_classes_with,
+};
 use aiwan_planner::failures::worst_single_failure;
 use aiwan_planner::fast::FastOptions;
 use aiwan_planner::network::{Network, TrafficMatrix};
@@ -328,12 +330,14 @@ fn describe(endpoint: &Endpoint) -> String {
 }
 
 /// Traffic the closed loop measured, for a plan to serve besides the
-/// declared jobs: per scenario (recent intervals, then the forecast last)
-/// one matrix per class (bit/s, indexed as [`Class::ALL`]), its nodes
-/// indexed as `Network::from_topology` indexes the topology's.
+/// declared jobs: per scenario (the primary, whose figures the plan
+/// reports, last) one matrix per class (bit/s, indexed as
+/// [`Class::ALL`]), its nodes indexed as `Network::from_topology` indexes
+/// the topology's; and how one split serves them.
 #[derive(Debug, Clone, Default)]
 pub struct MeasuredDemand {
     pub scenarios: Vec<[TrafficMatrix; 3]>,
+    pub robustness: Robustness,
 }
 
 /// Plans the jobs on the topology.
@@ -356,8 +360,10 @@ pub fn compute_plan(
 /// known traffic, and the measurement adds what they do not account for
 /// (per node pair and class, the measured rate beyond the declared one),
 /// so a job that is declared and sending is not counted twice. Every
-/// scenario of the measurement is served by one split
-/// ([`aiwan_planner::classes::plan_classes_robust`]); the plan's figures are the forecast's.
+/// scenario of the measurement is served by one split per class
+/// ([`aiwan_planner::classes::plan_classes_with`], best in the worst case
+/// or on average as the measurement says); the plan's figures are the
+/// primary scenario's.
 ///
 /// The flows of collective jobs are also placed on the fabric's spines
 /// ([`crate::collective`]), keeping `previous` (the current plan's
@@ -386,10 +392,12 @@ pub fn compute_plan_with(
         _ => vec![demands],
     };
     let primary = scenarios.len() - 1;
-    let plan = plan_classes_cached(
+    let robustness = measured.map(|m| m.robustness).unwrap_or_default();
+    let plan = plan_classes_with(
         &network,
         &scenarios,
         primary,
+        robustness,
         PATHS_PER_PAIR,
         &FastOptions::default(),
         paths,
@@ -397,6 +405,11 @@ pub fn compute_plan_with(
     let mut computed = describe_plan(&network, &plan, unresolved);
     if let Some(object) = computed.metrics.as_object_mut() {
         object.insert("scenarios".into(), serde_json::json!(scenarios.len()));
+        let robustness = match robustness {
+            Robustness::Worst => "worst",
+            Robustness::Mean => "mean",
+        };
+        object.insert("scenario_objective".into(), serde_json::json!(robustness));
         let spilled: Vec<&str> = plan
             .outcomes
             .iter()

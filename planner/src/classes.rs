@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::allocation::{Allocation, Demand, Problem};
 use crate::fast::{FastOptions, solve_fast};
+use crate::lp::ScenarioObjective;
 use crate::network::Network;
 use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
 
@@ -240,6 +241,40 @@ pub fn plan_classes_cached(
     fast: &FastOptions,
     cache: &mut PathCache,
 ) -> ClassPlan {
+    plan_classes_with(
+        network,
+        scenarios,
+        primary,
+        Robustness::Worst,
+        k,
+        fast,
+        cache,
+    )
+}
+
+/// How one split serves several scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Robustness {
+    /// The lowest worst normalised MLU over the scenarios: every scenario
+    /// must live with the split.
+    #[default]
+    Worst,
+    /// The lowest mean normalised MLU over the scenarios, a sample average
+    /// of what may come next (the scenario method of [`crate::scenario`]).
+    Mean,
+}
+
+/// [`plan_classes_cached`], each class's split chosen for `robustness`
+/// over the scenarios.
+pub fn plan_classes_with(
+    network: &Network,
+    scenarios: &[Vec<ClassDemand>],
+    primary: usize,
+    robustness: Robustness,
+    k: usize,
+    fast: &FastOptions,
+    cache: &mut PathCache,
+) -> ClassPlan {
     cache.check(network);
     let count = scenarios.len().max(1);
     let primary = primary.min(count - 1);
@@ -271,13 +306,13 @@ pub fn plan_classes_cached(
             true,
             &mut unplaced,
         );
-        let mut solved = solve_robust(&within, &residuals, primary, fast);
+        let mut solved = solve_robust(&within, &residuals, primary, robustness, fast);
         let mut spilled = false;
         if solved.worst_mlu > 1.0 + 1e-9 && keys.keys().any(|key| key.2.is_some()) {
             // Does not fit within the bound: the same demands again over
             // the k shortest paths, the hard limit.
             let all = without_bounds(network, &mut finder, cache, &within, k);
-            let wider = solve_robust(&all, &residuals, primary, fast);
+            let wider = solve_robust(&all, &residuals, primary, robustness, fast);
             if wider.worst_mlu < solved.worst_mlu - 1e-9 {
                 solved = wider;
                 spilled = true;
@@ -497,6 +532,7 @@ fn solve_robust(
     class: &ClassDemands,
     residuals: &[Network],
     primary: usize,
+    robustness: Robustness,
     fast: &FastOptions,
 ) -> Solved {
     let problems: Vec<Problem> = residuals
@@ -519,7 +555,7 @@ fn solve_robust(
     } else if problems.len() == 1 {
         solve_class(&problems[0], fast).0
     } else {
-        robust_allocation(&problems, primary, fast)
+        robust_allocation(&problems, primary, robustness, fast)
     };
     let mlus: Vec<f64> = problems
         .iter()
@@ -534,10 +570,15 @@ fn solve_robust(
     }
 }
 
-/// The split minimising the worst normalised MLU over the scenarios when
-/// the LP is small enough (each scenario's own optimum as its scale);
-/// otherwise the fast solver on the primary scenario.
-fn robust_allocation(problems: &[Problem], primary: usize, fast: &FastOptions) -> Allocation {
+/// The split minimising the worst (or mean) normalised MLU over the
+/// scenarios when the LP is small enough (each scenario's own optimum as
+/// its scale); otherwise the fast solver on the primary scenario.
+fn robust_allocation(
+    problems: &[Problem],
+    primary: usize,
+    robustness: Robustness,
+    fast: &FastOptions,
+) -> Allocation {
     let shares: usize = problems[primary]
         .demands
         .iter()
@@ -554,7 +595,15 @@ fn robust_allocation(problems: &[Problem], primary: usize, fast: &FastOptions) -
                 1.0
             });
         }
-        if let Ok((allocation, _)) = crate::lp::robust_path_lp(problems, &scales, Some(10.0)) {
+        let objective = match robustness {
+            Robustness::Worst => ScenarioObjective::Worst,
+            Robustness::Mean => {
+                ScenarioObjective::Mean(vec![1.0 / problems.len() as f64; problems.len()])
+            }
+        };
+        if let Ok((allocation, _)) =
+            crate::lp::scenario_path_lp(problems, &scales, &objective, Some(10.0))
+        {
             return allocation;
         }
     }
@@ -954,5 +1003,66 @@ mod tests {
         // Rates and MLU are the primary scenario's.
         assert_eq!(robust.outcomes[0].problem.demands[0].rate, 1.0);
         assert!((robust.mlu - mlu_on(&robust, &heavy_far)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_mean_serves_the_usual_traffic_and_the_worst_the_outlier() {
+        // Four scenarios where 0->3 is heavy and 0->1 light, one where
+        // 0->1 is heavy. The worst-case split guards the outlier at the
+        // usual traffic's expense; the mean's does better on average and
+        // worse on the outlier.
+        let demand = |dst, rate| ClassDemand {
+            src: 0,
+            dst,
+            rate,
+            class: Class::BestEffort,
+            max_latency_us: None,
+            pinned_path: None,
+        };
+        let usual = vec![demand(3, 50.0), demand(1, 1.0)];
+        let outlier = vec![demand(3, 5.0), demand(1, 9.0)];
+        let mut scenarios = vec![usual.clone(); 4];
+        scenarios.insert(2, outlier.clone());
+        let fast = FastOptions::default();
+        let plan = |robustness| {
+            plan_classes_with(
+                &network(),
+                &scenarios,
+                4,
+                robustness,
+                2,
+                &fast,
+                &mut PathCache::default(),
+            )
+        };
+        let normalised = |plan: &ClassPlan, demands: &[ClassDemand]| {
+            let outcome = &plan.outcomes[0];
+            let mut problem = outcome.problem.clone();
+            for d in &mut problem.demands {
+                d.rate = demands
+                    .iter()
+                    .filter(|x| x.src == d.src && x.dst == d.dst)
+                    .map(|x| x.rate)
+                    .sum();
+            }
+            let mlu = problem.evaluate(&outcome.allocation).expect("evaluate").mlu;
+            mlu / plan_classes(&network(), demands, 2, &fast).mlu
+        };
+        let (worst, mean) = (plan(Robustness::Worst), plan(Robustness::Mean));
+        let average = |plan: &ClassPlan| {
+            scenarios.iter().map(|s| normalised(plan, s)).sum::<f64>() / scenarios.len() as f64
+        };
+        assert!(
+            average(&mean) < average(&worst) - 0.01,
+            "mean {} worst {}",
+            average(&mean),
+            average(&worst)
+        );
+        assert!(
+            normalised(&worst, &outlier) < normalised(&mean, &outlier) - 0.01,
+            "worst {} mean {}",
+            normalised(&worst, &outlier),
+            normalised(&mean, &outlier)
+        );
     }
 }

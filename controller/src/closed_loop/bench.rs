@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use super::demand::MeasuredInterval;
 use super::forwarding::Forwarding;
-use super::predict::{Work, run};
+use super::predict::{PlanningMethod, Work, run};
 use crate::demo::traffic::{self, Background, Marking};
 
 /// Arguments of `aiwan bench replan`.
@@ -31,10 +31,13 @@ pub struct BenchReplanArgs {
     #[arg(long, value_delimiter = ',', default_value = "demo,UsCarrier")]
     pub topologies: Vec<String>,
     /// Intervals of history the forecaster learns from.
-    #[arg(long, default_value_t = 36)]
+    #[arg(long, default_value_t = 48)]
     pub history: usize,
-    /// Past intervals the plan serves besides the forecast.
-    #[arg(long, default_value_t = 6)]
+    /// How the plan serves what may come next (`aiwan`, `worst-window`).
+    #[arg(long, value_enum, default_value_t = PlanningMethod::Aiwan)]
+    pub method: PlanningMethod,
+    /// Past intervals the plan serves.
+    #[arg(long, default_value_t = 48)]
     pub window: usize,
     /// Seed of the gravity traffic.
     #[arg(long, default_value_t = 5)]
@@ -165,6 +168,7 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             history,
             sampling: 1.0,
             congestion_threshold: 0.8,
+            method: args.method,
             window: args.window,
             plan: true,
             placements: Default::default(),
@@ -199,6 +203,7 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             "links": network.edges.len(),
             "pairs": pairs,
             "history": work.history.len(),
+            "method": work.method.as_str(),
             "scenarios": work.window.min(work.history.len()) + 1,
             "interval_ms": interval_ms,
             "cold_ms": cold_ms,

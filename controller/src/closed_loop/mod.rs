@@ -13,9 +13,11 @@
 //!    chance it exceeds the congestion threshold ([`forwarding`]); load the
 //!    counters see and the flows do not explain (routers that export no
 //!    flows) is carried into the prediction as it is;
-//! 3. computes a candidate plan that serves the recent intervals and the
-//!    forecast at once (the planner's robust method, the one `aiwan eval`
-//!    scores), asks the [`policy`] whether to re-plan, limits the routes
+//! 3. computes a candidate plan for what may come next by the method
+//!    `aiwan eval` scores ([`predict::PlanningMethod`]: by default the
+//!    recent intervals recentred on the level now, one split per class
+//!    best on average over them), asks the [`policy`] whether to re-plan,
+//!    limits the routes
 //!    the re-plan changes ([`churn`]), and stores it: as the desired state
 //!    (`auto`) or as a proposal (`recommend`), with its trigger and the
 //!    figures behind it, in one transaction with its audit row.
@@ -550,6 +552,7 @@ impl ClosedLoop {
             covered,
             link_names: link_names.clone(),
             congestion_threshold: self.config.congestion_threshold,
+            method: self.config.method,
             window: self.config.window,
             plan: self.config.mode != LoopMode::Off && self.history.len() >= WARMUP_INTERVALS,
             placements: self.placements.clone(),
@@ -826,7 +829,9 @@ impl ClosedLoop {
             "congestion_threshold": self.config.congestion_threshold,
             "interval_start_ms": interval_start_ms,
             "interval_ms": self.interval_ms,
-            "forecast": "linfa pooled AR(3); plan robust over the last intervals and the forecast",
+            "forecast": self.config.method.forecast_used(),
+            "planning_method": self.config.method.as_str(),
+            "planning_window": self.config.window.min(self.history.len()),
             "history_intervals": self.history.len(),
             "routes_changed": limited.changed,
             "routes_wanted": limited.wanted,

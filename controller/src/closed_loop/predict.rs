@@ -5,9 +5,10 @@
 //! the same function to time it.
 
 use aiwan_planner::Topology;
-use aiwan_planner::classes::{Class, PathCache};
+use aiwan_planner::classes::{Class, PathCache, Robustness};
 use aiwan_planner::forecast::{BAND_90_Z, Forecaster};
 use aiwan_planner::network::{Network, TrafficMatrix};
+use aiwan_planner::scenario;
 
 use super::demand::{MeasuredInterval, class_index};
 use super::forwarding::Forwarding;
@@ -37,12 +38,64 @@ pub struct Work {
     pub covered: Vec<bool>,
     pub link_names: Vec<String>,
     pub congestion_threshold: f64,
-    /// Past intervals the candidate serves besides the forecast.
+    /// How the candidate serves what may come next.
+    pub method: PlanningMethod,
+    /// Past intervals the candidate serves.
     pub window: usize,
     /// Compute a candidate plan.
     pub plan: bool,
     /// The current plan's collective placements.
     pub placements: crate::collective::Placements,
+}
+
+/// How the loop's candidate plan serves the traffic that may come next:
+/// the methods `aiwan eval` scores under the same names.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanningMethod {
+    /// The scenario method ([`aiwan_planner::scenario`]): each of the last
+    /// `window` intervals, per class, recentred on the level now (an EWMA
+    /// of the intervals, raised to what the loop knows is there: declared
+    /// jobs, a congested interval's traffic, demand inferred from the
+    /// counters), and the level now itself; one split per class best on
+    /// average over them, each scenario relative to its own optimum.
+    #[default]
+    Aiwan,
+    /// The best worst case over the last `window` intervals and the
+    /// forecast.
+    WorstWindow,
+}
+
+impl PlanningMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanningMethod::Aiwan => "aiwan",
+            PlanningMethod::WorstWindow => "worst-window",
+        }
+    }
+
+    /// What a plan's figures say of the forecast behind it.
+    pub fn forecast_used(self) -> &'static str {
+        match self {
+            PlanningMethod::Aiwan => {
+                "linfa pooled AR(3) predicts; the plan serves the recent intervals \
+                 recentred on their EWMA levels"
+            }
+            PlanningMethod::WorstWindow => {
+                "linfa pooled AR(3); the plan serves it and the recent intervals"
+            }
+        }
+    }
 }
 
 /// Intervals whose mean flows may explain the counters: an exporter that
@@ -144,7 +197,21 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         .collect();
     let forecaster = Forecaster::default();
     let mut forecast: Vec<(TrafficMatrix, TrafficMatrix)> = Vec::with_capacity(3);
-    for (c, known) in known.iter().enumerate() {
+    // Per class, the EWMA levels of the scenario method (one more than
+    // intervals: the last is the level now).
+    let mut levels: Vec<Vec<TrafficMatrix>> = Vec::with_capacity(3);
+    // What the loop knows is there besides what the series say.
+    let floor = |matrix: &mut TrafficMatrix, c: usize| {
+        for (m, k) in matrix.values.iter_mut().zip(&known[c].values) {
+            *m = m.max(*k);
+        }
+        if congested_now {
+            for (m, seen) in matrix.values.iter_mut().zip(&latest.classes[c].values) {
+                *m = m.max(*seen);
+            }
+        }
+    };
+    for c in 0..known.len() {
         let series: Vec<TrafficMatrix> =
             work.history.iter().map(|i| i.classes[c].clone()).collect();
         let (mut mean, sigma) = match forecaster.predict_with_band(&series) {
@@ -152,15 +219,13 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             // Too short a history: the last interval, no band.
             Err(_) => (latest.classes[c].clone(), TrafficMatrix::zeros(n)),
         };
-        for (m, k) in mean.values.iter_mut().zip(&known.values) {
-            *m = m.max(*k);
-        }
-        if congested_now {
-            for (m, seen) in mean.values.iter_mut().zip(&latest.classes[c].values) {
-                *m = m.max(*seen);
-            }
-        }
+        floor(&mut mean, c);
         forecast.push((mean, sigma));
+        let mut class_levels = scenario::levels(&series, scenario::SHORT_ALPHA);
+        if let Some(now) = class_levels.last_mut() {
+            floor(now, c);
+        }
+        levels.push(class_levels);
     }
     // What the counters may be explained by: the flows of the latest
     // interval, or of the last two on average where that is higher. An
@@ -191,6 +256,11 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         .zip(&inferred.values)
     {
         *m += extra;
+    }
+    if let Some(now) = levels[best_effort].last_mut() {
+        for (m, extra) in now.values.iter_mut().zip(&inferred.values) {
+            *m += extra;
+        }
     }
     let total_mean = sum_matrices(forecast.iter().map(|(m, _)| m));
     let total_sigma = TrafficMatrix {
@@ -264,18 +334,7 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
         .map(|l| l.congestion_probability)
         .fold(0.0, f64::max);
     let candidate = work.plan.then(|| {
-        // The plan must serve the recent intervals and the forecast.
-        let skip = work.history.len().saturating_sub(work.window);
-        let mut scenarios: Vec<[TrafficMatrix; 3]> = work.history[skip..]
-            .iter()
-            .map(|i| i.classes.clone())
-            .collect();
-        scenarios.push([
-            forecast[0].0.clone(),
-            forecast[1].0.clone(),
-            forecast[2].0.clone(),
-        ]);
-        let measured = MeasuredDemand { scenarios };
+        let measured = candidate_scenarios(work, &forecast, &levels);
         compute_plan_with(
             &work.topology,
             &work.jobs,
@@ -302,6 +361,51 @@ pub fn run(work: &Work, forwarding: &mut Forwarding, paths: &mut PathCache) -> O
             max_probability,
         },
         candidate,
+    }
+}
+
+/// The scenarios the candidate plan serves (see [`PlanningMethod`]), the
+/// primary (the plan's figures) last.
+fn candidate_scenarios(
+    work: &Work,
+    forecast: &[(TrafficMatrix, TrafficMatrix)],
+    levels: &[Vec<TrafficMatrix>],
+) -> MeasuredDemand {
+    let t = work.history.len();
+    let skip = t.saturating_sub(work.window.max(1));
+    let class = |c: usize| &forecast[c].0;
+    match work.method {
+        PlanningMethod::WorstWindow => {
+            let mut scenarios: Vec<[TrafficMatrix; 3]> = work.history[skip..]
+                .iter()
+                .map(|i| i.classes.clone())
+                .collect();
+            scenarios.push([class(0).clone(), class(1).clone(), class(2).clone()]);
+            MeasuredDemand {
+                scenarios,
+                robustness: Robustness::Worst,
+            }
+        }
+        PlanningMethod::Aiwan => {
+            let level = |c: usize, k: usize| levels.get(c).and_then(|l| l.get(k));
+            let now: [TrafficMatrix; 3] =
+                std::array::from_fn(|c| level(c, t).unwrap_or_else(|| class(c)).clone());
+            let mut scenarios: Vec<[TrafficMatrix; 3]> = work.history[skip..]
+                .iter()
+                .enumerate()
+                .map(|(i, past)| {
+                    std::array::from_fn(|c| match level(c, skip + i) {
+                        Some(then) => scenario::recentre(&past.classes[c], then, &now[c]),
+                        None => past.classes[c].clone(),
+                    })
+                })
+                .collect();
+            scenarios.push(now);
+            MeasuredDemand {
+                scenarios,
+                robustness: Robustness::Mean,
+            }
+        }
     }
 }
 
@@ -419,6 +523,7 @@ mod tests {
             history,
             sampling: 1.0,
             congestion_threshold: 0.8,
+            method: PlanningMethod::default(),
             window: 6,
             plan: false,
             placements: Default::default(),
@@ -450,6 +555,79 @@ mod tests {
         let below = work(&series, Vec::new());
         let outcome = run(&below, &mut Forwarding::underlay_only(), &mut paths);
         assert!(outcome.prediction.measured_mlu < 0.8);
+    }
+
+    #[test]
+    fn the_plan_replays_the_recent_intervals_at_the_level_now() {
+        // r1 to r4 steady at 2 Gbit/s, then a step to 9.5 Gbit/s (the
+        // 10G shortest path congested). Every scenario of the aiwan method
+        // is the recent pattern at the level now, and the level now is
+        // what was just measured on the congested link; so the plan
+        // splits the pair over both paths.
+        let mut series = vec![2e9; 30];
+        series.push(9.5e9);
+        let mut step = work(&series, Vec::new());
+        step.plan = true;
+        let index = step.network.index();
+        let n = step.network.nodes.len();
+        let cell = index["r1"] * n + index["r4"];
+        let mut forwarding = Forwarding::underlay_only();
+        let outcome = run(&step, &mut forwarding, &mut PathCache::default());
+        let Some(Ok((plan, candidate_mlu))) = outcome.candidate else {
+            panic!("no candidate plan");
+        };
+        assert_eq!(plan.metrics["scenarios"], 7, "{}", plan.metrics);
+        assert_eq!(plan.metrics["scenario_objective"], "mean");
+        assert!(
+            candidate_mlu < 0.6,
+            "candidate {candidate_mlu}, current {}",
+            outcome.prediction.current_mlu
+        );
+        // The scenarios themselves: steady history replays at the level
+        // now (floored at the congested interval's 9.5 Gbit/s).
+        let levels: Vec<Vec<TrafficMatrix>> = (0..3)
+            .map(|c| {
+                let series: Vec<TrafficMatrix> =
+                    step.history.iter().map(|i| i.classes[c].clone()).collect();
+                let mut levels = scenario::levels(&series, scenario::SHORT_ALPHA);
+                if let Some(now) = levels.last_mut() {
+                    now.values[cell] = now.values[cell].max(series[series.len() - 1].values[cell]);
+                }
+                levels
+            })
+            .collect();
+        let forecast: Vec<(TrafficMatrix, TrafficMatrix)> = (0..3)
+            .map(|_| (TrafficMatrix::zeros(n), TrafficMatrix::zeros(n)))
+            .collect();
+        let scenarios = candidate_scenarios(&step, &forecast, &levels).scenarios;
+        for scenario in &scenarios[..5] {
+            assert!((scenario[2].values[cell] - 9.5e9).abs() < 1.0);
+        }
+        // The congested interval itself, at its ratio to the level before
+        // it (at most RATIO_CAP), and the level now last.
+        assert!((scenarios[5][2].values[cell] - 9.5e9 * 9.5 / 2.0).abs() < 1e3);
+        assert_eq!(scenarios[6][2].values[cell], 9.5e9);
+        // A pair never seen before the newest interval is replayed at its
+        // level now, not as absent.
+        let mut fresh = work(&[0.0; 31], Vec::new());
+        if let Some(last) = fresh.history.last_mut() {
+            last.classes[2].values[cell] = 4e9;
+        }
+        let levels: Vec<Vec<TrafficMatrix>> = (0..3)
+            .map(|c| {
+                let series: Vec<TrafficMatrix> =
+                    fresh.history.iter().map(|i| i.classes[c].clone()).collect();
+                scenario::levels(&series, scenario::SHORT_ALPHA)
+            })
+            .collect();
+        let replayed: Vec<f64> = candidate_scenarios(&fresh, &forecast, &levels)
+            .scenarios
+            .iter()
+            .map(|s| s[2].values[cell])
+            .collect();
+        // Its level now is half its first interval's 4 Gbit/s; that
+        // interval itself, with no level before it, at its own rate.
+        assert_eq!(replayed, [2e9, 2e9, 2e9, 2e9, 2e9, 4e9, 2e9]);
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct DemoArgs {
     /// `off` only measures and forecasts.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: LoopMode,
+    /// How the loop's re-plans serve what may come next: `aiwan` (the
+    /// scenario method `aiwan eval` scores) or `worst-window`.
+    #[arg(long, value_enum, default_value = "aiwan")]
+    pub method: crate::closed_loop::predict::PlanningMethod,
     /// Seed of the sampling and flow sizes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -240,12 +244,15 @@ fn config(args: &DemoArgs, data_dir: &Path, listen: SocketAddr, token: &str) -> 
     config.southbound.reconcile_interval_ms = 500;
     let closed_loop = &mut config.closed_loop;
     closed_loop.mode = args.mode;
+    closed_loop.method = args.method;
     closed_loop.interval_ms = 1000;
     closed_loop.min_replan_interval_ms = 2000;
     closed_loop.improvement_margin = 0.2;
     closed_loop.improvement_floor = 0.6;
     closed_loop.history = 60;
-    closed_loop.window = 6;
+    // 12 s of 1 s intervals as the plan's scenarios: each costs an LP per
+    // class, and a re-plan must take well under the interval.
+    closed_loop.window = 12;
     closed_loop.exporters = Vec::new();
     config
 }

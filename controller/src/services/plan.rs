@@ -197,6 +197,7 @@ async fn compute(
         let latest = view.intervals.back()?;
         Some(crate::planning::MeasuredDemand {
             scenarios: vec![latest.classes.clone()],
+            robustness: aiwan_planner::classes::Robustness::Worst,
         })
     });
     let topology = state
