@@ -20,6 +20,7 @@ on_both_backends!(
     topology_import_and_watch,
     plans_from_jobs_and_telemetry_unavailable,
     metrics_count_requests,
+    admission_answers_what_fits_and_applies_policies,
 );
 
 /// A controller with the small topology, and admin + operator + viewer clients.
@@ -950,7 +951,9 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
     create(&mut f.operator, "train-1", sync_job())
         .await
         .expect("create");
-    // The same again, but every path is 4 ms and it allows 3 ms: unplaced.
+    // The same again, but every path is 4 ms and it allows 3 ms: admission
+    // tells it at once that nothing can be guaranteed, and it is not
+    // planned (admit-partial, at nothing).
     let tight = pb::Job {
         max_latency: Some(prost_types::Duration {
             seconds: 0,
@@ -962,6 +965,13 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
         .await
         .expect("create");
     assert_eq!(stored.max_latency.map(|d| d.nanos), Some(3_000_000));
+    let answer = stored.admission.expect("admission");
+    assert_eq!(answer.outcome, pb::AdmissionOutcome::Partial as i32);
+    assert_eq!(answer.guaranteed_bps, 0);
+    assert!(
+        answer.detail.contains("no path meets the latency bound"),
+        "{answer:?}"
+    );
     // A job pinned to a path through a router that does not exist: stored
     // as given, and left out of the plan with the reason.
     let mut pinned = sync_job();
@@ -998,9 +1008,10 @@ async fn plans_from_jobs_and_telemetry_unavailable(backend: Backend) {
     // the optimum is 20/140.
     let metrics = plan.metrics.expect("metrics");
     assert!((metrics.mlu - 20.0 / 140.0).abs() < 1e-3, "{metrics:?}");
-    // Half the ai-sync demand (the tight job's) has no path within 3 ms.
+    // The tight job, guaranteed nothing, is not in the plan: what is
+    // planned is satisfied.
     assert!(
-        (metrics.ai_sync_satisfaction - 0.5).abs() < 1e-9,
+        (metrics.ai_sync_satisfaction - 1.0).abs() < 1e-9,
         "{metrics:?}"
     );
     // Losing the 100G path puts all 20G on the 40G one.
@@ -1153,6 +1164,198 @@ async fn metrics_count_requests(backend: Backend) {
 /// A plain HTTP/1.1 GET, enough for the metrics endpoint.
 /// With a certificate configured the API is served over TLS only, and the
 /// CLI's client reaches it with the CA file.
+/// An ai-sync job between the datacentres of `lab/ai-wan.clab.yml`.
+fn dc_sync(rate_bps: i64, policy: pb::AdmissionPolicy) -> pb::Job {
+    let site = |s: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{s}"))),
+    };
+    pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: pb::TrafficClass::AiSync as i32,
+        sources: vec![site("dc1")],
+        destinations: vec![site("dc2")],
+        rate_bps,
+        admission_policy: policy as i32,
+        ..pb::Job::default()
+    }
+}
+
+async fn admission_answers_what_fits_and_applies_policies(backend: Backend) {
+    let test = "admission_answers_what_fits_and_applies_policies";
+    let Some(db) = TestDb::new(backend, test).await else {
+        return;
+    };
+    let mut config = support::test_config(&db);
+    config.admission.requeue_interval_ms = 200;
+    let controller = aiwan_controller::server::start(&config)
+        .await
+        .expect("controller starts");
+    let mut admin = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
+    // dc1-edge to dc2-edge: east 10G (6 ms, the only path within ai-sync's
+    // default bound of 1.5 x the lowest latency), and the south path and
+    // the two through the wan-north/wan-south cross link: the planner's
+    // four shortest paths carry 90G.
+    let lab = aiwan_lab::clab::parse_clab(include_str!("../lab/ai-wan.clab.yml")).expect("lab");
+    admin
+        .topology
+        .import_topology(pb::ImportTopologyRequest {
+            topology: Some(aiwan_controller::convert::topology_to_pb(&lab, 0, 0)),
+        })
+        .await
+        .expect("import");
+    let admission = |job: &pb::Job| job.admission.clone().expect("an admission answer");
+    let near = |bps: i64, gbps: f64| (bps as f64 - gbps * 1e9).abs() < 0.01e9;
+
+    // The case: 30 Gbit/s of ai-sync. Previewed, then created: 10G
+    // within the bound, 20G on longer paths, no link above capacity.
+    let preview = admin
+        .plans
+        .preview_plan(pb::PreviewPlanRequest {
+            job: Some(dc_sync(30_000_000_000, pb::AdmissionPolicy::Unspecified)),
+        })
+        .await
+        .expect("preview")
+        .into_inner();
+    let answer = preview.admission.expect("the preview's admission");
+    assert_eq!(
+        answer.outcome,
+        pb::AdmissionOutcome::Admitted as i32,
+        "{answer:?}"
+    );
+    assert!(near(answer.within_latency_bound_bps, 10.0), "{answer:?}");
+    assert!(near(answer.beyond_latency_bound_bps, 20.0), "{answer:?}");
+    let metrics = preview.plan.and_then(|p| p.metrics).expect("metrics");
+    assert!(metrics.mlu <= 1.0 + 1e-6, "{metrics:?}");
+    let first = create(
+        &mut admin,
+        "sync-30",
+        dc_sync(30_000_000_000, pb::AdmissionPolicy::Unspecified),
+    )
+    .await
+    .expect("create");
+    assert_eq!(admission(&first).guaranteed_bps, answer.guaranteed_bps);
+    assert_eq!(
+        first.admission_policy,
+        pb::AdmissionPolicy::AdmitPartial as i32
+    );
+    assert!(admission(&first).detail.contains("30 Gbit/s asked"));
+
+    // 30G of the 90G are promised (the east path's 10G among them): 85G
+    // more is refused under REJECT, naming what fits, and nothing is
+    // stored.
+    let status = create(
+        &mut admin,
+        "big",
+        dc_sync(85_000_000_000, pb::AdmissionPolicy::Reject),
+    )
+    .await
+    .expect_err("rejected");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().starts_with(
+            "job.rate_bps: 85 Gbit/s asked: 0 bit/s within the latency bound, 60 Gbit/s"
+        ),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("25 Gbit/s does not fit"),
+        "{status:?}"
+    );
+    let missing = admin
+        .intents
+        .get_job(pb::GetJobRequest {
+            name: "jobs/big".into(),
+        })
+        .await
+        .expect_err("not stored");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Under QUEUE it waits, unplanned.
+    let queued = create(
+        &mut admin,
+        "waiting",
+        dc_sync(85_000_000_000, pb::AdmissionPolicy::Queue),
+    )
+    .await
+    .expect("queued");
+    assert_eq!(queued.state, pb::JobState::Queued as i32, "{queued:?}");
+    assert_eq!(
+        admission(&queued).outcome,
+        pb::AdmissionOutcome::Queued as i32
+    );
+    support::apply_plan(&mut admin, "with a queued job").await;
+    let metrics = support::current_plan(&mut admin)
+        .await
+        .metrics
+        .expect("metrics");
+    // 30G over the 90G: the queued 85G would take it above 1.
+    assert!(metrics.mlu < 0.5, "the queued job is planned: {metrics:?}");
+
+    // The first job goes: the queued one is admitted whole, and told so.
+    admin
+        .intents
+        .cancel_job(pb::CancelJobRequest {
+            name: "jobs/sync-30".into(),
+        })
+        .await
+        .expect("cancel");
+    let mut admitted = None;
+    for _ in 0..100 {
+        let job = admin
+            .intents
+            .get_job(pb::GetJobRequest {
+                name: "jobs/waiting".into(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .job
+            .expect("job");
+        if job.state == pb::JobState::Active as i32 {
+            admitted = Some(job);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let admitted = admitted.expect("the queued job admitted within 10 s");
+    assert_eq!(
+        admission(&admitted).outcome,
+        pb::AdmissionOutcome::Admitted as i32
+    );
+    assert_eq!(admission(&admitted).guaranteed_bps, 85_000_000_000);
+
+    // 5G are left: 40G more under ADMIT_PARTIAL gets 5G.
+    let partial = create(
+        &mut admin,
+        "partial",
+        dc_sync(40_000_000_000, pb::AdmissionPolicy::AdmitPartial),
+    )
+    .await
+    .expect("partial");
+    assert_eq!(
+        admission(&partial).outcome,
+        pb::AdmissionOutcome::Partial as i32
+    );
+    assert!(near(admission(&partial).guaranteed_bps, 5.0), "{partial:?}");
+    support::apply_plan(&mut admin, "all guarantees").await;
+    let metrics = support::current_plan(&mut admin)
+        .await
+        .metrics
+        .expect("metrics");
+    // 90G of guarantees on the 90G between the datacentres.
+    assert!(metrics.mlu <= 1.0 + 1e-6, "{metrics:?}");
+    assert!(metrics.mlu > 0.95, "{metrics:?}");
+    let audit = audit(&mut admin).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "aiwan.admission/Admit" && e.resource == "jobs/waiting"),
+        "{audit:?}"
+    );
+    controller.shutdown().await.expect("clean shutdown");
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_when_a_certificate_is_configured() {
     use aiwan_controller::client::{Connection, connect};

@@ -226,11 +226,13 @@ mod tests {
                     ip_protocol: 6,
                     first_port: 5201,
                 }),
+                admission_policy: Default::default(),
             },
             cancelled_ms: None,
             created_ms: 0,
             updated_ms: 0,
             creator: "test".into(),
+            admission: None,
         }
     }
 

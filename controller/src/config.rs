@@ -64,6 +64,65 @@ pub struct ControllerConfig {
     pub closed_loop: ClosedLoopConfig,
     /// Limits of the gRPC API.
     pub api: ApiLimits,
+    /// What happens to jobs whose rate cannot all be guaranteed.
+    pub admission: AdmissionConfig,
+}
+
+/// Admission of AI jobs: the policy for a job that names none, per tenant
+/// or for all, and how often queued jobs are looked at again.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// `admit-partial`, `reject` or `queue`.
+    pub default_policy: crate::model::AdmissionPolicy,
+    /// Per tenant, overriding `default_policy`.
+    pub tenant_policies: std::collections::BTreeMap<String, crate::model::AdmissionPolicy>,
+    /// Queued jobs are admitted, oldest first, once all of them fits; this
+    /// often they are looked at again.
+    pub requeue_interval_ms: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> AdmissionConfig {
+        AdmissionConfig {
+            default_policy: crate::model::AdmissionPolicy::AdmitPartial,
+            tenant_policies: std::collections::BTreeMap::new(),
+            requeue_interval_ms: 5_000,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The policy of a job of `tenant` that names none.
+    pub fn policy_for(&self, tenant: &str) -> crate::model::AdmissionPolicy {
+        self.tenant_policies
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.default_policy)
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.tenant_policies.len() > 100_000 {
+            return Err(invalid("admission.tenant_policies", "at most 100000"));
+        }
+        if let Some(tenant) = self
+            .tenant_policies
+            .keys()
+            .find(|t| t.is_empty() || t.len() > 63)
+        {
+            return Err(invalid(
+                "admission.tenant_policies",
+                format!("tenant {tenant:?}: 1 to 63 characters"),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.requeue_interval_ms) {
+            return Err(invalid(
+                "admission.requeue_interval_ms",
+                "must be from 100 to 3600000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What one client can take of the gRPC server.
@@ -372,6 +431,7 @@ impl Default for ControllerConfig {
             southbound: SouthboundConfig::default(),
             closed_loop: ClosedLoopConfig::default(),
             api: ApiLimits::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -678,6 +738,7 @@ impl ControllerConfig {
             ));
         }
         self.closed_loop.check()?;
+        self.admission.check()?;
         let api = &self.api;
         if api.max_concurrent_streams == 0 || api.concurrency_per_connection == 0 {
             return Err(invalid(

@@ -35,10 +35,11 @@ pub enum EventKind {
     CongestionPredicted,
     CongestionSeen,
     CongestionCleared,
+    JobAdmitted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Replan,
         EventKind::Proposal,
         EventKind::PlanApplied,
@@ -50,6 +51,7 @@ impl EventKind {
         EventKind::CongestionPredicted,
         EventKind::CongestionSeen,
         EventKind::CongestionCleared,
+        EventKind::JobAdmitted,
     ];
 
     fn index(self) -> usize {
@@ -69,6 +71,7 @@ impl EventKind {
             EventKind::CongestionPredicted => "congestion-predicted",
             EventKind::CongestionSeen => "congestion-seen",
             EventKind::CongestionCleared => "congestion-cleared",
+            EventKind::JobAdmitted => "job-admitted",
         }
     }
 }
@@ -92,7 +95,7 @@ pub struct EventBus {
     recent: Arc<Mutex<VecDeque<Event>>>,
     sequence: Arc<AtomicU64>,
     /// Events published, per kind, since the start.
-    counts: Arc<[AtomicU64; 11]>,
+    counts: Arc<[AtomicU64; 12]>,
 }
 
 impl Default for EventBus {

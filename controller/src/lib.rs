@@ -1,8 +1,10 @@
 //! The aiwan controller: configuration, persistence, intents and plans, and
 //! the northbound gRPC server.
 
+pub mod admission;
 pub mod agent;
 pub mod auth;
+pub mod bench_admission;
 pub mod bench_api;
 pub mod bench_collector;
 pub mod bench_flood;

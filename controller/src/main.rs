@@ -179,6 +179,9 @@ enum BenchCommand {
     /// Route push rate through the agent: N weighted multipath routes in a
     /// scratch namespace, against `ip -batch` (needs root).
     Push(aiwan_controller::agent::bench::BenchPushArgs),
+    /// Admission's answer to a 30 Gbit/s ai-sync job on the demo topology
+    /// beside guaranteed jobs, against a whole plan of the same jobs.
+    Admission(aiwan_controller::bench_admission::BenchAdmissionArgs),
 }
 
 #[derive(Subcommand)]
@@ -369,6 +372,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Replan(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::closed_loop::bench::bench_replan(&args)?
+            }
+            Command::Bench(BenchCommand::Admission(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_admission::bench_admission(&args)?
             }
             Command::Bench(BenchCommand::Planner(args)) => {
                 init_logging(LogFormat::Plain, "warn");

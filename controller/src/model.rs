@@ -64,6 +64,89 @@ pub struct NewJob {
     /// For a ring collective, its flows: `sources` are the members in ring
     /// order and `destinations[i]` the member `sources[i]` sends to.
     pub collective: Option<CollectiveFlows>,
+    /// What happens when its rate cannot all be guaranteed (resolved from
+    /// the tenant's policy at creation).
+    pub admission_policy: AdmissionPolicy,
+}
+
+/// What happens to a job whose rate cannot all be guaranteed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionPolicy {
+    /// Accept it with what can be guaranteed.
+    #[default]
+    AdmitPartial,
+    /// Refuse it; nothing is stored.
+    Reject,
+    /// Keep it queued, unplanned, until all of it fits.
+    Queue,
+}
+
+impl AdmissionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdmissionPolicy::AdmitPartial => "admit-partial",
+            AdmissionPolicy::Reject => "reject",
+            AdmissionPolicy::Queue => "queue",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AdmissionPolicy> {
+        match text {
+            "admit-partial" => Some(AdmissionPolicy::AdmitPartial),
+            "reject" => Some(AdmissionPolicy::Reject),
+            "queue" => Some(AdmissionPolicy::Queue),
+            _ => None,
+        }
+    }
+}
+
+/// How admission answered a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionOutcome {
+    Admitted,
+    Partial,
+    Queued,
+    /// Only in answers that are not stored (PreviewPlan, CreateJob's error).
+    Rejected,
+    /// Best-effort: nothing is guaranteed.
+    NotGuaranteed,
+}
+
+/// What admission answered a job; stored as JSON in `jobs.admission_json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Admission {
+    pub outcome: AdmissionOutcome,
+    pub requested_bps: i64,
+    /// Guaranteed on paths within the job's latency bound.
+    pub within_bound_bps: i64,
+    /// Guaranteed on longer paths.
+    pub beyond_bound_bps: i64,
+    /// A volume job: when its volume is through at the guaranteed rate.
+    pub expected_completion_ms: Option<i64>,
+    pub evaluated_ms: i64,
+    pub detail: String,
+}
+
+impl Admission {
+    pub fn guaranteed_bps(&self) -> i64 {
+        self.within_bound_bps.saturating_add(self.beyond_bound_bps)
+    }
+
+    /// The share of the job's rate that plans carry: what is guaranteed,
+    /// all of it for best-effort (nothing is guaranteed, nothing is held
+    /// back), none while queued.
+    pub fn planned_share(&self) -> f64 {
+        match self.outcome {
+            AdmissionOutcome::NotGuaranteed | AdmissionOutcome::Admitted => 1.0,
+            AdmissionOutcome::Queued | AdmissionOutcome::Rejected => 0.0,
+            AdmissionOutcome::Partial if self.requested_bps > 0 => {
+                (self.guaranteed_bps() as f64 / self.requested_bps as f64).clamp(0.0, 1.0)
+            }
+            AdmissionOutcome::Partial => 1.0,
+        }
+    }
 }
 
 /// How a ring collective's flows are told apart, stored as JSON in
@@ -105,6 +188,8 @@ pub struct JobRecord {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub creator: String,
+    /// `None` for jobs stored before admission existed: planned whole.
+    pub admission: Option<Admission>,
 }
 
 /// Where a job stands at a given time.
@@ -114,22 +199,45 @@ pub enum JobState {
     Active,
     Finished,
     Cancelled,
+    /// Waiting for capacity: not planned.
+    Queued,
 }
 
 impl JobRecord {
-    /// The state at `now_ms`: cancelled wins, then the time window (the end
-    /// is the end time, else the deadline).
+    /// The state at `now_ms`: cancelled wins, then the end of the time
+    /// window (the end time, else the deadline), then the queue, then the
+    /// start.
     pub fn state_at(&self, now_ms: i64) -> JobState {
         if self.cancelled_ms.is_some() {
             return JobState::Cancelled;
         }
+        match self.job.end_ms.or(self.job.deadline_ms) {
+            Some(end) if now_ms >= end => return JobState::Finished,
+            _ => {}
+        }
+        if self.is_queued() {
+            return JobState::Queued;
+        }
         if now_ms < self.job.start_ms {
             return JobState::Scheduled;
         }
-        match self.job.end_ms.or(self.job.deadline_ms) {
-            Some(end) if now_ms >= end => JobState::Finished,
-            _ => JobState::Active,
-        }
+        JobState::Active
+    }
+
+    /// Waiting for capacity (admission policy `queue`).
+    pub fn is_queued(&self) -> bool {
+        self.admission
+            .as_ref()
+            .is_some_and(|a| a.outcome == AdmissionOutcome::Queued)
+    }
+
+    /// The share of the job's rate that plans carry
+    /// ([`Admission::planned_share`]; all of it for jobs stored before
+    /// admission existed).
+    pub fn planned_share(&self) -> f64 {
+        self.admission
+            .as_ref()
+            .map_or(1.0, Admission::planned_share)
     }
 }
 

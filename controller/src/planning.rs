@@ -110,8 +110,9 @@ fn class_of(class: TrafficClass) -> Class {
     }
 }
 
-/// Demands of the jobs active at `now_ms` (plus `extra`, a hypothetical job
-/// taken as active), and the job endpoints that map to no node.
+/// Demands of the jobs active at `now_ms` at the rates admission
+/// guaranteed them ([`JobRecord::planned_share`]; queued jobs are not
+/// active), and the job endpoints that map to no node.
 pub fn job_demands(
     topology: &Topology,
     network: &Network,
@@ -155,9 +156,11 @@ pub fn job_demands(
                 ));
                 continue;
             }
-            // The pair's rate is spread evenly over the ingress and egress
-            // routers (a site with two WAN routers sends half through each).
-            let share = demand.rate_bps as f64 / (sources.len() * destinations.len()) as f64;
+            // The pair's rate (what admission guaranteed of it) is spread
+            // evenly over the ingress and egress routers (a site with two
+            // WAN routers sends half through each).
+            let share = demand.rate_bps as f64 * record.planned_share()
+                / (sources.len() * destinations.len()) as f64;
             for &s in &sources {
                 for &d in &destinations {
                     if s == d {
@@ -232,7 +235,7 @@ fn pinned_demand(
     Ok(ClassDemand {
         src: first,
         dst: last,
-        rate: job.demands.iter().map(|d| d.rate_bps as f64).sum(),
+        rate: job.demands.iter().map(|d| d.rate_bps as f64).sum::<f64>() * record.planned_share(),
         class: class_of(job.class),
         max_latency_us: None,
         pinned_path: Some(edges),
@@ -821,11 +824,13 @@ mod tests {
                     destination_ports: Some((4791, 4791)),
                 }),
                 collective: None,
+                admission_policy: Default::default(),
             },
             cancelled_ms: None,
             created_ms: 0,
             updated_ms: 0,
             creator: "test".into(),
+            admission: None,
         }
     }
 

@@ -232,7 +232,10 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         events: events.clone(),
         closed_loop: Some(loop_view.clone()),
         loop_config: config.closed_loop.clone(),
+        admission: config.admission.clone(),
+        admission_lock: Default::default(),
     };
+    tokio::spawn(crate::services::intent::requeue(state.clone()));
     let loop_metrics = crate::closed_loop::LoopMetrics::default();
     match (&state.telemetry, &pipeline) {
         (Some(telemetry), Some(pipeline)) => {

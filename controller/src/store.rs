@@ -25,8 +25,8 @@ use tokio::sync::Mutex;
 
 use crate::auth::{Caller, Role};
 use crate::model::{
-    AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, NewPlan, PlanRecord, PlanStatus,
-    PlanTrigger, ProposalState, TokenRecord, TrafficClass,
+    Admission, AdmissionPolicy, AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, NewPlan,
+    PlanRecord, PlanStatus, PlanTrigger, ProposalState, TokenRecord, TrafficClass,
 };
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "job collective",
         include_str!("../../migrations/0005_job_collective.sql"),
+    ),
+    (
+        6,
+        "job admission",
+        include_str!("../../migrations/0006_job_admission.sql"),
     ),
 ];
 
@@ -493,6 +498,7 @@ impl Store {
     pub async fn create_job(
         &self,
         job: &NewJob,
+        admission: Option<&Admission>,
         creator: &str,
         now_ms: i64,
     ) -> Result<JobRecord, StoreError> {
@@ -509,8 +515,10 @@ impl Store {
         sqlx::query(
             "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
              deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
-             creator, max_latency_us, pin_json, collective_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13, $14)",
+             creator, max_latency_us, pin_json, collective_json, admission_policy, \
+             admission_json) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13, $14, \
+             $15, $16)",
         )
         .bind(&job.job_id)
         .bind(&job.tenant)
@@ -538,6 +546,8 @@ impl Store {
                 .transpose()
                 .map_err(|e| corrupt(format!("collective of job {}: {e}", job.job_id)))?,
         )
+        .bind(job.admission_policy.as_str())
+        .bind(admission_json(&job.job_id, admission)?)
         .execute(&mut *tx)
         .await?;
         let sides = [("src", &job.sources), ("dst", &job.destinations)];
@@ -579,6 +589,8 @@ impl Store {
             "rate_bps": job.rate_bps,
             "volume_bytes": job.volume_bytes,
             "demands": job.demands.len(),
+            "admission_policy": job.admission_policy.as_str(),
+            "admission": admission,
         });
         Self::append_audit(
             &mut tx,
@@ -598,7 +610,53 @@ impl Store {
             created_ms: now_ms,
             updated_ms: now_ms,
             creator: creator.to_string(),
+            admission: admission.cloned(),
         })
+    }
+
+    /// Stores a job's new admission answer (a queued job admitted, say),
+    /// with an audit row in the same transaction. Returns the job as it
+    /// now is; a cancelled job is left as it was.
+    pub async fn update_admission(
+        &self,
+        job_id: &str,
+        admission: &Admission,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<JobRecord, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET admission_json = $1, updated_ms = $2 \
+             WHERE job_id = $3 AND cancelled_ms IS NULL",
+        )
+        .bind(admission_json(job_id, Some(admission))?)
+        .bind(now_ms)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::FailedPrecondition(format!(
+                "jobs/{job_id} is cancelled or gone"
+            )));
+        }
+        let resource = format!("jobs/{job_id}");
+        Self::append_audit(
+            &mut tx,
+            now_ms,
+            AuditEntry {
+                actor,
+                action: "aiwan.admission/Admit",
+                resource: &resource,
+                detail: serde_json::json!({ "admission": admission }),
+            },
+        )
+        .await?;
+        let record = Self::read_job(&mut tx, job_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// Marks a job cancelled; a job cancelled before cannot be cancelled again.
@@ -688,7 +746,8 @@ impl Store {
         let Some(row) = sqlx::query(
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
              start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
-             max_latency_us, pin_json, collective_json FROM jobs WHERE job_id = $1",
+             max_latency_us, pin_json, collective_json, admission_policy, admission_json \
+             FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1354,6 +1413,17 @@ fn plan_from_row(row: &AnyRow) -> Result<PlanRecord, StoreError> {
     })
 }
 
+/// A job's admission answer as stored.
+fn admission_json(
+    job_id: &str,
+    admission: Option<&Admission>,
+) -> Result<Option<String>, StoreError> {
+    admission
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| corrupt(format!("admission of job {job_id}: {e}")))
+}
+
 fn job_from_row(
     row: &AnyRow,
     sources: Vec<Endpoint>,
@@ -1392,11 +1462,23 @@ fn job_from_row(
                         .map_err(|e| corrupt(format!("collective_json of job {job_id}: {e}")))?,
                 ),
             },
-            job_id,
+            admission_policy: match row.try_get::<Option<String>, _>("admission_policy")? {
+                None => AdmissionPolicy::default(),
+                Some(text) => AdmissionPolicy::parse(&text)
+                    .ok_or_else(|| corrupt(format!("admission_policy {text:?} of job {job_id}")))?,
+            },
+            job_id: job_id.clone(),
         },
         cancelled_ms: row.try_get("cancelled_ms")?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
         creator: row.try_get("creator")?,
+        admission: match row.try_get::<Option<String>, _>("admission_json")? {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| corrupt(format!("admission_json of job {job_id}: {e}")))?,
+            ),
+        },
     })
 }

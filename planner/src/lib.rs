@@ -6,6 +6,7 @@
 //! reads the clock or touches the database, and its solvers read no files;
 //! the same inputs give the same outputs.
 
+pub mod admission;
 pub mod allocation;
 pub mod classes;
 pub mod eval;

@@ -20,9 +20,9 @@ pub enum LpError {
     NotSolved(String),
 }
 
-/// Settings shared by both LPs: tight tolerances (the reference must
+/// Settings shared by every LP: tight tolerances (the reference must
 /// reproduce published optima to 1e-6) and an optional time limit.
-fn solve(
+pub(crate) fn solve(
     n_vars: usize,
     q: Vec<f64>,
     a: CscMatrix<f64>,

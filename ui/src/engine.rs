@@ -490,6 +490,7 @@ fn event_kind(kind: i32) -> &'static str {
         pb::EventKind::CongestionSeen => "congestion-seen",
         pb::EventKind::CongestionCleared => "congestion-cleared",
         pb::EventKind::EventsMissed => "events-missed",
+        pb::EventKind::JobAdmitted => "job-admitted",
         pb::EventKind::Unspecified => "unspecified",
     }
 }
@@ -734,6 +735,12 @@ async fn load_jobs(clients: &mut Clients, shared: &Shared) -> Result<(), String>
                     deadline_ms: job.deadline.as_ref().map(timestamp_ms),
                     state,
                     measured_bps: None,
+                    guaranteed_bps: job
+                        .admission
+                        .as_ref()
+                        .filter(|a| a.outcome != pb::AdmissionOutcome::NotGuaranteed as i32)
+                        .map(|a| a.guaranteed_bps),
+                    admission: job.admission.as_ref().map(|a| a.detail.clone()),
                 }
             })
             .collect();
@@ -933,10 +940,11 @@ async fn execute(clients: &mut Clients, shared: &Shared, command: Command) -> Re
             (
                 format!("create jobs/{}", form.id),
                 answer.map(|a| {
-                    format!(
-                        "created {}",
-                        a.into_inner().job.map(|j| j.name).unwrap_or_default()
-                    )
+                    let job = a.into_inner().job.unwrap_or_default();
+                    match job.admission {
+                        Some(admission) => format!("created {}: {}", job.name, admission.detail),
+                        None => format!("created {}", job.name),
+                    }
                 }),
             )
         }

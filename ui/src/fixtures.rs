@@ -275,6 +275,10 @@ pub fn demo() -> Snapshot {
             state: "active".into(),
             satisfaction: Some(1.0),
             measured_bps: Some(4.09e9),
+            guaranteed_bps: Some(4_000_000_000),
+            admission: Some(
+                "4 Gbit/s asked: 4 Gbit/s within the latency bound, 0 bit/s on longer paths".into(),
+            ),
         },
         JobRow {
             name: "jobs/train-llm-east".into(),
@@ -288,6 +292,10 @@ pub fn demo() -> Snapshot {
             state: "active".into(),
             satisfaction: Some(1.0),
             measured_bps: Some(17.5e9),
+            guaranteed_bps: Some(3_000_000_000),
+            admission: Some(
+                "3 Gbit/s asked: 3 Gbit/s within the latency bound, 0 bit/s on longer paths".into(),
+            ),
         },
         JobRow {
             name: "jobs/dataset-sync".into(),
@@ -301,6 +309,13 @@ pub fn demo() -> Snapshot {
             state: "scheduled".into(),
             satisfaction: None,
             measured_bps: None,
+            guaranteed_bps: Some(1_200_000_000),
+            admission: Some(
+                "1.48 Gbit/s asked: 1.2 Gbit/s within the latency bound, 0 bit/s on longer \
+                 paths, 280 Mbit/s does not fit beside the guarantees already given; at that \
+                 rate the volume is through 2215 s after its deadline"
+                    .into(),
+            ),
         },
     ];
     let event = |seq: u64, ago_s: i64, kind: &str, subject: &str, message: &str| EventRow {

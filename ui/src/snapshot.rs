@@ -263,6 +263,10 @@ pub struct JobRow {
     /// What the last measured interval saw of the job's class between its
     /// endpoints' nodes, when known.
     pub measured_bps: Option<f64>,
+    /// What admission guaranteed the job (ai-sync, ai-bulk), and its answer
+    /// in words.
+    pub guaranteed_bps: Option<i64>,
+    pub admission: Option<String>,
 }
 
 /// One event of the stream.

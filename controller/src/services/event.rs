@@ -37,6 +37,7 @@ pub fn kind_to_pb(kind: EventKind) -> pb::EventKind {
         EventKind::CongestionPredicted => pb::EventKind::CongestionPredicted,
         EventKind::CongestionSeen => pb::EventKind::CongestionSeen,
         EventKind::CongestionCleared => pb::EventKind::CongestionCleared,
+        EventKind::JobAdmitted => pb::EventKind::JobAdmitted,
     }
 }
 

@@ -12,8 +12,8 @@ use super::{AppState, decode_page_token, into_page, page_size, store_status};
 use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
 use crate::model::{
-    CollectiveFlows, DemandRecord, Endpoint, JobRecord, JobState, NewJob, PathPin, TrafficClass,
-    now_ms,
+    Admission, AdmissionOutcome, AdmissionPolicy, CollectiveFlows, DemandRecord, Endpoint,
+    JobRecord, JobState, NewJob, PathPin, TrafficClass, now_ms,
 };
 
 /// Longest job ID and tenant.
@@ -140,6 +140,19 @@ pub fn validate_job(
             return Err(FieldViolation::new(
                 "job.traffic_class",
                 "must be AI_SYNC, AI_BULK or BEST_EFFORT",
+            ));
+        }
+    };
+    let admission_policy = match pb::AdmissionPolicy::try_from(job.admission_policy) {
+        // The tenant's policy is the service's to resolve.
+        Ok(pb::AdmissionPolicy::Unspecified) => AdmissionPolicy::default(),
+        Ok(pb::AdmissionPolicy::AdmitPartial) => AdmissionPolicy::AdmitPartial,
+        Ok(pb::AdmissionPolicy::Reject) => AdmissionPolicy::Reject,
+        Ok(pb::AdmissionPolicy::Queue) => AdmissionPolicy::Queue,
+        Err(_) => {
+            return Err(FieldViolation::new(
+                "job.admission_policy",
+                "must be ADMIT_PARTIAL, REJECT or QUEUE (or unset)",
             ));
         }
     };
@@ -332,7 +345,56 @@ pub fn validate_job(
         demands,
         pin,
         collective: collective.map(|(_, flows)| flows),
+        admission_policy,
     })
+}
+
+/// The policy of a job as given: its own, else its tenant's.
+pub fn resolve_policy(job: &pb::Job, config: &crate::config::AdmissionConfig) -> AdmissionPolicy {
+    match pb::AdmissionPolicy::try_from(job.admission_policy) {
+        Ok(pb::AdmissionPolicy::AdmitPartial) => AdmissionPolicy::AdmitPartial,
+        Ok(pb::AdmissionPolicy::Reject) => AdmissionPolicy::Reject,
+        Ok(pb::AdmissionPolicy::Queue) => AdmissionPolicy::Queue,
+        Ok(pb::AdmissionPolicy::Unspecified) | Err(_) => config.policy_for(&job.tenant),
+    }
+}
+
+/// The protobuf form of an admission answer.
+pub fn admission_to_pb(admission: &Admission) -> pb::Admission {
+    pb::Admission {
+        outcome: match admission.outcome {
+            AdmissionOutcome::Admitted => pb::AdmissionOutcome::Admitted,
+            AdmissionOutcome::Partial => pb::AdmissionOutcome::Partial,
+            AdmissionOutcome::Queued => pb::AdmissionOutcome::Queued,
+            AdmissionOutcome::Rejected => pb::AdmissionOutcome::Rejected,
+            AdmissionOutcome::NotGuaranteed => pb::AdmissionOutcome::NotGuaranteed,
+        } as i32,
+        requested_bps: admission.requested_bps,
+        within_latency_bound_bps: admission.within_bound_bps,
+        beyond_latency_bound_bps: admission.beyond_bound_bps,
+        guaranteed_bps: admission.guaranteed_bps(),
+        expected_completion_time: admission.expected_completion_ms.map(timestamp),
+        detail: admission.detail.clone(),
+        evaluate_time: Some(timestamp(admission.evaluated_ms)),
+    }
+}
+
+/// Admits `job` beside the stored jobs: the answer, computed off the async
+/// threads (it solves LPs).
+pub async fn admit(state: &AppState, job: &NewJob, now_ms: i64) -> Result<Admission, Status> {
+    let topology = state
+        .store
+        .load_topology()
+        .await
+        .map_err(store_status)?
+        .topology;
+    let existing = state.store.uncancelled_jobs().await.map_err(store_status)?;
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::admission::admit(&topology, &existing, &job, job.admission_policy, now_ms)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("admission task failed: {e}")))
 }
 
 /// Most members of one collective.
@@ -529,6 +591,7 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
         JobState::Active => pb::JobState::Active,
         JobState::Finished => pb::JobState::Finished,
         JobState::Cancelled => pb::JobState::Cancelled,
+        JobState::Queued => pb::JobState::Queued,
     };
     let endpoint_at = |list: &[Endpoint], position: i64| {
         usize::try_from(position)
@@ -584,7 +647,72 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
             ip_protocol: u32::from(flows.ip_protocol),
             first_port: u32::from(flows.first_port),
         }),
+        admission_policy: match job.admission_policy {
+            AdmissionPolicy::AdmitPartial => pb::AdmissionPolicy::AdmitPartial,
+            AdmissionPolicy::Reject => pb::AdmissionPolicy::Reject,
+            AdmissionPolicy::Queue => pb::AdmissionPolicy::Queue,
+        } as i32,
+        admission: record.admission.as_ref().map(admission_to_pb),
     }
+}
+
+/// Admits queued jobs, oldest first, once all of each fits (what the jobs
+/// ahead of it leave, those admitted in the same round included); runs
+/// every `admission.requeue_interval_ms` until the controller stops.
+pub async fn requeue(state: AppState) {
+    let period = std::time::Duration::from_millis(state.admission.requeue_interval_ms);
+    let stopping = state.stopping();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            () = &mut stopping => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        if let Err(error) = requeue_once(&state).await {
+            tracing::warn!(%error, "admission: queued jobs not looked at");
+        }
+    }
+}
+
+/// One round of [`requeue`]; returns the jobs admitted.
+pub async fn requeue_once(state: &AppState) -> Result<Vec<String>, Status> {
+    let now = now_ms();
+    let queued: Vec<JobRecord> = {
+        let mut jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
+        jobs.retain(|r| r.state_at(now) == JobState::Queued);
+        jobs.sort_by_key(|r| (r.created_ms, r.job.job_id.clone()));
+        jobs
+    };
+    let mut admitted = Vec::new();
+    for record in queued {
+        let _admitting = state.admission_lock.lock().await;
+        let answer = admit(state, &record.job, now).await?;
+        if answer.outcome != AdmissionOutcome::Admitted {
+            continue;
+        }
+        let job_id = record.job.job_id.clone();
+        match state
+            .store
+            .update_admission(&job_id, &answer, "admission", now)
+            .await
+        {
+            Ok(_) => {}
+            // Cancelled meanwhile: nothing to admit.
+            Err(crate::store::StoreError::FailedPrecondition(_)) => continue,
+            Err(other) => return Err(store_status(other)),
+        }
+        state.events.publish(
+            crate::events::EventKind::JobAdmitted,
+            format!("jobs/{job_id}"),
+            format!("queued job admitted: {}", answer.detail),
+            &[
+                ("guaranteed_bps", answer.guaranteed_bps() as f64),
+                ("queued_ms", (now - record.created_ms) as f64),
+            ],
+        );
+        admitted.push(job_id);
+    }
+    Ok(admitted)
 }
 
 /// The sites of the stored topology, for endpoint checks.
@@ -608,11 +736,24 @@ impl IntentService for IntentApi {
         let request = request.into_inner();
         let sites = known_sites(&self.state).await?;
         let now = now_ms();
-        let job = validate_job(&request.job_id, request.job.as_ref(), &sites, now)?;
+        let mut job = validate_job(&request.job_id, request.job.as_ref(), &sites, now)?;
+        if let Some(given) = &request.job {
+            job.admission_policy = resolve_policy(given, &self.state.admission);
+        }
+        // One admission at a time: two jobs are never promised the same
+        // spare capacity.
+        let _admitting = self.state.admission_lock.lock().await;
+        let admission = admit(&self.state, &job, now).await?;
+        if admission.outcome == AdmissionOutcome::Rejected {
+            return Err(Status::failed_precondition(format!(
+                "job.rate_bps: {}",
+                admission.detail
+            )));
+        }
         let record = self
             .state
             .store
-            .create_job(&job, &caller.actor(), now)
+            .create_job(&job, Some(&admission), &caller.actor(), now)
             .await
             .map_err(|error| match error {
                 // The issue that defined validation asks INVALID_ARGUMENT for
@@ -623,7 +764,13 @@ impl IntentService for IntentApi {
                 }
                 other => store_status(other),
             })?;
-        tracing::info!(job = %job.job_id, tenant = %job.tenant, actor = %caller.actor(), "job created");
+        tracing::info!(
+            job = %job.job_id,
+            tenant = %job.tenant,
+            actor = %caller.actor(),
+            admission = %admission.detail,
+            "job created"
+        );
         Ok(Response::new(pb::CreateJobResponse {
             job: Some(job_to_pb(&record, now)),
         }))
@@ -816,6 +963,7 @@ mod tests {
             created_ms: NOW,
             updated_ms: NOW,
             creator: "t".into(),
+            admission: None,
         };
         let back = job_to_pb(&record, NOW);
         assert_eq!(back.collective, collective_job().collective);

@@ -37,6 +37,10 @@ pub struct AppState {
     pub closed_loop: Option<crate::closed_loop::SharedView>,
     /// The closed loop's settings, for GetControlLoop.
     pub loop_config: crate::config::ClosedLoopConfig,
+    /// Admission's settings (tenant policies).
+    pub admission: crate::config::AdmissionConfig,
+    /// Held while a job is admitted and stored.
+    pub admission_lock: crate::admission::AdmissionLock,
 }
 
 impl AppState {

@@ -429,12 +429,20 @@ impl PlanService for PlanApi {
                 Status::from(violation)
             })?;
         hypothetical.start_ms = hypothetical.start_ms.min(now);
+        if let Some(given) = &job {
+            hypothetical.admission_policy =
+                crate::services::intent::resolve_policy(given, &self.state.admission);
+        }
+        // What admission would answer, and the plan with the job at the
+        // rate it would be guaranteed.
+        let admission = crate::services::intent::admit(&self.state, &hypothetical, now).await?;
         let record = crate::model::JobRecord {
             job: hypothetical,
             cancelled_ms: None,
             created_ms: now,
             updated_ms: now,
             creator: caller.actor(),
+            admission: Some(admission.clone()),
         };
         let computed = compute(&self.state, Some(record)).await?;
         let preview = PlanRecord {
@@ -452,7 +460,10 @@ impl PlanService for PlanApi {
         };
         let mut plan = plan_to_pb(&preview, Vec::new());
         plan.name = "plans/preview".into();
-        Ok(Response::new(pb::PreviewPlanResponse { plan: Some(plan) }))
+        Ok(Response::new(pb::PreviewPlanResponse {
+            plan: Some(plan),
+            admission: Some(crate::services::intent::admission_to_pb(&admission)),
+        }))
     }
 
     async fn apply_plan(

@@ -1,7 +1,8 @@
 //! Jobs: every AI job with its class, rate or volume and deadline, state,
-//! its class's satisfaction in the current plan and what was measured of
-//! it; below, the paths and split the current plan gives the selected
-//! job's class between its sites; `n` opens the form, `c` cancels (both
+//! what admission guaranteed it, its class's satisfaction in the current
+//! plan and what was measured of it; below, admission's answer and the
+//! paths and split the current plan gives the selected job's class
+//! between its sites; `n` opens the form, `c` cancels (both
 //! need an operator token).
 
 use ratatui::Frame;
@@ -78,6 +79,19 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
                 ));
                 cells.push(Cell::from(job.measured_bps.map(rate).unwrap_or_default()));
             }
+            // What admission guaranteed, red when short of the rate.
+            let guaranteed = match job.guaranteed_bps {
+                Some(bps) => Span::styled(
+                    rate(bps as f64),
+                    Style::new().fg(if bps < job.rate_bps {
+                        Color::Red
+                    } else {
+                        Color::Green
+                    }),
+                ),
+                None => Span::from("-"),
+            };
+            cells.insert(if wide { 5 } else { 4 }, Cell::from(guaranteed));
             let style = if i == selected {
                 Style::new().add_modifier(Modifier::REVERSED)
             } else {
@@ -94,6 +108,7 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
                 "class",
                 "rate/volume",
                 "state",
+                "guaranteed",
                 "satisfied",
                 "sites",
                 "deadline",
@@ -105,6 +120,7 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
                 Constraint::Length(11),
                 Constraint::Length(11),
                 Constraint::Length(10),
+                Constraint::Length(10),
                 Constraint::Length(9),
                 Constraint::Min(20),
                 Constraint::Length(10),
@@ -113,12 +129,13 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
         )
     } else {
         (
-            vec!["job", "class", "rate/vol", "state", "satisfied"],
+            vec!["job", "class", "rate/vol", "state", "guarant.", "satisfied"],
             vec![
                 Constraint::Min(14),
                 Constraint::Length(11),
                 Constraint::Length(9),
                 Constraint::Length(10),
+                Constraint::Length(9),
                 Constraint::Length(9),
             ],
         )
@@ -146,6 +163,12 @@ fn draw_paths(frame: &mut Frame, area: Rect, snapshot: &Snapshot, job: &JobRow) 
     let title = format!(" {} paths in {plan} ", job.name.trim_start_matches("jobs/"));
     let allocations = job_paths(snapshot, job);
     let mut lines = Vec::new();
+    if let Some(admission) = &job.admission {
+        lines.push(Line::from(Span::styled(
+            format!("admission: {admission}"),
+            Style::new().fg(Color::Cyan),
+        )));
+    }
     if snapshot
         .current_plan
         .as_ref()
