@@ -5,3 +5,6 @@
 -- before admission existed: planned whole.
 ALTER TABLE jobs ADD COLUMN admission_policy TEXT;
 ALTER TABLE jobs ADD COLUMN admission_json TEXT;
+-- An ai-sync job's burst (JSON: bytes_per_iteration, iteration_period_us);
+-- NULL when it declares none.
+ALTER TABLE jobs ADD COLUMN burst_json TEXT;

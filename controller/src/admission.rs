@@ -39,6 +39,7 @@ pub fn admit(
         within_bound_bps: within,
         beyond_bound_bps: beyond,
         expected_completion_ms: completion(job, within.saturating_add(beyond)),
+        iteration_transfer_us: iteration_transfer(job, within.saturating_add(beyond)),
         evaluated_ms: now_ms,
         detail,
     };
@@ -113,6 +114,17 @@ pub fn admit(
             (done - deadline).saturating_add(999) / 1000
         ));
     }
+    if let (Some(burst), Some(transfer)) = (job.burst, iteration_transfer(job, within + beyond)) {
+        let period = burst.iteration_period_us;
+        detail.push_str(&format!(
+            "; an iteration's transfer takes {:.1} ms of its {:.1} ms",
+            transfer as f64 / 1000.0,
+            period as f64 / 1000.0
+        ));
+        if transfer > period {
+            detail.push_str(": the network cannot keep the job's pace");
+        }
+    }
     match outcome {
         AdmissionOutcome::Queued => detail.push_str("; queued until all of it fits"),
         AdmissionOutcome::Rejected => detail.push_str("; rejected (admission policy reject)"),
@@ -154,6 +166,18 @@ fn completion(job: &NewJob, guaranteed_bps: i64) -> Option<i64> {
         return None;
     }
     Some(job.start_ms.saturating_add(ms as i64))
+}
+
+/// A job with a burst: one iteration's bytes per pair at a pair's share of
+/// `guaranteed_bps`, microseconds.
+fn iteration_transfer(job: &NewJob, guaranteed_bps: i64) -> Option<i64> {
+    let burst = job.burst?;
+    let pairs = job.demands.len().max(1) as f64;
+    if guaranteed_bps <= 0 {
+        return None;
+    }
+    let us = burst.bytes_per_iteration as f64 * 8.0 / (guaranteed_bps as f64 / pairs) * 1e6;
+    (us.is_finite() && us < 1e15).then(|| us.ceil() as i64)
 }
 
 /// A job's time window: start to end time, else deadline, else forever.
@@ -291,6 +315,7 @@ mod tests {
             pin: None,
             collective: None,
             admission_policy: AdmissionPolicy::AdmitPartial,
+            burst: None,
         }
     }
 
@@ -378,6 +403,42 @@ mod tests {
             answer.detail.contains("after its deadline"),
             "{}",
             answer.detail
+        );
+    }
+
+    #[test]
+    fn a_collective_is_told_how_long_an_iteration_takes() {
+        // 20G of bursts asked, 10 iterations a second of 100 MB: 40 ms of
+        // the 100 ms at 20G. With 85G already promised, 5G fit: 160 ms,
+        // more than the period.
+        let mut sync = job("sync", TrafficClass::AiSync, 20_000_000_000);
+        sync.burst = Some(crate::model::SyncBurst {
+            bytes_per_iteration: 100_000_000,
+            iteration_period_us: 100_000,
+        });
+        let topology = topology();
+        let alone = admit(&topology, &[], &sync, AdmissionPolicy::AdmitPartial, NOW);
+        assert_eq!(alone.iteration_transfer_us, Some(40_000), "{alone:?}");
+        assert!(
+            alone.detail.contains("takes 40.0 ms of its 100.0 ms"),
+            "{}",
+            alone.detail
+        );
+        let first = job("first", TrafficClass::AiSync, 85_000_000_000);
+        let given = admit(&topology, &[], &first, AdmissionPolicy::AdmitPartial, NOW);
+        let crowded = admit(
+            &topology,
+            &[stored(first, given)],
+            &sync,
+            AdmissionPolicy::AdmitPartial,
+            NOW,
+        );
+        let transfer = crowded.iteration_transfer_us.expect("a transfer time");
+        assert!((transfer - 160_000).abs() < 500, "{crowded:?}");
+        assert!(
+            crowded.detail.contains("cannot keep the job's pace"),
+            "{}",
+            crowded.detail
         );
     }
 

@@ -52,6 +52,7 @@ fn job(id: String, class: TrafficClass, from: &str, to: &str, rate_bps: i64, now
         pin: None,
         collective: None,
         admission_policy: AdmissionPolicy::AdmitPartial,
+        burst: None,
     }
 }
 

@@ -227,6 +227,7 @@ mod tests {
                     first_port: 5201,
                 }),
                 admission_policy: Default::default(),
+                burst: None,
             },
             cancelled_ms: None,
             created_ms: 0,

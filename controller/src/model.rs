@@ -67,6 +67,18 @@ pub struct NewJob {
     /// What happens when its rate cannot all be guaranteed (resolved from
     /// the tenant's policy at creation).
     pub admission_policy: AdmissionPolicy,
+    /// An ai-sync job's rhythm, when it declares one.
+    pub burst: Option<SyncBurst>,
+}
+
+/// A training job's synchronisation: each iteration every pair moves
+/// `bytes_per_iteration` in a burst at the job's rate. Stored as JSON in
+/// `jobs.burst_json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncBurst {
+    pub bytes_per_iteration: i64,
+    /// One over the iterations per second, microseconds.
+    pub iteration_period_us: i64,
 }
 
 /// What happens to a job whose rate cannot all be guaranteed.
@@ -125,6 +137,10 @@ pub struct Admission {
     pub beyond_bound_bps: i64,
     /// A volume job: when its volume is through at the guaranteed rate.
     pub expected_completion_ms: Option<i64>,
+    /// A job with a burst: one iteration's transfer at the guaranteed
+    /// rate, microseconds.
+    #[serde(default)]
+    pub iteration_transfer_us: Option<i64>,
     pub evaluated_ms: i64,
     pub detail: String,
 }

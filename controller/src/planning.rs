@@ -825,6 +825,7 @@ mod tests {
                 }),
                 collective: None,
                 admission_policy: Default::default(),
+                burst: None,
             },
             cancelled_ms: None,
             created_ms: 0,

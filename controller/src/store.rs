@@ -516,9 +516,9 @@ impl Store {
             "INSERT INTO jobs (job_id, tenant, traffic_class, rate_bps, volume_bytes, \
              deadline_ms, start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, \
              creator, max_latency_us, pin_json, collective_json, admission_policy, \
-             admission_json) \
+             admission_json, burst_json) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $10, $11, $12, $13, $14, \
-             $15, $16)",
+             $15, $16, $17)",
         )
         .bind(&job.job_id)
         .bind(&job.tenant)
@@ -548,6 +548,13 @@ impl Store {
         )
         .bind(job.admission_policy.as_str())
         .bind(admission_json(&job.job_id, admission)?)
+        .bind(
+            job.burst
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| corrupt(format!("burst of job {}: {e}", job.job_id)))?,
+        )
         .execute(&mut *tx)
         .await?;
         let sides = [("src", &job.sources), ("dst", &job.destinations)];
@@ -746,8 +753,8 @@ impl Store {
         let Some(row) = sqlx::query(
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
              start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
-             max_latency_us, pin_json, collective_json, admission_policy, admission_json \
-             FROM jobs WHERE job_id = $1",
+             max_latency_us, pin_json, collective_json, admission_policy, admission_json, \
+             burst_json FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1466,6 +1473,13 @@ fn job_from_row(
                 None => AdmissionPolicy::default(),
                 Some(text) => AdmissionPolicy::parse(&text)
                     .ok_or_else(|| corrupt(format!("admission_policy {text:?} of job {job_id}")))?,
+            },
+            burst: match row.try_get::<Option<String>, _>("burst_json")? {
+                None => None,
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| corrupt(format!("burst_json of job {job_id}: {e}")))?,
+                ),
             },
             job_id: job_id.clone(),
         },

@@ -13,7 +13,7 @@ use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
 use crate::model::{
     Admission, AdmissionOutcome, AdmissionPolicy, CollectiveFlows, DemandRecord, Endpoint,
-    JobRecord, JobState, NewJob, PathPin, TrafficClass, now_ms,
+    JobRecord, JobState, NewJob, PathPin, SyncBurst, TrafficClass, now_ms,
 };
 
 /// Longest job ID and tenant.
@@ -311,6 +311,7 @@ pub fn validate_job(
         .checked_add(pairs - 1)
         .map(|rounded| rounded / pairs)
         .ok_or_else(|| FieldViolation::new("job.rate_bps", "overflows when shared by the pairs"))?;
+    let burst = validate_burst(job, class, per_pair)?;
     let demands = match collective {
         Some(_) => (0..sources.len() as i64)
             .map(|i| DemandRecord {
@@ -346,7 +347,62 @@ pub fn validate_job(
         pin,
         collective: collective.map(|(_, flows)| flows),
         admission_policy,
+        burst,
     })
+}
+
+/// Most iterations per second a burst may declare.
+pub const MAX_ITERATIONS_PER_SECOND: f64 = 100_000.0;
+
+/// `burst`: an ai-sync job's bytes per pair and iteration, and its
+/// iterations per second. The job's rate is the burst's: one iteration's
+/// bytes at a pair's share of it (`per_pair`) must take at most the
+/// iteration period, or the job's own figures cannot hold.
+fn validate_burst(
+    job: &pb::Job,
+    class: TrafficClass,
+    per_pair: i64,
+) -> Result<Option<SyncBurst>, FieldViolation> {
+    let Some(burst) = &job.burst else {
+        return Ok(None);
+    };
+    if class != TrafficClass::AiSync {
+        return Err(FieldViolation::new(
+            "job.burst",
+            "only ai-sync jobs declare a burst",
+        ));
+    }
+    if !(1..=MAX_RATE_BPS).contains(&burst.bytes_per_iteration) {
+        return Err(FieldViolation::new(
+            "job.burst.bytes_per_iteration",
+            "must be positive and at most 1e15",
+        ));
+    }
+    let rate = burst.iterations_per_second;
+    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_ITERATIONS_PER_SECOND) {
+        return Err(FieldViolation::new(
+            "job.burst.iterations_per_second",
+            "must be positive and at most 100000",
+        ));
+    }
+    let period_us = (1e6 / rate).round() as i64;
+    let transfer_us = burst.bytes_per_iteration as f64 * 8.0 / per_pair.max(1) as f64 * 1e6;
+    if transfer_us > period_us as f64 {
+        return Err(FieldViolation::new(
+            "job.burst",
+            format!(
+                "{} bytes per pair at {per_pair} bit/s (the job's rate per pair) take {:.1} ms, \
+                 longer than an iteration ({:.1} ms)",
+                burst.bytes_per_iteration,
+                transfer_us / 1000.0,
+                period_us as f64 / 1000.0
+            ),
+        ));
+    }
+    Ok(Some(SyncBurst {
+        bytes_per_iteration: burst.bytes_per_iteration,
+        iteration_period_us: period_us.max(1),
+    }))
 }
 
 /// The policy of a job as given: its own, else its tenant's.
@@ -376,6 +432,7 @@ pub fn admission_to_pb(admission: &Admission) -> pb::Admission {
         expected_completion_time: admission.expected_completion_ms.map(timestamp),
         detail: admission.detail.clone(),
         evaluate_time: Some(timestamp(admission.evaluated_ms)),
+        iteration_transfer_time: admission.iteration_transfer_us.map(duration_us),
     }
 }
 
@@ -624,10 +681,7 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
         create_time: Some(timestamp(record.created_ms)),
         update_time: Some(timestamp(record.updated_ms)),
         creator: record.creator.clone(),
-        max_latency: job.max_latency_us.map(|us| prost_types::Duration {
-            seconds: us / 1_000_000,
-            nanos: ((us % 1_000_000) * 1000) as i32,
-        }),
+        max_latency: job.max_latency_us.map(duration_us),
         pinned_path: job
             .pin
             .iter()
@@ -653,6 +707,18 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
             AdmissionPolicy::Queue => pb::AdmissionPolicy::Queue,
         } as i32,
         admission: record.admission.as_ref().map(admission_to_pb),
+        burst: job.burst.map(|burst| pb::SyncBurst {
+            bytes_per_iteration: burst.bytes_per_iteration,
+            iterations_per_second: 1e6 / burst.iteration_period_us.max(1) as f64,
+        }),
+    }
+}
+
+/// A protobuf duration of `us` microseconds.
+fn duration_us(us: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: us / 1_000_000,
+        nanos: ((us % 1_000_000) * 1000) as i32,
     }
 }
 
@@ -967,6 +1033,67 @@ mod tests {
         };
         let back = job_to_pb(&record, NOW);
         assert_eq!(back.collective, collective_job().collective);
+    }
+
+    #[test]
+    fn a_burst_is_checked_against_the_job_s_own_rate() {
+        // The collective's three hops share 3 Gbit/s: 1 Gbit/s each. 10 MB
+        // per iteration take 80 ms of an iteration at 10 a second.
+        let burst = |bytes, per_second| {
+            let mut job = collective_job();
+            job.rate_bps = 3_000_000_000;
+            job.burst = Some(pb::SyncBurst {
+                bytes_per_iteration: bytes,
+                iterations_per_second: per_second,
+            });
+            job
+        };
+        let job =
+            validate_job("ring", Some(&burst(10_000_000, 10.0)), &sites(), NOW).expect("valid");
+        let declared = job.burst.expect("burst");
+        assert_eq!(declared.iteration_period_us, 100_000);
+        let record = JobRecord {
+            job,
+            cancelled_ms: None,
+            created_ms: NOW,
+            updated_ms: NOW,
+            creator: "t".into(),
+            admission: None,
+        };
+        assert_eq!(
+            job_to_pb(&record, NOW)
+                .burst
+                .map(|b| b.iterations_per_second),
+            Some(10.0)
+        );
+        let refused = |job: pb::Job| {
+            let error = validate_job("ring", Some(&job), &sites(), NOW).expect_err("refused");
+            format!("{}: {}", error.field, error.reason)
+        };
+        // 20 MB take 160 ms: longer than the iteration.
+        assert!(
+            refused(burst(20_000_000, 10.0)).starts_with("job.burst: 20000000 bytes per pair"),
+            "{}",
+            refused(burst(20_000_000, 10.0))
+        );
+        assert_eq!(
+            refused(burst(10_000_000, 0.0)),
+            "job.burst.iterations_per_second: must be positive and at most 100000"
+        );
+        assert_eq!(
+            refused(burst(10_000_000, f64::NAN)),
+            "job.burst.iterations_per_second: must be positive and at most 100000"
+        );
+        assert_eq!(
+            refused(burst(0, 10.0)),
+            "job.burst.bytes_per_iteration: must be positive and at most 1e15"
+        );
+        let mut bulk = bulk_job();
+        bulk.burst = burst(1, 1.0).burst;
+        assert_eq!(
+            refused(bulk),
+            "job.burst: only ai-sync jobs declare a burst"
+        );
     }
 
     #[test]
