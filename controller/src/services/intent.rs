@@ -439,13 +439,7 @@ pub fn admission_to_pb(admission: &Admission) -> pb::Admission {
 /// Admits `job` beside the stored jobs: the answer, computed off the async
 /// threads (it solves LPs).
 pub async fn admit(state: &AppState, job: &NewJob, now_ms: i64) -> Result<Admission, Status> {
-    let topology = state
-        .store
-        .load_topology()
-        .await
-        .map_err(store_status)?
-        .topology;
-    let existing = state.store.uncancelled_jobs().await.map_err(store_status)?;
+    let (topology, existing) = super::topology_and_jobs(state).await?;
     let job = job.clone();
     tokio::task::spawn_blocking(move || {
         crate::admission::admit(&topology, &existing, &job, job.admission_policy, now_ms)

@@ -54,6 +54,21 @@ impl AppState {
     }
 }
 
+/// The stored topology and the jobs not cancelled: what plans and
+/// admission read.
+pub async fn topology_and_jobs(
+    state: &AppState,
+) -> Result<(aiwan_planner::Topology, Vec<crate::model::JobRecord>), Status> {
+    let topology = state
+        .store
+        .load_topology()
+        .await
+        .map_err(store_status)?
+        .topology;
+    let jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
+    Ok((topology, jobs))
+}
+
 /// The gRPC status for a store error. Database trouble is UNAVAILABLE (the
 /// client may retry); the message never leaks SQL.
 pub fn store_status(error: StoreError) -> Status {

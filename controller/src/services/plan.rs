@@ -200,13 +200,7 @@ async fn compute(
             robustness: aiwan_planner::classes::Robustness::Worst,
         })
     });
-    let topology = state
-        .store
-        .load_topology()
-        .await
-        .map_err(store_status)?
-        .topology;
-    let mut jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
+    let (topology, mut jobs) = super::topology_and_jobs(state).await?;
     jobs.extend(extra);
     // Collective flows keep the spines the current plan gave them.
     let previous = match state.store.current_plan().await.map_err(store_status)? {
