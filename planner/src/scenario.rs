@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::allocation::{Allocation, Problem};
-use crate::lp::{LpError, ScenarioObjective, scenario_path_lp_rowgen};
+use crate::lp::{LpError, ScenarioObjective, path_lp, scenario_path_lp_rowgen};
 use crate::network::TrafficMatrix;
 
 /// How a window's matrices become scenarios.
@@ -85,19 +85,27 @@ impl WindowPlanner {
                 continue;
             }
             let (matrix, factor) = match self.scenarios {
-                Scenarios::Raw => (past.clone(), 1.0),
+                Scenarios::Raw => (past.clone(), Some(1.0)),
                 Scenarios::Recentred { .. } => {
                     let (Some(then), Some(now)) = (levels.get(k), levels.get(t)) else {
                         return Err(LpError::Setup("levels do not cover the history".into()));
                     };
                     let recentred = recentre(past, then, now);
-                    let factor = recentred.total() / past.total().max(1e-12);
+                    // The scale follows the matrix's total, unless the
+                    // matrix was empty (pairs new since are replayed at
+                    // their level now): then it has an optimum of its own.
+                    let factor = (past.total() > 0.0).then(|| recentred.total() / past.total());
                     (recentred, factor)
                 }
             };
+            let scenario = problem(&matrix);
+            let scale = match factor {
+                Some(factor) => optimum(k)? * factor,
+                None => path_lp(&scenario, None)?.1,
+            };
             // An empty matrix has optimum 0: any positive scale will do.
-            scales.push((optimum(k)? * factor).max(1e-12));
-            problems.push(problem(&matrix));
+            scales.push(scale.max(1e-12));
+            problems.push(scenario);
             keys.push(k);
         }
         if problems.is_empty() {
