@@ -279,7 +279,6 @@ fn trim(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DemandRecord, Endpoint};
 
     const NOW: i64 = 1_800_000_000_000;
 
@@ -294,29 +293,7 @@ mod tests {
     }
 
     fn job(id: &str, class: TrafficClass, rate_bps: i64) -> NewJob {
-        NewJob {
-            job_id: id.into(),
-            tenant: "t".into(),
-            class,
-            sources: vec![Endpoint::Site("dc1".into())],
-            destinations: vec![Endpoint::Site("dc2".into())],
-            rate_bps,
-            volume_bytes: 0,
-            deadline_ms: None,
-            start_ms: NOW,
-            end_ms: None,
-            priority: 0,
-            max_latency_us: None,
-            demands: vec![DemandRecord {
-                src_position: 0,
-                dst_position: 0,
-                rate_bps,
-            }],
-            pin: None,
-            collective: None,
-            admission_policy: AdmissionPolicy::AdmitPartial,
-            burst: None,
-        }
+        crate::bench_admission::site_to_site_job(id.into(), class, "dc1", "dc2", rate_bps, NOW)
     }
 
     fn stored(job: NewJob, admission: Admission) -> JobRecord {

@@ -30,7 +30,16 @@ pub struct BenchAdmissionArgs {
 
 const SITES: [&str; 5] = ["dc1", "dc2", "pop-north", "pop-south", "pop-east"];
 
-fn job(id: String, class: TrafficClass, from: &str, to: &str, rate_bps: i64, now: i64) -> NewJob {
+/// A job of one site to another at `rate_bps` from `start_ms`, admitted in
+/// part when it does not fit (the benchmark's jobs and admission's tests).
+pub(crate) fn site_to_site_job(
+    id: String,
+    class: TrafficClass,
+    from: &str,
+    to: &str,
+    rate_bps: i64,
+    start_ms: i64,
+) -> NewJob {
     NewJob {
         job_id: id,
         tenant: "bench".into(),
@@ -40,7 +49,7 @@ fn job(id: String, class: TrafficClass, from: &str, to: &str, rate_bps: i64, now
         rate_bps,
         volume_bytes: 0,
         deadline_ms: None,
-        start_ms: now,
+        start_ms,
         end_ms: None,
         priority: 0,
         max_latency_us: None,
@@ -88,7 +97,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
         };
         // 0.1 to 2 Gbit/s.
         let rate = 100_000_000 + (next() % 20) as i64 * 100_000_000;
-        let new = job(format!("job-{i}"), class, from, to, rate, now);
+        let new = site_to_site_job(format!("job-{i}"), class, from, to, rate, now);
         let admission = admit(&topology, &existing, &new, new.admission_policy, now);
         existing.push(JobRecord {
             job: new,
@@ -99,7 +108,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
             admission: Some(admission),
         });
     }
-    let asked = job(
+    let asked = site_to_site_job(
         "timed".into(),
         TrafficClass::AiSync,
         "dc1",

@@ -254,6 +254,17 @@ mod tests {
         }
     }
 
+    /// The two shortest paths of each pair.
+    fn two_shortest(net: &Network, pairs: &[(usize, usize)]) -> PairPaths {
+        let mut finder = ShortestPaths::new(net);
+        let mut paths = PairPaths::new();
+        for &(s, t) in pairs {
+            let found = candidate_paths(net, &mut finder, s, t, &PathOptions::k_shortest(2));
+            paths.insert((s, t), found.into_iter().map(|p| p.edges).collect());
+        }
+        paths
+    }
+
     #[test]
     fn alternating_traffic_favours_the_robust_plan() {
         // Diamond, two pairs whose demands alternate: planning for the last
@@ -264,12 +275,7 @@ mod tests {
         let series: Vec<TrafficMatrix> = (0..12)
             .map(|i| if i % 2 == 0 { a.clone() } else { b.clone() })
             .collect();
-        let mut finder = ShortestPaths::new(&net);
-        let mut paths = PairPaths::new();
-        for (s, t) in [(0, 3), (1, 2)] {
-            let found = candidate_paths(&net, &mut finder, s, t, &PathOptions::k_shortest(2));
-            paths.insert((s, t), found.into_iter().map(|p| p.edges).collect());
-        }
+        let paths = two_shortest(&net, &[(0, 3), (1, 2)]);
         let scores = evaluate_methods(&net, &series, &paths, 4).unwrap();
         let by_name: HashMap<&str, &MethodScore> = scores.iter().map(|s| (s.name, s)).collect();
         assert_eq!(by_name["last-lp"].snapshots, 8);
@@ -304,12 +310,7 @@ mod tests {
                 }
             })
             .collect();
-        let mut finder = ShortestPaths::new(&net);
-        let mut paths = PairPaths::new();
-        for (s, t) in [(0, 3), (1, 2)] {
-            let found = candidate_paths(&net, &mut finder, s, t, &PathOptions::k_shortest(2));
-            paths.insert((s, t), found.into_iter().map(|p| p.edges).collect());
-        }
+        let paths = two_shortest(&net, &[(0, 3), (1, 2)]);
         let scores = evaluate_methods(&net, &series, &paths, 2).expect("every method plans");
         let aiwan = scores.iter().find(|s| s.name == "aiwan").expect("aiwan");
         assert!(aiwan.mean_norm_mlu < 1.01, "{scores:?}");
