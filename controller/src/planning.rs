@@ -780,7 +780,6 @@ fn find_cycle(graph: &BTreeMap<usize, BTreeMap<usize, f64>>) -> Option<Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DemandRecord, NewJob};
 
     #[test]
     fn per_destination_cycles_are_cancelled() {
@@ -799,34 +798,15 @@ mod tests {
     use crate::southbound::fixtures::diamond_with_hosts as diamond;
 
     fn job(id: &str, class: TrafficClass, rate_bps: i64, path: &[&str]) -> JobRecord {
+        let mut job =
+            crate::bench_admission::site_to_site_job(id.into(), class, "a", "b", rate_bps, 0);
+        job.pin = (!path.is_empty()).then(|| PathPin {
+            path: path.iter().map(|n| n.to_string()).collect(),
+            ip_protocol: Some(17),
+            destination_ports: Some((4791, 4791)),
+        });
         JobRecord {
-            job: NewJob {
-                job_id: id.into(),
-                tenant: "t".into(),
-                class,
-                sources: vec![Endpoint::Site("a".into())],
-                destinations: vec![Endpoint::Site("b".into())],
-                rate_bps,
-                volume_bytes: 0,
-                deadline_ms: None,
-                start_ms: 0,
-                end_ms: None,
-                priority: 0,
-                max_latency_us: None,
-                demands: vec![DemandRecord {
-                    src_position: 0,
-                    dst_position: 0,
-                    rate_bps,
-                }],
-                pin: (!path.is_empty()).then(|| PathPin {
-                    path: path.iter().map(|n| n.to_string()).collect(),
-                    ip_protocol: Some(17),
-                    destination_ports: Some((4791, 4791)),
-                }),
-                collective: None,
-                admission_policy: Default::default(),
-                burst: None,
-            },
+            job,
             cancelled_ms: None,
             created_ms: 0,
             updated_ms: 0,

@@ -282,7 +282,7 @@ pub fn max_share(
 mod tests {
     use super::*;
     use crate::classes::Class;
-    use crate::network::Edge;
+    use crate::classes::tests::both_ways;
 
     /// Two datacentres joined by a fast 10G path (east, 10 ms) and a 40G
     /// path 4 ms longer (south): `lab/ai-wan.clab.yml` in small.
@@ -294,15 +294,7 @@ mod tests {
             (0, 2, 40e9, 7_000.0),
             (2, 3, 40e9, 7_000.0),
         ] {
-            for (src, dst) in [(a, b), (b, a)] {
-                edges.push(Edge {
-                    src,
-                    dst,
-                    capacity,
-                    weight: latency,
-                    latency_us: latency,
-                });
-            }
+            both_ways(&mut edges, a, b, capacity, latency);
         }
         Network {
             name: "two-paths".into(),

@@ -629,12 +629,18 @@ pub fn path_joins(network: &Network, path: &[usize], src: usize, dst: usize) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::network::Edge;
 
     /// A link between `a` and `b`: an edge each way, latency as weight.
-    fn both_ways(edges: &mut Vec<Edge>, a: usize, b: usize, capacity: f64, latency: f64) {
+    pub(crate) fn both_ways(
+        edges: &mut Vec<Edge>,
+        a: usize,
+        b: usize,
+        capacity: f64,
+        latency: f64,
+    ) {
         for (src, dst) in [(a, b), (b, a)] {
             edges.push(Edge {
                 src,

@@ -143,19 +143,9 @@ pub fn validate_job(
             ));
         }
     };
-    let admission_policy = match pb::AdmissionPolicy::try_from(job.admission_policy) {
-        // The tenant's policy is the service's to resolve.
-        Ok(pb::AdmissionPolicy::Unspecified) => AdmissionPolicy::default(),
-        Ok(pb::AdmissionPolicy::AdmitPartial) => AdmissionPolicy::AdmitPartial,
-        Ok(pb::AdmissionPolicy::Reject) => AdmissionPolicy::Reject,
-        Ok(pb::AdmissionPolicy::Queue) => AdmissionPolicy::Queue,
-        Err(_) => {
-            return Err(FieldViolation::new(
-                "job.admission_policy",
-                "must be ADMIT_PARTIAL, REJECT or QUEUE (or unset)",
-            ));
-        }
-    };
+    // An unset policy is the tenant's, which the service resolves
+    // ([`resolve_policy`]).
+    let admission_policy = policy_of(job)?.unwrap_or_default();
     let collective = validate_collective(job)?;
     let (sources, destinations) = match &collective {
         // Member i sends to member i + 1, the last to the first.
@@ -405,14 +395,27 @@ fn validate_burst(
     }))
 }
 
-/// The policy of a job as given: its own, else its tenant's.
-pub fn resolve_policy(job: &pb::Job, config: &crate::config::AdmissionConfig) -> AdmissionPolicy {
+/// The policy a job names, `None` when unset.
+fn policy_of(job: &pb::Job) -> Result<Option<AdmissionPolicy>, FieldViolation> {
     match pb::AdmissionPolicy::try_from(job.admission_policy) {
-        Ok(pb::AdmissionPolicy::AdmitPartial) => AdmissionPolicy::AdmitPartial,
-        Ok(pb::AdmissionPolicy::Reject) => AdmissionPolicy::Reject,
-        Ok(pb::AdmissionPolicy::Queue) => AdmissionPolicy::Queue,
-        Ok(pb::AdmissionPolicy::Unspecified) | Err(_) => config.policy_for(&job.tenant),
+        Ok(pb::AdmissionPolicy::Unspecified) => Ok(None),
+        Ok(pb::AdmissionPolicy::AdmitPartial) => Ok(Some(AdmissionPolicy::AdmitPartial)),
+        Ok(pb::AdmissionPolicy::Reject) => Ok(Some(AdmissionPolicy::Reject)),
+        Ok(pb::AdmissionPolicy::Queue) => Ok(Some(AdmissionPolicy::Queue)),
+        Err(_) => Err(FieldViolation::new(
+            "job.admission_policy",
+            "must be ADMIT_PARTIAL, REJECT or QUEUE (or unset)",
+        )),
     }
+}
+
+/// The policy of a job as given (and validated): its own, else its
+/// tenant's.
+pub fn resolve_policy(job: &pb::Job, config: &crate::config::AdmissionConfig) -> AdmissionPolicy {
+    policy_of(job)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| config.policy_for(&job.tenant))
 }
 
 /// The protobuf form of an admission answer.
@@ -1017,16 +1020,21 @@ mod tests {
             })
         );
         // And it reads back as it was given.
-        let record = JobRecord {
+        let record = stored(job);
+        let back = job_to_pb(&record, NOW);
+        assert_eq!(back.collective, collective_job().collective);
+    }
+
+    /// A validated job as the store returns it.
+    fn stored(job: NewJob) -> JobRecord {
+        JobRecord {
             job,
             cancelled_ms: None,
             created_ms: NOW,
             updated_ms: NOW,
             creator: "t".into(),
             admission: None,
-        };
-        let back = job_to_pb(&record, NOW);
-        assert_eq!(back.collective, collective_job().collective);
+        }
     }
 
     #[test]
@@ -1046,14 +1054,7 @@ mod tests {
             validate_job("ring", Some(&burst(10_000_000, 10.0)), &sites(), NOW).expect("valid");
         let declared = job.burst.expect("burst");
         assert_eq!(declared.iteration_period_us, 100_000);
-        let record = JobRecord {
-            job,
-            cancelled_ms: None,
-            created_ms: NOW,
-            updated_ms: NOW,
-            creator: "t".into(),
-            admission: None,
-        };
+        let record = stored(job);
         assert_eq!(
             job_to_pb(&record, NOW)
                 .burst
