@@ -19,6 +19,7 @@ pub mod network;
 pub mod paths;
 pub mod placement;
 pub mod scenario;
+pub mod schedule;
 pub mod topology;
 pub mod traffic;
 
