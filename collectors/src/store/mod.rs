@@ -42,8 +42,8 @@ pub use config::{
 pub use error::StoreError;
 pub use parquet::{ExportSummary, ExportedFile, ImportSummary};
 pub use query::{
-    CounterPoint, ExporterCell, FlowSummary, InterfacePoint, MatrixAverage, MatrixCell, Talker,
-    TalkerGrouping, average_matrix,
+    CounterPoint, ExporterCell, FlowSelector, FlowSummary, InterfacePoint, MatrixAverage,
+    MatrixCell, SelectedBytes, Talker, TalkerGrouping, average_matrix,
 };
 
 use classify::Classifier;

@@ -30,6 +30,47 @@ pub struct FlowSummary {
     pub flows: u64,
 }
 
+/// Which flows are one job's: from one of its source prefixes to one of
+/// its destination prefixes, and when given, of its class (the store's
+/// DSCP table), IP protocol and destination ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSelector {
+    pub sources: Vec<ipnet::IpNet>,
+    pub destinations: Vec<ipnet::IpNet>,
+    /// A class name as the store's DSCP table gives it (`ai-bulk`).
+    pub class: Option<String>,
+    pub protocol: Option<u8>,
+    /// Inclusive.
+    pub destination_ports: Option<(u16, u16)>,
+}
+
+impl FlowSelector {
+    fn matches(&self, src: u128, dst: u128, class: &str, protocol: u8, dst_port: u16) -> bool {
+        let within = |nets: &[ipnet::IpNet], address: u128| {
+            let address = u128_to_addr(address);
+            nets.iter().any(|net| net.contains(&address))
+        };
+        self.class.as_deref().is_none_or(|c| c == class)
+            && self.protocol.is_none_or(|p| p == protocol)
+            && self
+                .destination_ports
+                .is_none_or(|(first, last)| (first..=last).contains(&dst_port))
+            && within(&self.sources, src)
+            && within(&self.destinations, dst)
+    }
+}
+
+/// The bytes of one selector's flows as one exporter (and observation
+/// domain) saw them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectedBytes {
+    /// Index into the selectors.
+    pub selector: usize,
+    pub exporter: IpAddr,
+    pub observation_domain: u32,
+    pub bytes: u64,
+}
+
 /// What [`TelemetryStore::top_talkers`] groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum TalkerGrouping {
@@ -227,6 +268,70 @@ impl TelemetryStore {
                 bytes: bytes[i],
                 packets: packets[i],
                 flows: flows[i],
+            })
+            .collect())
+    }
+
+    /// Per selector and exporter, the bytes of the selected flows in the
+    /// window, from the 1 s tier (the only one with ports and addresses).
+    /// A flow is seen by every exporter on its path; the caller picks the
+    /// sightings that count (where it enters the WAN). Sorted by selector,
+    /// then exporter.
+    pub fn selected_bytes(
+        &self,
+        window: TimeWindow,
+        selectors: &[FlowSelector],
+    ) -> Result<Vec<SelectedBytes>, StoreError> {
+        if selectors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(all) = self.stacked_in(Tier::OneSecond, window)? else {
+            return Ok(Vec::new());
+        };
+        let keys = [
+            EXPORTER,
+            EXPORTER_DOMAIN,
+            SRC_ADDR,
+            DST_ADDR,
+            DST_PORT,
+            PROTOCOL,
+            CLASS,
+        ];
+        let frame = all
+            .group_by(keys.map(col))
+            .agg([col(BYTES).sum()])
+            .collect()
+            .map_err(|e| StoreError::polars("selecting flows", e))?;
+        let c = Columns::new(&frame);
+        let (exporters, domains) = (c.strings(EXPORTER)?, c.u64(EXPORTER_DOMAIN)?);
+        let (src, dst) = (c.u128(SRC_ADDR)?, c.u128(DST_ADDR)?);
+        let (dst_port, protocol) = (c.u64(DST_PORT)?, c.u64(PROTOCOL)?);
+        let (class, bytes) = (c.strings(CLASS)?, c.u64(BYTES)?);
+        let mut sums: BTreeMap<(usize, String, u64), u64> = BTreeMap::new();
+        for i in 0..frame.height() {
+            for (index, selector) in selectors.iter().enumerate() {
+                if selector.matches(
+                    src[i],
+                    dst[i],
+                    &class[i],
+                    protocol[i] as u8,
+                    dst_port[i] as u16,
+                ) {
+                    *sums
+                        .entry((index, exporters[i].clone(), domains[i]))
+                        .or_default() += bytes[i];
+                }
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .filter_map(|((selector, exporter, domain), bytes)| {
+                Some(SelectedBytes {
+                    selector,
+                    exporter: exporter.parse().ok()?,
+                    observation_domain: u32::try_from(domain).unwrap_or(u32::MAX),
+                    bytes,
+                })
             })
             .collect())
     }

@@ -513,6 +513,58 @@ fn top_flows_are_heaviest_first_and_limited() {
 }
 
 #[test]
+fn selected_bytes_per_selector_and_exporter() {
+    let mut store = store_with(StoreConfig::default());
+    let (e, f) = (exporter("192.0.2.1", 1), exporter("192.0.2.2", 1));
+    let mut udp = flow(0, "10.1.0.5", "10.2.0.7", 10, 700, 7);
+    udp.protocol = 17;
+    udp.dst_port = 5201;
+    ingest(
+        &mut store,
+        &[
+            // The job's flow, seen where it enters (e) and further on (f).
+            (e, flow(0, "10.1.0.1", "10.2.0.1", 10, 1_000, 10)),
+            (f, flow(0, "10.1.0.1", "10.2.0.1", 10, 1_000, 10)),
+            (e, flow(1_000, "10.1.0.2", "10.2.0.9", 10, 500, 5)),
+            // Other class, other destination, other direction.
+            (e, flow(0, "10.1.0.1", "10.2.0.1", 46, 300, 3)),
+            (e, flow(0, "10.1.0.1", "10.3.0.1", 10, 400, 4)),
+            (e, flow(0, "10.2.0.1", "10.1.0.1", 10, 600, 6)),
+            (e, udp),
+        ],
+    );
+    store.advance(20_000).expect("advance");
+    let job = FlowSelector {
+        sources: vec!["10.1.0.0/16".parse().expect("prefix")],
+        destinations: vec!["10.2.0.0/16".parse().expect("prefix")],
+        class: Some("ai-bulk".into()),
+        protocol: None,
+        destination_ports: None,
+    };
+    let ports = FlowSelector {
+        class: None,
+        protocol: Some(17),
+        destination_ports: Some((5201, 5201)),
+        ..job.clone()
+    };
+    let got = store
+        .selected_bytes(TimeWindow::new(0, 10_000), &[job, ports])
+        .expect("selected");
+    let summary: Vec<(usize, String, u64)> = got
+        .iter()
+        .map(|s| (s.selector, s.exporter.to_string(), s.bytes))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (0, "192.0.2.1".into(), 2_200),
+            (0, "192.0.2.2".into(), 1_000),
+            (1, "192.0.2.1".into(), 700),
+        ]
+    );
+}
+
+#[test]
 fn top_talkers_by_address_site_and_pair() {
     let mut store = store_with(two_sites());
     let e = exporter("192.0.2.1", 1);
