@@ -263,3 +263,148 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         "re-plans by trigger and mode:\n{text}"
     );
 }
+
+/// A volume job on the running demo: its progress is the bytes of its
+/// flows (dc2 -> dc1, ai-bulk: the demo's checkpoint traffic) that the
+/// sites' exporters report where they enter the WAN, its schedule is on
+/// track; a job no network could move in time is flagged with an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_jobs_progress_is_measured_and_a_hopeless_one_flagged() {
+    let (_demo, endpoint, token, _) = start_demo();
+    let addr: std::net::SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("endpoint address");
+    let mut clients = Clients::connect(addr, Some(&token)).await;
+    let mut events = EventServiceClient::with_interceptor(
+        support::channel(addr).await,
+        BearerToken::new(Some(&token)).expect("token"),
+    );
+    let mut stream = events
+        .watch_events(pb::WatchEventsRequest {
+            kinds: vec![pb::EventKind::JobAtRisk as i32],
+            include_recent: true,
+        })
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let volume_job = |volume_bytes: i64, due_in_s: i64| pb::Job {
+        tenant: "llm-research".into(),
+        traffic_class: pb::TrafficClass::AiBulk as i32,
+        sources: vec![pb::Endpoint {
+            kind: Some(pb::endpoint::Kind::Site("sites/dc2".into())),
+        }],
+        destinations: vec![pb::Endpoint {
+            kind: Some(pb::endpoint::Kind::Site("sites/dc1".into())),
+        }],
+        volume_bytes,
+        deadline: Some(prost_types::Timestamp {
+            seconds: now_s + due_in_s,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    // The demo imports its topology and declares its jobs after it starts.
+    let ready = Instant::now() + Duration::from_secs(60);
+    while clients
+        .intents
+        .get_job(pb::GetJobRequest {
+            name: "jobs/ckpt-llm".into(),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < ready,
+            "the demo declared no jobs in a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // 1 TB in 15 minutes: 8.9 Gbit/s of the 90 the paths carry.
+    clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "ckpt-volume".into(),
+            job: Some(volume_job(1_000_000_000_000, 900)),
+        })
+        .await
+        .expect("CreateJob");
+    let get = |clients: &mut Clients, name: &'static str| {
+        let mut intents = clients.intents.clone();
+        async move {
+            intents
+                .get_job(pb::GetJobRequest {
+                    name: format!("jobs/{name}"),
+                })
+                .await
+                .expect("GetJob")
+                .into_inner()
+                .job
+                .expect("job")
+        }
+    };
+    let mut first_moved = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let job = get(&mut clients, "ckpt-volume").await;
+        if let Some(progress) = job.progress.filter(|p| p.measured && p.moved_bytes > 0) {
+            match first_moved {
+                None => first_moved = Some(progress.moved_bytes),
+                Some(first) if progress.moved_bytes > first => break progress,
+                Some(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no measured progress within a minute: {:?}",
+            get(&mut clients, "ckpt-volume").await.progress
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(progress.on_track, "{progress:?}");
+    assert!(progress.pace_bps >= 8_800_000_000, "{progress:?}");
+    assert!(progress.expected_completion_time.is_some(), "{progress:?}");
+    assert!(progress.moved_bytes < 1_000_000_000_000, "{progress:?}");
+    assert!(progress.detail.contains("(measured)"), "{progress:?}");
+
+    // 100 TB in two minutes: 6.7 Tbit/s, on 90 Gbit/s.
+    clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: "too-big".into(),
+            job: Some(volume_job(100_000_000_000_000, 120)),
+        })
+        .await
+        .expect("CreateJob");
+    let flagged = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open")
+                .event
+                .expect("event");
+            if event.subject == "jobs/too-big" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the hopeless job is flagged within 30 s");
+    assert!(
+        flagged.message.contains("will miss its deadline"),
+        "{flagged:?}"
+    );
+    let late = get(&mut clients, "too-big")
+        .await
+        .progress
+        .expect("progress");
+    assert!(!late.on_track, "{late:?}");
+    // Both share the paths: the guarantees still fit.
+    assert!(late.pace_bps <= 90_000_000_000, "{late:?}");
+}

@@ -197,6 +197,7 @@ fn whole(job: NewJob, now_ms: i64) -> JobRecord {
         updated_ms: now_ms,
         creator: String::new(),
         admission: None,
+        progress: None,
     }
 }
 
@@ -260,7 +261,7 @@ fn reservations(
 }
 
 /// Bits per second for people: `30 Gbit/s`.
-fn rate(bps: i64) -> String {
+pub(crate) fn rate(bps: i64) -> String {
     let value = bps as f64;
     if value >= 1e9 {
         format!("{} Gbit/s", trim(value / 1e9))

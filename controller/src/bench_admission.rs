@@ -106,6 +106,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
             updated_ms: now,
             creator: "bench".into(),
             admission: Some(admission),
+            progress: None,
         });
     }
     let asked = site_to_site_job(
@@ -138,6 +139,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
         updated_ms: now,
         creator: "bench".into(),
         admission: answer.clone(),
+        progress: None,
     });
     let mut plan_times = Vec::with_capacity(args.runs.max(1));
     for _ in 0..args.runs.max(1) {

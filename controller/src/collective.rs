@@ -234,6 +234,7 @@ mod tests {
             updated_ms: 0,
             creator: "test".into(),
             admission: None,
+            progress: None,
         }
     }
 

@@ -66,6 +66,9 @@ pub struct ControllerConfig {
     pub api: ApiLimits,
     /// What happens to jobs whose rate cannot all be guaranteed.
     pub admission: AdmissionConfig,
+    /// How volume jobs are scheduled against their deadlines, and how
+    /// tenants share what the guarantees leave.
+    pub schedule: ScheduleConfig,
 }
 
 /// Admission of AI jobs: the policy for a job that names none, per tenant
@@ -119,6 +122,75 @@ impl AdmissionConfig {
             return Err(invalid(
                 "admission.requeue_interval_ms",
                 "must be from 100 to 3600000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Volume jobs' schedules: the calendar's slices, and tenants' weights and
+/// quotas in the fairness stage (`aiwan_planner::schedule`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// The shortest slice of the calendar; longer when the furthest
+    /// deadline needs more than `max_slices`.
+    pub slice_ms: i64,
+    pub max_slices: usize,
+    /// A tenant's weight (1 when not listed): tenants move at least the
+    /// same share, times their weight, of their transfers by the deadlines.
+    pub tenant_weights: std::collections::BTreeMap<String, f64>,
+    /// The most a tenant's volume jobs are given together in any slice,
+    /// bit/s.
+    pub tenant_quota_bps: std::collections::BTreeMap<String, i64>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> ScheduleConfig {
+        ScheduleConfig {
+            slice_ms: 10_000,
+            max_slices: 48,
+            tenant_weights: std::collections::BTreeMap::new(),
+            tenant_quota_bps: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !(1_000..=3_600_000).contains(&self.slice_ms) {
+            return Err(invalid("schedule.slice_ms", "must be from 1000 to 3600000"));
+        }
+        if !(2..=500).contains(&self.max_slices) {
+            return Err(invalid("schedule.max_slices", "must be from 2 to 500"));
+        }
+        let tenants = self
+            .tenant_weights
+            .keys()
+            .chain(self.tenant_quota_bps.keys());
+        if self.tenant_weights.len() + self.tenant_quota_bps.len() > 100_000 {
+            return Err(invalid("schedule", "at most 100000 tenants listed"));
+        }
+        if let Some(tenant) = tenants.into_iter().find(|t| t.is_empty() || t.len() > 63) {
+            return Err(invalid(
+                "schedule",
+                format!("tenant {tenant:?}: 1 to 63 characters"),
+            ));
+        }
+        if let Some((tenant, _)) = self
+            .tenant_weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w > 0.0 && **w <= 1e6))
+        {
+            return Err(invalid(
+                "schedule.tenant_weights",
+                format!("tenant {tenant:?}: a weight above 0, at most 1000000"),
+            ));
+        }
+        if let Some((tenant, _)) = self.tenant_quota_bps.iter().find(|(_, q)| **q < 0) {
+            return Err(invalid(
+                "schedule.tenant_quota_bps",
+                format!("tenant {tenant:?}: must not be negative"),
             ));
         }
         Ok(())
@@ -432,6 +504,7 @@ impl Default for ControllerConfig {
             closed_loop: ClosedLoopConfig::default(),
             api: ApiLimits::default(),
             admission: AdmissionConfig::default(),
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -739,6 +812,7 @@ impl ControllerConfig {
         }
         self.closed_loop.check()?;
         self.admission.check()?;
+        self.schedule.check()?;
         let api = &self.api;
         if api.max_concurrent_streams == 0 || api.concurrency_per_connection == 0 {
             return Err(invalid(

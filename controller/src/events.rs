@@ -36,10 +36,12 @@ pub enum EventKind {
     CongestionSeen,
     CongestionCleared,
     JobAdmitted,
+    JobAtRisk,
+    JobOnTrack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Replan,
         EventKind::Proposal,
         EventKind::PlanApplied,
@@ -52,6 +54,8 @@ impl EventKind {
         EventKind::CongestionSeen,
         EventKind::CongestionCleared,
         EventKind::JobAdmitted,
+        EventKind::JobAtRisk,
+        EventKind::JobOnTrack,
     ];
 
     fn index(self) -> usize {
@@ -72,6 +76,8 @@ impl EventKind {
             EventKind::CongestionSeen => "congestion-seen",
             EventKind::CongestionCleared => "congestion-cleared",
             EventKind::JobAdmitted => "job-admitted",
+            EventKind::JobAtRisk => "job-at-risk",
+            EventKind::JobOnTrack => "job-on-track",
         }
     }
 }
@@ -95,7 +101,7 @@ pub struct EventBus {
     recent: Arc<Mutex<VecDeque<Event>>>,
     sequence: Arc<AtomicU64>,
     /// Events published, per kind, since the start.
-    counts: Arc<[AtomicU64; 12]>,
+    counts: Arc<[AtomicU64; 14]>,
 }
 
 impl Default for EventBus {

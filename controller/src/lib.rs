@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod planning;
+pub mod schedules;
 pub mod server;
 pub mod services;
 pub mod southbound;

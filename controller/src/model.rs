@@ -206,6 +206,33 @@ pub struct JobRecord {
     pub creator: String,
     /// `None` for jobs stored before admission existed: planned whole.
     pub admission: Option<Admission>,
+    /// A volume job's progress and schedule, once the closed loop has
+    /// scheduled it.
+    pub progress: Option<JobProgress>,
+}
+
+/// Where a volume job (ai-bulk with a volume and a deadline) stands: bytes
+/// moved as the collectors measured them, and what its schedule, computed
+/// with every other transfer, expects. Stored as JSON in
+/// `jobs.progress_json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobProgress {
+    /// Bytes of the job's flows seen where they enter the WAN.
+    pub moved_bytes: i64,
+    /// Telemetry up to this time is counted.
+    pub measured_until_ms: i64,
+    /// Whether any exporter where the job enters the WAN reported its
+    /// flows; without one, progress is assumed to follow the schedule.
+    pub measured: bool,
+    /// The rate plans reserve for it now.
+    pub pace_bps: i64,
+    /// When the last byte is expected to move; `None` when not within the
+    /// schedule's horizon.
+    pub expected_completion_ms: Option<i64>,
+    /// Whether the schedule meets the deadline.
+    pub on_track: bool,
+    pub evaluated_ms: i64,
+    pub detail: String,
 }
 
 /// Where a job stands at a given time.
@@ -254,6 +281,26 @@ impl JobRecord {
         self.admission
             .as_ref()
             .map_or(1.0, Admission::planned_share)
+    }
+
+    /// A volume job: ai-bulk with bytes to move by a deadline.
+    pub fn is_transfer(&self) -> bool {
+        self.job.class == TrafficClass::AiBulk
+            && self.job.volume_bytes > 0
+            && self.job.deadline_ms.is_some()
+    }
+
+    /// The rate plans carry for one of the job's pairs: a scheduled
+    /// transfer's pace shared by its pairs (the schedule already made room
+    /// beside the other guarantees), else the pair's rate times the
+    /// planned share.
+    pub fn planned_pair_rate_bps(&self, demand: &DemandRecord) -> f64 {
+        match &self.progress {
+            Some(progress) if self.is_transfer() && !self.is_queued() => {
+                progress.pace_bps.max(0) as f64 / self.job.demands.len().max(1) as f64
+            }
+            _ => demand.rate_bps as f64 * self.planned_share(),
+        }
     }
 }
 

@@ -112,7 +112,9 @@ fn class_of(class: TrafficClass) -> Class {
 
 /// Demands of the jobs active at `now_ms` at the rates admission
 /// guaranteed them ([`JobRecord::planned_share`]; queued jobs are not
-/// active), and the job endpoints that map to no node.
+/// active), a scheduled volume job at its pace
+/// ([`JobRecord::planned_pair_rate_bps`]), and the job endpoints that map
+/// to no node.
 pub fn job_demands(
     topology: &Topology,
     network: &Network,
@@ -159,8 +161,8 @@ pub fn job_demands(
             // The pair's rate (what admission guaranteed of it) is spread
             // evenly over the ingress and egress routers (a site with two
             // WAN routers sends half through each).
-            let share = demand.rate_bps as f64 * record.planned_share()
-                / (sources.len() * destinations.len()) as f64;
+            let share =
+                record.planned_pair_rate_bps(demand) / (sources.len() * destinations.len()) as f64;
             for &s in &sources {
                 for &d in &destinations {
                     if s == d {
@@ -235,7 +237,11 @@ fn pinned_demand(
     Ok(ClassDemand {
         src: first,
         dst: last,
-        rate: job.demands.iter().map(|d| d.rate_bps as f64).sum::<f64>() * record.planned_share(),
+        rate: job
+            .demands
+            .iter()
+            .map(|d| record.planned_pair_rate_bps(d))
+            .sum::<f64>(),
         class: class_of(job.class),
         max_latency_us: None,
         pinned_path: Some(edges),
@@ -812,6 +818,7 @@ mod tests {
             updated_ms: 0,
             creator: "test".into(),
             admission: None,
+            progress: None,
         }
     }
 

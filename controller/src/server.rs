@@ -249,6 +249,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
                     view: loop_view.clone(),
                     metrics: loop_metrics.clone(),
                     plan_version: state.plan_version.clone(),
+                    schedule: config.schedule.clone(),
                 },
             );
             tokio::spawn(closed_loop.run(stop_rx.clone()));

@@ -25,8 +25,8 @@ use tokio::sync::Mutex;
 
 use crate::auth::{Caller, Role};
 use crate::model::{
-    Admission, AdmissionPolicy, AuditRecord, DemandRecord, Endpoint, JobRecord, NewJob, NewPlan,
-    PlanRecord, PlanStatus, PlanTrigger, ProposalState, TokenRecord, TrafficClass,
+    Admission, AdmissionPolicy, AuditRecord, DemandRecord, Endpoint, JobProgress, JobRecord,
+    NewJob, NewPlan, PlanRecord, PlanStatus, PlanTrigger, ProposalState, TokenRecord, TrafficClass,
 };
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -60,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "job admission",
         include_str!("../../migrations/0006_job_admission.sql"),
+    ),
+    (
+        7,
+        "job progress",
+        include_str!("../../migrations/0007_job_progress.sql"),
     ),
 ];
 
@@ -618,6 +623,7 @@ impl Store {
             updated_ms: now_ms,
             creator: creator.to_string(),
             admission: admission.cloned(),
+            progress: None,
         })
     }
 
@@ -664,6 +670,33 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    /// Stores what the closed loop measured and scheduled of volume jobs.
+    /// Telemetry, not an operator's change: no audit row, and the jobs'
+    /// update times stay. Jobs cancelled or gone meanwhile are skipped.
+    pub async fn update_progress(
+        &self,
+        progress: &[(String, JobProgress)],
+    ) -> Result<(), StoreError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for (job_id, progress) in progress {
+            let text = serde_json::to_string(progress)
+                .map_err(|e| corrupt(format!("progress of job {job_id}: {e}")))?;
+            sqlx::query(
+                "UPDATE jobs SET progress_json = $1 WHERE job_id = $2 AND cancelled_ms IS NULL",
+            )
+            .bind(text)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Marks a job cancelled; a job cancelled before cannot be cancelled again.
@@ -754,7 +787,7 @@ impl Store {
             "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
              start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
              max_latency_us, pin_json, collective_json, admission_policy, admission_json, \
-             burst_json FROM jobs WHERE job_id = $1",
+             burst_json, progress_json FROM jobs WHERE job_id = $1",
         )
         .bind(job_id)
         .fetch_optional(&mut *conn)
@@ -1492,6 +1525,13 @@ fn job_from_row(
             Some(text) => Some(
                 serde_json::from_str(&text)
                     .map_err(|e| corrupt(format!("admission_json of job {job_id}: {e}")))?,
+            ),
+        },
+        progress: match row.try_get::<Option<String>, _>("progress_json")? {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| corrupt(format!("progress_json of job {job_id}: {e}")))?,
             ),
         },
     })

@@ -25,8 +25,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::app::{Command, JobForm, View};
 use crate::snapshot::{
-    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix,
-    PlanDetail, PlanRow, RouterRow, Snapshot, Tone,
+    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobProgressRow, JobRow,
+    LinkRow, Matrix, PlanDetail, PlanRow, RouterRow, Snapshot, Tone,
 };
 
 /// The snapshot as the engine and the renderer share it.
@@ -491,6 +491,8 @@ fn event_kind(kind: i32) -> &'static str {
         pb::EventKind::CongestionCleared => "congestion-cleared",
         pb::EventKind::EventsMissed => "events-missed",
         pb::EventKind::JobAdmitted => "job-admitted",
+        pb::EventKind::JobAtRisk => "job-at-risk",
+        pb::EventKind::JobOnTrack => "job-on-track",
         pb::EventKind::Unspecified => "unspecified",
     }
 }
@@ -741,6 +743,15 @@ async fn load_jobs(clients: &mut Clients, shared: &Shared) -> Result<(), String>
                         .filter(|a| a.outcome != pb::AdmissionOutcome::NotGuaranteed as i32)
                         .map(|a| a.guaranteed_bps),
                     admission: job.admission.as_ref().map(|a| a.detail.clone()),
+                    progress: job.progress.as_ref().map(|p| JobProgressRow {
+                        moved_share: if job.volume_bytes > 0 {
+                            (p.moved_bytes as f64 / job.volume_bytes as f64).clamp(0.0, 1.0)
+                        } else {
+                            0.0
+                        },
+                        on_track: p.on_track,
+                        detail: p.detail.clone(),
+                    }),
                 }
             })
             .collect();

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::snapshot::{
-    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobRow, LinkRow, Matrix,
-    PlanDetail, PlanRow, RouterRow, Snapshot,
+    AllocationRow, ConnectionState, ControlLoop, EventRow, FlowRow, JobProgressRow, JobRow,
+    LinkRow, Matrix, PlanDetail, PlanRow, RouterRow, Snapshot,
 };
 
 /// The clock the fixtures are drawn at (2026-12-03 12:00:00 UTC).
@@ -279,6 +279,7 @@ pub fn demo() -> Snapshot {
             admission: Some(
                 "4 Gbit/s asked: 4 Gbit/s within the latency bound, 0 bit/s on longer paths".into(),
             ),
+            progress: None,
         },
         JobRow {
             name: "jobs/train-llm-east".into(),
@@ -296,6 +297,7 @@ pub fn demo() -> Snapshot {
             admission: Some(
                 "3 Gbit/s asked: 3 Gbit/s within the latency bound, 0 bit/s on longer paths".into(),
             ),
+            progress: None,
         },
         JobRow {
             name: "jobs/dataset-sync".into(),
@@ -306,9 +308,9 @@ pub fn demo() -> Snapshot {
             rate_bps: 0,
             volume_bytes: 2_000_000_000_000,
             deadline_ms: Some(NOW_MS + 3 * 3600 * 1000),
-            state: "scheduled".into(),
-            satisfaction: None,
-            measured_bps: None,
+            state: "active".into(),
+            satisfaction: Some(0.81),
+            measured_bps: Some(1.1e9),
             guaranteed_bps: Some(1_200_000_000),
             admission: Some(
                 "1.48 Gbit/s asked: 1.2 Gbit/s within the latency bound, 0 bit/s on longer \
@@ -316,6 +318,13 @@ pub fn demo() -> Snapshot {
                  rate the volume is through 2215 s after its deadline"
                     .into(),
             ),
+            progress: Some(JobProgressRow {
+                moved_share: 0.35,
+                on_track: false,
+                detail: "moved 700.00 GB of 2.00 TB (measured); pace 1.2 Gbit/s; will miss its \
+                         deadline by 1854 s: 1.72 TB of 2.00 TB by then"
+                    .into(),
+            }),
         },
     ];
     let event = |seq: u64, ago_s: i64, kind: &str, subject: &str, message: &str| EventRow {

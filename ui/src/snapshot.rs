@@ -267,6 +267,17 @@ pub struct JobRow {
     /// in words.
     pub guaranteed_bps: Option<i64>,
     pub admission: Option<String>,
+    /// A volume job's progress: the share of its volume moved, whether its
+    /// schedule meets the deadline, and the schedule's answer in words.
+    pub progress: Option<JobProgressRow>,
+}
+
+/// A volume job's progress as the controller last measured it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobProgressRow {
+    pub moved_share: f64,
+    pub on_track: bool,
+    pub detail: String,
 }
 
 /// One event of the stream.

@@ -87,6 +87,13 @@ fn drill_downs_and_overlays() {
     let mut help = app_for(View::Overview);
     help.handle(Key::Char('?'), &snapshot);
     check("help-80x24", &screen(&snapshot, &help, 80, 24));
+    // A volume job selected: its schedule's answer below the table.
+    let mut transfer = app_for(View::Jobs);
+    transfer.handle(Key::Down, &snapshot);
+    transfer.handle(Key::Down, &snapshot);
+    let shown = screen(&snapshot, &transfer, 200, 50);
+    assert!(shown.contains("progress: moved 700.00 GB"), "{shown}");
+    check("jobs-progress-200x50", &shown);
     let mut form = app_for(View::Jobs);
     form.handle(Key::Char('n'), &snapshot);
     check("job-form-80x24", &screen(&snapshot, &form, 80, 24));

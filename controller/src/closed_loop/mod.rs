@@ -31,6 +31,7 @@ pub mod demand;
 pub mod forwarding;
 pub mod policy;
 pub mod predict;
+mod transfers;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -223,6 +224,8 @@ pub struct LoopContext {
     pub metrics: LoopMetrics,
     /// Told of every plan the loop stores (the reconcile loop listens).
     pub plan_version: watch::Sender<i64>,
+    /// How volume jobs are scheduled against their deadlines.
+    pub schedule: crate::config::ScheduleConfig,
 }
 
 /// Per link: whether congestion was predicted or seen (for events).
@@ -439,6 +442,13 @@ impl ClosedLoop {
             }
         }
         self.set_idle(None);
+        if let Some((_, model, ..)) = self.model.as_ref()
+            && let Err(error) =
+                transfers::track(&self.cx, model, &stored.topology, window, &self.cx.schedule).await
+        {
+            // The plan still follows the last schedule stored.
+            tracing::warn!(%error, "closed loop: volume jobs not scheduled this interval");
+        }
         self.evaluate(&stored.topology).await
     }
 

@@ -38,6 +38,8 @@ pub fn kind_to_pb(kind: EventKind) -> pb::EventKind {
         EventKind::CongestionSeen => pb::EventKind::CongestionSeen,
         EventKind::CongestionCleared => pb::EventKind::CongestionCleared,
         EventKind::JobAdmitted => pb::EventKind::JobAdmitted,
+        EventKind::JobAtRisk => pb::EventKind::JobAtRisk,
+        EventKind::JobOnTrack => pb::EventKind::JobOnTrack,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::auth::caller;
 use crate::convert::{FieldViolation, parse_prefix, resource_id, timestamp, timestamp_ms};
 use crate::model::{
     Admission, AdmissionOutcome, AdmissionPolicy, CollectiveFlows, DemandRecord, Endpoint,
-    JobRecord, JobState, NewJob, PathPin, SyncBurst, TrafficClass, now_ms,
+    JobProgress, JobRecord, JobState, NewJob, PathPin, SyncBurst, TrafficClass, now_ms,
 };
 
 /// Longest job ID and tenant.
@@ -708,6 +708,20 @@ pub fn job_to_pb(record: &JobRecord, now_ms: i64) -> pb::Job {
             bytes_per_iteration: burst.bytes_per_iteration,
             iterations_per_second: 1e6 / burst.iteration_period_us.max(1) as f64,
         }),
+        progress: record.progress.as_ref().map(progress_to_pb),
+    }
+}
+
+/// The protobuf form of a volume job's progress.
+pub fn progress_to_pb(progress: &JobProgress) -> pb::JobProgress {
+    pb::JobProgress {
+        moved_bytes: progress.moved_bytes,
+        measured: progress.measured,
+        pace_bps: progress.pace_bps,
+        expected_completion_time: progress.expected_completion_ms.map(timestamp),
+        on_track: progress.on_track,
+        evaluate_time: Some(timestamp(progress.evaluated_ms)),
+        detail: progress.detail.clone(),
     }
 }
 
@@ -1034,6 +1048,7 @@ mod tests {
             updated_ms: NOW,
             creator: "t".into(),
             admission: None,
+            progress: None,
         }
     }
 

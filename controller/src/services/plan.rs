@@ -437,6 +437,7 @@ impl PlanService for PlanApi {
             updated_ms: now,
             creator: caller.actor(),
             admission: Some(admission.clone()),
+            progress: None,
         };
         let computed = compute(&self.state, Some(record)).await?;
         let preview = PlanRecord {

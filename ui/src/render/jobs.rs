@@ -1,6 +1,7 @@
 //! Jobs: every AI job with its class, rate or volume and deadline, state,
 //! what admission guaranteed it, its class's satisfaction in the current
-//! plan and what was measured of it; below, admission's answer and the
+//! plan and what was measured of it, a volume job's share moved beside
+//! its deadline; below, admission's answer, the schedule's and the
 //! paths and split the current plan gives the selected job's class
 //! between its sites; `n` opens the form, `c` cancels (both
 //! need an operator token).
@@ -66,17 +67,25 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
                     job.sources.join(","),
                     job.destinations.join(",")
                 )));
-                cells.push(Cell::from(
-                    job.deadline_ms
-                        .map(|d| {
-                            if d > now_ms {
-                                format!("in {}", age(d - now_ms))
-                            } else {
-                                "passed".into()
-                            }
-                        })
-                        .unwrap_or_default(),
-                ));
+                // The deadline, with the share moved; red when the
+                // schedule misses it.
+                let deadline = job
+                    .deadline_ms
+                    .map(|d| {
+                        if d > now_ms {
+                            format!("in {}", age(d - now_ms))
+                        } else {
+                            "passed".into()
+                        }
+                    })
+                    .unwrap_or_default();
+                cells.push(Cell::from(match &job.progress {
+                    Some(p) => Span::styled(
+                        format!("{deadline} {:.0}%", p.moved_share * 100.0),
+                        Style::new().fg(if p.on_track { Color::Green } else { Color::Red }),
+                    ),
+                    None => Span::from(deadline),
+                }));
                 cells.push(Cell::from(job.measured_bps.map(rate).unwrap_or_default()));
             }
             // What admission guaranteed, red when short of the rate.
@@ -123,7 +132,7 @@ pub fn draw(frame: &mut Frame, full: Rect, snapshot: &Snapshot, app: &App, now_m
                 Constraint::Length(10),
                 Constraint::Length(9),
                 Constraint::Min(20),
-                Constraint::Length(10),
+                Constraint::Length(13),
                 Constraint::Length(9),
             ],
         )
@@ -167,6 +176,16 @@ fn draw_paths(frame: &mut Frame, area: Rect, snapshot: &Snapshot, job: &JobRow) 
         lines.push(Line::from(Span::styled(
             format!("admission: {admission}"),
             Style::new().fg(Color::Cyan),
+        )));
+    }
+    if let Some(progress) = &job.progress {
+        lines.push(Line::from(Span::styled(
+            format!("progress: {}", progress.detail),
+            Style::new().fg(if progress.on_track {
+                Color::Green
+            } else {
+                Color::Red
+            }),
         )));
     }
     if snapshot
