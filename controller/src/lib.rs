@@ -5,6 +5,7 @@ pub mod admission;
 pub mod agent;
 pub mod auth;
 pub mod bench_admission;
+pub mod bench_jobs;
 pub mod bench_api;
 pub mod bench_collector;
 pub mod bench_flood;

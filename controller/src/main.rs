@@ -182,6 +182,9 @@ enum BenchCommand {
     /// Admission's answer to a 30 Gbit/s ai-sync job on the demo topology
     /// beside guaranteed jobs, against a whole plan of the same jobs.
     Admission(aiwan_controller::bench_admission::BenchAdmissionArgs),
+    /// Deadline transfers scheduled online against an offline oracle (a
+    /// time-expanded LP with full knowledge), on seeded job arrivals.
+    Jobs(aiwan_controller::bench_jobs::BenchJobsArgs),
 }
 
 #[derive(Subcommand)]
@@ -376,6 +379,10 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Admission(args)) => {
                 init_logging(LogFormat::Plain, "warn");
                 aiwan_controller::bench_admission::bench_admission(&args)?
+            }
+            Command::Bench(BenchCommand::Jobs(args)) => {
+                init_logging(LogFormat::Plain, "warn");
+                aiwan_controller::bench_jobs::bench_jobs(&args)?
             }
             Command::Bench(BenchCommand::Planner(args)) => {
                 init_logging(LogFormat::Plain, "warn");
