@@ -32,6 +32,20 @@ pub fn admit(
     policy: AdmissionPolicy,
     now_ms: i64,
 ) -> Admission {
+    admit_within_quota(topology, existing, job, policy, None, now_ms)
+}
+
+/// [`admit`], with the most the job's tenant may be guaranteed at once
+/// (`quota_bps`): what the tenant's other guaranteed jobs hold while this
+/// one runs counts against it.
+pub fn admit_within_quota(
+    topology: &Topology,
+    existing: &[JobRecord],
+    job: &NewJob,
+    policy: AdmissionPolicy,
+    quota_bps: Option<i64>,
+    now_ms: i64,
+) -> Admission {
     let requested = job.rate_bps;
     let answer = |outcome, within: i64, beyond: i64, detail: String| Admission {
         outcome,
@@ -81,11 +95,20 @@ pub fn admit(
             return answer(outcome_for(policy, 0.0), 0, 0, detail);
         }
     };
-    let outcome = outcome_for(policy, fit.total());
+    // The tenant's quota, less what its other guarantees hold meanwhile.
+    let held = quota_bps.map(|_| held_by_tenant(existing, job, (start, end), now_ms));
+    let room = match (quota_bps, held) {
+        (Some(quota), Some(held)) if requested > 0 => {
+            (quota.saturating_sub(held).max(0) as f64 / requested as f64).min(1.0)
+        }
+        _ => 1.0,
+    };
+    let share = fit.total().min(room);
+    let outcome = outcome_for(policy, share);
     let guaranteed = if outcome == AdmissionOutcome::Admitted {
         requested
     } else {
-        share_of(requested, fit.total())
+        share_of(requested, share)
     };
     let within = share_of(requested, fit.within_bound).min(guaranteed);
     let beyond = guaranteed - within;
@@ -96,7 +119,16 @@ pub fn admit(
         rate(beyond)
     );
     let short = requested - within - beyond;
-    if fit.no_path_within {
+    if let (Some(quota), Some(held)) = (quota_bps, held)
+        && room < fit.total() - 1e-9
+    {
+        detail.push_str(&format!(
+            "; tenant {:?} may be guaranteed {} at once and holds {} already",
+            job.tenant,
+            rate(quota),
+            rate(held)
+        ));
+    } else if fit.no_path_within {
         detail.push_str("; no path meets the latency bound");
     } else if fit.reserved_overflow {
         detail.push_str("; the guarantees already given exceed the network's capacity");
@@ -201,6 +233,31 @@ fn whole(job: NewJob, now_ms: i64) -> JobRecord {
     }
 }
 
+/// What `job`'s tenant is guaranteed by its other jobs whose windows
+/// overlap `window`, bit/s.
+fn held_by_tenant(existing: &[JobRecord], job: &NewJob, window: (i64, i64), now_ms: i64) -> i64 {
+    existing
+        .iter()
+        .filter(|r| r.job.tenant == job.tenant && r.job.job_id != job.job_id)
+        .filter(|r| r.job.class != TrafficClass::BestEffort)
+        .filter(|r| {
+            !matches!(
+                r.state_at(now_ms),
+                JobState::Cancelled | JobState::Finished | JobState::Queued
+            )
+        })
+        .filter(|r| {
+            let (start, end) = self::window(&r.job);
+            start < window.1 && end > window.0
+        })
+        .map(|r| {
+            r.admission
+                .as_ref()
+                .map_or(r.job.rate_bps, |a| a.guaranteed_bps())
+        })
+        .fold(0_i64, i64::saturating_add)
+}
+
 /// The demands the guarantees already given hold during `window`: each
 /// guaranteed job whose window overlaps it, its part within its bound
 /// kept within it, its part beyond it free to use any of the k paths.
@@ -302,6 +359,54 @@ mod tests {
             admission: Some(admission),
             ..whole(job, NOW)
         }
+    }
+
+    #[test]
+    fn a_tenants_quota_caps_what_its_jobs_are_guaranteed_together() {
+        // Tenant "bench" may hold 25G: 20G given, a second job of 20G gets
+        // the 5G left, another tenant's job is not held back by it.
+        let topology = topology();
+        let quota = Some(25_000_000_000);
+        let first = job("first", TrafficClass::AiBulk, 20_000_000_000);
+        let given = admit_within_quota(
+            &topology,
+            &[],
+            &first,
+            AdmissionPolicy::AdmitPartial,
+            quota,
+            NOW,
+        );
+        assert_eq!(given.outcome, AdmissionOutcome::Admitted, "{given:?}");
+        let existing = vec![stored(first, given)];
+        let second = job("second", TrafficClass::AiBulk, 20_000_000_000);
+        let capped = admit_within_quota(
+            &topology,
+            &existing,
+            &second,
+            AdmissionPolicy::AdmitPartial,
+            quota,
+            NOW,
+        );
+        assert_eq!(capped.outcome, AdmissionOutcome::Partial, "{capped:?}");
+        assert_eq!(capped.guaranteed_bps(), 5_000_000_000, "{capped:?}");
+        assert!(
+            capped.detail.contains(
+                "tenant \"bench\" may be guaranteed 25 Gbit/s at once and holds 20 Gbit/s"
+            ),
+            "{}",
+            capped.detail
+        );
+        let mut other = job("other", TrafficClass::AiBulk, 20_000_000_000);
+        other.tenant = "vision".into();
+        let free = admit_within_quota(
+            &topology,
+            &existing,
+            &other,
+            AdmissionPolicy::Reject,
+            quota,
+            NOW,
+        );
+        assert_eq!(free.outcome, AdmissionOutcome::Admitted, "{free:?}");
     }
 
     #[test]

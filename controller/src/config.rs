@@ -66,9 +66,10 @@ pub struct ControllerConfig {
     pub api: ApiLimits,
     /// What happens to jobs whose rate cannot all be guaranteed.
     pub admission: AdmissionConfig,
-    /// How volume jobs are scheduled against their deadlines, and how
-    /// tenants share what the guarantees leave.
+    /// How volume jobs are scheduled against their deadlines.
     pub schedule: ScheduleConfig,
+    /// Tenants' weights and quotas.
+    pub tenants: TenantsConfig,
 }
 
 /// Admission of AI jobs: the policy for a job that names none, per tenant
@@ -128,8 +129,7 @@ impl AdmissionConfig {
     }
 }
 
-/// Volume jobs' schedules: the calendar's slices, and tenants' weights and
-/// quotas in the fairness stage (`aiwan_planner::schedule`).
+/// Volume jobs' schedules: the calendar's slices (`aiwan_planner::schedule`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
@@ -137,12 +137,6 @@ pub struct ScheduleConfig {
     /// deadline needs more than `max_slices`.
     pub slice_ms: i64,
     pub max_slices: usize,
-    /// A tenant's weight (1 when not listed): tenants move at least the
-    /// same share, times their weight, of their transfers by the deadlines.
-    pub tenant_weights: std::collections::BTreeMap<String, f64>,
-    /// The most a tenant's volume jobs are given together in any slice,
-    /// bit/s.
-    pub tenant_quota_bps: std::collections::BTreeMap<String, i64>,
 }
 
 impl Default for ScheduleConfig {
@@ -150,8 +144,6 @@ impl Default for ScheduleConfig {
         ScheduleConfig {
             slice_ms: 10_000,
             max_slices: 48,
-            tenant_weights: std::collections::BTreeMap::new(),
-            tenant_quota_bps: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -164,32 +156,57 @@ impl ScheduleConfig {
         if !(2..=500).contains(&self.max_slices) {
             return Err(invalid("schedule.max_slices", "must be from 2 to 500"));
         }
-        let tenants = self
-            .tenant_weights
-            .keys()
-            .chain(self.tenant_quota_bps.keys());
-        if self.tenant_weights.len() + self.tenant_quota_bps.len() > 100_000 {
-            return Err(invalid("schedule", "at most 100000 tenants listed"));
+        Ok(())
+    }
+}
+
+/// How tenants share what the network can guarantee.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsConfig {
+    /// A tenant's weight (1 when not listed): when volume jobs cannot all
+    /// meet their deadlines, every tenant moves at least the same share of
+    /// its bytes by them, times its weight.
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// The most a tenant is guaranteed at once, bit/s: admission gives its
+    /// ai-sync and ai-bulk jobs no more together, and its volume jobs'
+    /// schedules no more in any slice.
+    pub quota_bps: std::collections::BTreeMap<String, i64>,
+}
+
+impl TenantsConfig {
+    pub fn weight_of(&self, tenant: &str) -> f64 {
+        self.weights.get(tenant).copied().unwrap_or(1.0)
+    }
+
+    pub fn quota_of(&self, tenant: &str) -> Option<i64> {
+        self.quota_bps.get(tenant).copied()
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.weights.len() + self.quota_bps.len() > 100_000 {
+            return Err(invalid("tenants", "at most 100000 tenants listed"));
         }
-        if let Some(tenant) = tenants.into_iter().find(|t| t.is_empty() || t.len() > 63) {
+        let mut names = self.weights.keys().chain(self.quota_bps.keys());
+        if let Some(tenant) = names.find(|t| t.is_empty() || t.len() > 63) {
             return Err(invalid(
-                "schedule",
+                "tenants",
                 format!("tenant {tenant:?}: 1 to 63 characters"),
             ));
         }
         if let Some((tenant, _)) = self
-            .tenant_weights
+            .weights
             .iter()
             .find(|(_, w)| !(w.is_finite() && **w > 0.0 && **w <= 1e6))
         {
             return Err(invalid(
-                "schedule.tenant_weights",
+                "tenants.weights",
                 format!("tenant {tenant:?}: a weight above 0, at most 1000000"),
             ));
         }
-        if let Some((tenant, _)) = self.tenant_quota_bps.iter().find(|(_, q)| **q < 0) {
+        if let Some((tenant, _)) = self.quota_bps.iter().find(|(_, q)| **q < 0) {
             return Err(invalid(
-                "schedule.tenant_quota_bps",
+                "tenants.quota_bps",
                 format!("tenant {tenant:?}: must not be negative"),
             ));
         }
@@ -505,6 +522,7 @@ impl Default for ControllerConfig {
             api: ApiLimits::default(),
             admission: AdmissionConfig::default(),
             schedule: ScheduleConfig::default(),
+            tenants: TenantsConfig::default(),
         }
     }
 }
@@ -813,6 +831,7 @@ impl ControllerConfig {
         self.closed_loop.check()?;
         self.admission.check()?;
         self.schedule.check()?;
+        self.tenants.check()?;
         let api = &self.api;
         if api.max_concurrent_streams == 0 || api.concurrency_per_connection == 0 {
             return Err(invalid(

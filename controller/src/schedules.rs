@@ -23,7 +23,7 @@ use aiwan_planner::paths::{PathOptions, ShortestPaths, candidate_paths};
 use aiwan_planner::schedule::{Calendar, Reservation, Tenant, Transfer, paces};
 use ipnet::IpNet;
 
-use crate::config::ScheduleConfig;
+use crate::config::{ScheduleConfig, TenantsConfig};
 use crate::model::{Endpoint, JobProgress, JobRecord, JobState, TrafficClass};
 use crate::planning::{PATHS_PER_PAIR, job_demands};
 
@@ -45,6 +45,7 @@ pub fn schedule_transfers(
     moved: &BTreeMap<String, Moved>,
     now_ms: i64,
     config: &ScheduleConfig,
+    tenant_shares: &TenantsConfig,
 ) -> Result<BTreeMap<String, JobProgress>, String> {
     let network = Network::from_topology(topology);
     let mut finder = ShortestPaths::new(&network);
@@ -134,12 +135,8 @@ pub fn schedule_transfers(
         }
         let tenant = *tenant_index.entry(job.tenant.clone()).or_insert_with(|| {
             tenants.push(Tenant {
-                weight: config
-                    .tenant_weights
-                    .get(&job.tenant)
-                    .copied()
-                    .unwrap_or(1.0),
-                quota_bps: config.tenant_quota_bps.get(&job.tenant).map(|&q| q as f64),
+                weight: tenant_shares.weight_of(&job.tenant),
+                quota_bps: tenant_shares.quota_of(&job.tenant).map(|q| q as f64),
             });
             tenants.len() - 1
         });
@@ -394,6 +391,17 @@ mod tests {
         )])
     }
 
+    /// The schedules with the default calendar and equal tenants.
+    fn run(
+        topology: &Topology,
+        jobs: &[JobRecord],
+        moved: &BTreeMap<String, Moved>,
+        now_ms: i64,
+    ) -> BTreeMap<String, JobProgress> {
+        let (calendar, tenants) = (ScheduleConfig::default(), TenantsConfig::default());
+        schedule_transfers(topology, jobs, moved, now_ms, &calendar, &tenants).expect("schedule")
+    }
+
     fn gbps(progress: &JobProgress) -> f64 {
         progress.pace_bps as f64 / 1e9
     }
@@ -401,17 +409,9 @@ mod tests {
     #[test]
     fn a_transfer_behind_is_paced_faster_and_one_that_cannot_make_it_is_flagged() {
         let topology = demo();
-        let config = ScheduleConfig::default();
         // 450 GB in 100 s: 36 Gbit/s of the 90 Gbit/s the four paths carry.
         let job = transfer("ckpt", "a", 450.0, 100);
-        let start = schedule_transfers(
-            &topology,
-            std::slice::from_ref(&job),
-            &BTreeMap::new(),
-            0,
-            &config,
-        )
-        .expect("schedule");
+        let start = run(&topology, std::slice::from_ref(&job), &BTreeMap::new(), 0);
         let start = &start["ckpt"];
         assert!(
             start.on_track && (gbps(start) - 36.0).abs() < 0.1,
@@ -419,8 +419,7 @@ mod tests {
         );
         assert!(start.detail.contains("on track"), "{start:?}");
         // Halfway, 100 GB moved instead of 225: 350 GB in 50 s.
-        let behind = schedule_transfers(&topology, &[job], &moved("ckpt", 100.0), 50_000, &config)
-            .expect("schedule");
+        let behind = run(&topology, &[job], &moved("ckpt", 100.0), 50_000);
         let behind = &behind["ckpt"];
         assert!(
             behind.on_track && (gbps(behind) - 56.0).abs() < 0.1,
@@ -428,8 +427,7 @@ mod tests {
         );
         // 2 TB in 100 s needs 160 Gbit/s: flagged, with when it is done.
         let big = transfer("dataset", "a", 2_000.0, 100);
-        let late =
-            schedule_transfers(&topology, &[big], &BTreeMap::new(), 0, &config).expect("schedule");
+        let late = run(&topology, &[big], &BTreeMap::new(), 0);
         let late = &late["dataset"];
         assert!(!late.on_track, "{late:?}");
         let done = late.expected_completion_ms.expect("within the horizon");
@@ -445,7 +443,6 @@ mod tests {
     #[test]
     fn guarantees_are_worked_around_and_a_finished_transfer_needs_nothing() {
         let topology = demo();
-        let config = ScheduleConfig::default();
         // An ai-sync job holds 80 of the 90 Gbit/s for the first 50 s.
         let mut sync = site_to_site_job(
             "allreduce".into(),
@@ -462,23 +459,19 @@ mod tests {
         // not (50 s of 10 Gbit/s and 50 of 90: 625 GB).
         let fits = transfer("fits", "a", 100.0, 100);
         let misses = transfer("misses", "b", 700.0, 100);
-        let one = schedule_transfers(
+        let one = run(
             &topology,
             &[sync.clone(), fits.clone()],
             &BTreeMap::new(),
             0,
-            &config,
-        )
-        .expect("schedule");
+        );
         assert!(one["fits"].on_track, "{one:?}");
-        let other = schedule_transfers(&topology, &[sync, misses], &BTreeMap::new(), 0, &config)
-            .expect("schedule");
+        let other = run(&topology, &[sync, misses], &BTreeMap::new(), 0);
         assert!(!other["misses"].on_track, "{other:?}");
         // Now it may have only the 10 Gbit/s the ai-sync job leaves.
         assert!((gbps(&other["misses"]) - 10.0).abs() < 0.1, "{other:?}");
         // Through: no pace, done.
-        let done = schedule_transfers(&topology, &[fits], &moved("fits", 100.0), 30_000, &config)
-            .expect("schedule");
+        let done = run(&topology, &[fits], &moved("fits", 100.0), 30_000);
         let done = &done["fits"];
         assert_eq!(done.pace_bps, 0);
         assert!(
@@ -497,14 +490,7 @@ mod tests {
             transfer("a2", "a", 600.0, 100),
             transfer("b1", "b", 600.0, 100),
         ];
-        let plan = schedule_transfers(
-            &topology,
-            &jobs,
-            &BTreeMap::new(),
-            0,
-            &ScheduleConfig::default(),
-        )
-        .expect("schedule");
+        let plan = run(&topology, &jobs, &BTreeMap::new(), 0);
         assert!(plan["b1"].detail.contains("tenants share"), "{plan:?}");
         // 375 GB of its 600 by the deadline: 30 Gbit/s now.
         assert!((gbps(&plan["b1"]) - 30.0).abs() < 0.1, "{plan:?}");
@@ -512,12 +498,19 @@ mod tests {
         assert!(paced <= 90_000_000_100, "{plan:?}");
         // A quota of 20 Gbit/s for tenant b: its job is told it misses by
         // more.
-        let config = ScheduleConfig {
-            tenant_quota_bps: BTreeMap::from([("b".to_string(), 20_000_000_000)]),
-            ..ScheduleConfig::default()
+        let quota = TenantsConfig {
+            quota_bps: BTreeMap::from([("b".to_string(), 20_000_000_000)]),
+            ..TenantsConfig::default()
         };
-        let capped =
-            schedule_transfers(&topology, &jobs, &BTreeMap::new(), 0, &config).expect("schedule");
+        let capped = schedule_transfers(
+            &topology,
+            &jobs,
+            &BTreeMap::new(),
+            0,
+            &ScheduleConfig::default(),
+            &quota,
+        )
+        .expect("schedule");
         assert!(capped["b1"].pace_bps <= 20_000_000_000, "{capped:?}");
         assert!(
             capped["b1"]

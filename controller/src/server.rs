@@ -234,6 +234,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         loop_config: config.closed_loop.clone(),
         admission: config.admission.clone(),
         admission_lock: Default::default(),
+        tenants: config.tenants.clone(),
     };
     tokio::spawn(crate::services::intent::requeue(state.clone()));
     let loop_metrics = crate::closed_loop::LoopMetrics::default();
@@ -250,6 +251,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
                     metrics: loop_metrics.clone(),
                     plan_version: state.plan_version.clone(),
                     schedule: config.schedule.clone(),
+                    tenants: config.tenants.clone(),
                 },
             );
             tokio::spawn(closed_loop.run(stop_rx.clone()));

@@ -224,8 +224,10 @@ pub struct LoopContext {
     pub metrics: LoopMetrics,
     /// Told of every plan the loop stores (the reconcile loop listens).
     pub plan_version: watch::Sender<i64>,
-    /// How volume jobs are scheduled against their deadlines.
+    /// How volume jobs are scheduled against their deadlines, and how
+    /// tenants share them.
     pub schedule: crate::config::ScheduleConfig,
+    pub tenants: crate::config::TenantsConfig,
 }
 
 /// Per link: whether congestion was predicted or seen (for events).
@@ -443,8 +445,15 @@ impl ClosedLoop {
         }
         self.set_idle(None);
         if let Some((_, model, ..)) = self.model.as_ref()
-            && let Err(error) =
-                transfers::track(&self.cx, model, &stored.topology, window, &self.cx.schedule).await
+            && let Err(error) = transfers::track(
+                &self.cx,
+                model,
+                &stored.topology,
+                window,
+                &self.cx.schedule,
+                &self.cx.tenants,
+            )
+            .await
         {
             // The plan still follows the last schedule stored.
             tracing::warn!(%error, "closed loop: volume jobs not scheduled this interval");

@@ -13,7 +13,7 @@ use aiwan_planner::Topology;
 
 use super::LoopContext;
 use super::demand::DemandModel;
-use crate::config::ScheduleConfig;
+use crate::config::{ScheduleConfig, TenantsConfig};
 use crate::events::EventKind;
 use crate::model::{JobRecord, JobState, now_ms};
 use crate::planning::job_demands;
@@ -27,6 +27,7 @@ pub(super) async fn track(
     topology: &Topology,
     window: TimeWindow,
     config: &ScheduleConfig,
+    tenants: &TenantsConfig,
 ) -> Result<(), String> {
     let now = now_ms();
     let jobs = cx
@@ -97,10 +98,10 @@ pub(super) async fn track(
         .iter()
         .filter_map(|r| Some((r.job.job_id.clone(), r.progress.as_ref()?.on_track)))
         .collect();
-    let schedule_config = config.clone();
+    let (schedule_config, tenants) = (config.clone(), tenants.clone());
     let topology = topology.clone();
     let progress = tokio::task::spawn_blocking(move || {
-        schedule_transfers(&topology, &jobs, &moved, now, &schedule_config)
+        schedule_transfers(&topology, &jobs, &moved, now, &schedule_config, &tenants)
     })
     .await
     .map_err(|e| format!("the transfers' schedule stopped: {e}"))??;

@@ -444,8 +444,10 @@ pub fn admission_to_pb(admission: &Admission) -> pb::Admission {
 pub async fn admit(state: &AppState, job: &NewJob, now_ms: i64) -> Result<Admission, Status> {
     let (topology, existing) = super::topology_and_jobs(state).await?;
     let job = job.clone();
+    let quota = state.tenants.quota_of(&job.tenant);
     tokio::task::spawn_blocking(move || {
-        crate::admission::admit(&topology, &existing, &job, job.admission_policy, now_ms)
+        let policy = job.admission_policy;
+        crate::admission::admit_within_quota(&topology, &existing, &job, policy, quota, now_ms)
     })
     .await
     .map_err(|e| Status::internal(format!("admission task failed: {e}")))

@@ -41,6 +41,8 @@ pub struct AppState {
     pub admission: crate::config::AdmissionConfig,
     /// Held while a job is admitted and stored.
     pub admission_lock: crate::admission::AdmissionLock,
+    /// Tenants' quotas (admission) and weights.
+    pub tenants: crate::config::TenantsConfig,
 }
 
 impl AppState {
