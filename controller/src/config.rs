@@ -936,6 +936,32 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.log.format, LogFormat::Plain);
         assert_eq!(config.southbound, SouthboundConfig::default());
+        assert_eq!(config.schedule, ScheduleConfig::default());
+    }
+
+    #[test]
+    fn tenants_and_the_schedule_are_checked_by_name() {
+        let config = ControllerConfig::from_toml(
+            "[tenants.weights]\nvision = 2.0\n[tenants.quota_bps]\nresearch = 40000000000\n",
+        )
+        .expect("toml");
+        config.check().expect("valid");
+        assert_eq!(config.tenants.weight_of("vision"), 2.0);
+        assert_eq!(config.tenants.weight_of("other"), 1.0);
+        assert_eq!(config.tenants.quota_of("research"), Some(40_000_000_000));
+        for (text, named) in [
+            ("[tenants.weights]\nvision = 0.0\n", "tenants.weights"),
+            ("[tenants.quota_bps]\nvision = -1\n", "tenants.quota_bps"),
+            ("[schedule]\nslice_ms = 10\n", "schedule.slice_ms"),
+            ("[schedule]\nmax_slices = 1\n", "schedule.max_slices"),
+        ] {
+            let error = ControllerConfig::from_toml(text)
+                .expect("toml")
+                .check()
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -984,6 +984,95 @@ mod tests {
     }
 
     #[test]
+    fn no_slice_puts_a_guaranteed_class_above_capacity() {
+        // Random rings with chords, reservations and transfers of two
+        // tenants (some far beyond the network), either preference.
+        use crate::classes::tests::both_ways;
+        use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..24 {
+            let n = 4 + (next() * 4.0) as usize;
+            let mut edges = Vec::new();
+            for a in 0..n {
+                both_ways(&mut edges, a, (a + 1) % n, 10e9 + next() * 90e9, 1_000.0);
+            }
+            both_ways(&mut edges, 0, n / 2, 10e9 + next() * 90e9, 1_000.0);
+            let network = Network {
+                name: format!("random-{case}"),
+                nodes: (0..n).map(|i| i.to_string()).collect(),
+                edges,
+            };
+            let mut finder = ShortestPaths::new(&network);
+            let mut pair = |next: &mut dyn FnMut() -> f64| {
+                let src = (next() * n as f64) as usize % n;
+                let dst = (src + 1 + (next() * (n - 1) as f64) as usize) % n;
+                let paths =
+                    candidate_paths(&network, &mut finder, src, dst, &PathOptions::k_shortest(3))
+                        .into_iter()
+                        .map(|p| p.edges)
+                        .collect();
+                Demand {
+                    src,
+                    dst,
+                    rate: 0.0,
+                    paths,
+                }
+            };
+            let reservations: Vec<Reservation> = (0..2)
+                .map(|_| Reservation {
+                    demand: Demand {
+                        rate: next() * 5e9,
+                        ..pair(&mut next)
+                    },
+                    from_s: next() * 50.0,
+                    until_s: 50.0 + next() * 50.0,
+                })
+                .collect();
+            let transfers: Vec<Transfer> = (0..5)
+                .map(|i| Transfer {
+                    tenant: i % 2,
+                    pairs: vec![pair(&mut next)],
+                    remaining_bits: next() * 5e12,
+                    release_s: next() * 30.0,
+                    deadline_s: 20.0 + next() * 80.0,
+                    max_rate_bps: Vec::new(),
+                    guaranteed: i != 4,
+                })
+                .collect();
+            let preference = if case % 2 == 0 {
+                Preference::Soonest
+            } else {
+                Preference::Latest
+            };
+            let plan = schedule(
+                &network,
+                CALENDAR,
+                &tenants(&[1.0, 2.0]),
+                &reservations,
+                &transfers,
+                preference,
+            )
+            .expect("schedule");
+            for (t, loads) in plan.loads.iter().enumerate() {
+                for (e, load) in loads.iter().enumerate() {
+                    let capacity = network.edges[e].capacity;
+                    assert!(
+                        *load <= capacity * (1.0 + 1e-6),
+                        "case {case} slice {t} edge {e}"
+                    );
+                    assert!(plan.guaranteed_loads[t][e] <= *load + 1.0);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bad_input_is_named() {
         let mut bad = transfer(0, 10.0, 10.0);
         bad.pairs[0].paths = vec![vec![7]];
