@@ -30,6 +30,31 @@ impl Drop for Demo {
     }
 }
 
+/// The first event on `stream` that `wanted` picks, if one comes within
+/// `within`.
+async fn next_event(
+    stream: &mut tonic::Streaming<pb::WatchEventsResponse>,
+    within: Duration,
+    wanted: impl Fn(&pb::Event) -> bool,
+) -> Option<pb::Event> {
+    tokio::time::timeout(within, async {
+        loop {
+            let event = stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open")
+                .event
+                .expect("event");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
 /// Starts the demo and reads its attach and metrics lines.
 fn start_demo() -> (Demo, String, String, std::net::SocketAddr) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -114,19 +139,8 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         .into_inner();
 
     // A proposal comes from telemetry (the background re-plan, or the training job scaling out at 10 s).
-    let proposal = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let event = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("open")
-                .event
-                .expect("event");
-            if event.kind == pb::EventKind::Proposal as i32 {
-                return event;
-            }
-        }
+    let proposal = next_event(&mut stream, Duration::from_secs(60), |e| {
+        e.kind == pb::EventKind::Proposal as i32
     })
     .await
     .expect("a proposal within a minute");
@@ -211,22 +225,11 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         plan.figures.is_some(),
         "the proposal's figures travel with it: {plan:?}"
     );
-    let applied = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let event = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("open")
-                .event
-                .expect("event");
-            if event.kind == pb::EventKind::PlanApplied as i32 && event.subject == plan.name {
-                return event;
-            }
-        }
+    let applied = next_event(&mut stream, Duration::from_secs(20), |e| {
+        e.kind == pb::EventKind::PlanApplied as i32 && e.subject == plan.name
     })
     .await;
-    assert!(applied.is_ok(), "{} was not applied", plan.name);
+    assert!(applied.is_some(), "{} was not applied", plan.name);
     let again = clients
         .plans
         .approve_plan(pb::ApprovePlanRequest {
@@ -380,19 +383,8 @@ async fn a_volume_jobs_progress_is_measured_and_a_hopeless_one_flagged() {
         })
         .await
         .expect("CreateJob");
-    let flagged = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let event = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("open")
-                .event
-                .expect("event");
-            if event.subject == "jobs/too-big" {
-                return event;
-            }
-        }
+    let flagged = next_event(&mut stream, Duration::from_secs(30), |e| {
+        e.subject == "jobs/too-big"
     })
     .await
     .expect("the hopeless job is flagged within 30 s");

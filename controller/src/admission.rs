@@ -222,15 +222,7 @@ fn window(job: &NewJob) -> (i64, i64) {
 
 /// A record of `job` as if admitted whole (for its demands at full rate).
 fn whole(job: NewJob, now_ms: i64) -> JobRecord {
-    JobRecord {
-        job,
-        cancelled_ms: None,
-        created_ms: now_ms,
-        updated_ms: now_ms,
-        creator: String::new(),
-        admission: None,
-        progress: None,
-    }
+    JobRecord::new(job, "", now_ms, None)
 }
 
 /// What `job`'s tenant is guaranteed by its other jobs whose windows

@@ -99,15 +99,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
         let rate = 100_000_000 + (next() % 20) as i64 * 100_000_000;
         let new = site_to_site_job(format!("job-{i}"), class, from, to, rate, now);
         let admission = admit(&topology, &existing, &new, new.admission_policy, now);
-        existing.push(JobRecord {
-            job: new,
-            cancelled_ms: None,
-            created_ms: now,
-            updated_ms: now,
-            creator: "bench".into(),
-            admission: Some(admission),
-            progress: None,
-        });
+        existing.push(JobRecord::new(new, "bench", now, Some(admission)));
     }
     let asked = site_to_site_job(
         "timed".into(),
@@ -132,15 +124,7 @@ pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
     }
     // The reference: a whole plan of the same jobs, new one included.
     let mut with_new = existing.clone();
-    with_new.push(JobRecord {
-        job: asked.clone(),
-        cancelled_ms: None,
-        created_ms: now,
-        updated_ms: now,
-        creator: "bench".into(),
-        admission: answer.clone(),
-        progress: None,
-    });
+    with_new.push(JobRecord::new(asked.clone(), "bench", now, answer.clone()));
     let mut plan_times = Vec::with_capacity(args.runs.max(1));
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();

@@ -19,7 +19,7 @@ use aiwan_planner::admission::fit;
 use aiwan_planner::allocation::Demand;
 use aiwan_planner::classes::{Class, ClassDemand};
 use aiwan_planner::network::Network;
-use aiwan_planner::paths::{PathOptions, ShortestPaths, candidate_paths};
+use aiwan_planner::paths::{PathOptions, ShortestPaths};
 use aiwan_planner::schedule::{
     Calendar, Preference, Reservation, Schedule, Tenant, Transfer, schedule,
 };
@@ -184,22 +184,8 @@ impl Seeded {
 }
 
 fn paths_between(network: &Network, finder: &mut ShortestPaths, src: usize, dst: usize) -> Demand {
-    let paths = candidate_paths(
-        network,
-        finder,
-        src,
-        dst,
-        &PathOptions::k_shortest(PATHS_PER_PAIR),
-    )
-    .into_iter()
-    .map(|p| p.edges)
-    .collect();
-    Demand {
-        src,
-        dst,
-        rate: 0.0,
-        paths,
-    }
+    let options = PathOptions::k_shortest(PATHS_PER_PAIR);
+    Demand::over_candidates(network, finder, (src, dst), 0.0, &options)
 }
 
 /// The smallest capacity along a pair's shortest path.

@@ -200,8 +200,8 @@ mod tests {
             .collect();
         let mut destinations = sources.clone();
         destinations.rotate_left(1);
-        JobRecord {
-            job: NewJob {
+        JobRecord::new(
+            NewJob {
                 job_id: "allreduce".into(),
                 tenant: "t".into(),
                 class: TrafficClass::AiSync,
@@ -229,13 +229,10 @@ mod tests {
                 admission_policy: Default::default(),
                 burst: None,
             },
-            cancelled_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-            creator: "test".into(),
-            admission: None,
-            progress: None,
-        }
+            "test",
+            0,
+            None,
+        )
     }
 
     #[test]

@@ -247,6 +247,35 @@ pub enum JobState {
 }
 
 impl JobRecord {
+    /// A record of `job` as stored at `at_ms` by `creator`: not cancelled,
+    /// not yet measured.
+    pub fn new(
+        job: NewJob,
+        creator: impl Into<String>,
+        at_ms: i64,
+        admission: Option<Admission>,
+    ) -> JobRecord {
+        JobRecord {
+            job,
+            cancelled_ms: None,
+            created_ms: at_ms,
+            updated_ms: at_ms,
+            creator: creator.into(),
+            admission,
+            progress: None,
+        }
+    }
+
+    /// The record with its demands at the rates asked: no admission
+    /// answer, no schedule (for the demands' pairs and paths).
+    pub fn as_asked(&self) -> JobRecord {
+        JobRecord {
+            admission: None,
+            progress: None,
+            ..self.clone()
+        }
+    }
+
     /// The state at `now_ms`: cancelled wins, then the end of the time
     /// window (the end time, else the deadline), then the queue, then the
     /// start.

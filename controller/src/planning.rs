@@ -811,15 +811,7 @@ mod tests {
             ip_protocol: Some(17),
             destination_ports: Some((4791, 4791)),
         });
-        JobRecord {
-            job,
-            cancelled_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-            creator: "test".into(),
-            admission: None,
-            progress: None,
-        }
+        JobRecord::new(job, "test", 0, None)
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aiwan_planner::Topology;
 use aiwan_planner::allocation::Demand;
 use aiwan_planner::classes::ClassDemand;
 use aiwan_planner::network::Network;
-use aiwan_planner::paths::{PathOptions, ShortestPaths, candidate_paths};
+use aiwan_planner::paths::{PathOptions, ShortestPaths};
 use aiwan_planner::schedule::{Calendar, Reservation, Tenant, Transfer, paces};
 use ipnet::IpNet;
 
@@ -95,11 +95,7 @@ pub fn schedule_transfers(
             continue;
         }
         // The job's pairs at any rate: only their paths matter here.
-        let whole = JobRecord {
-            admission: None,
-            progress: None,
-            ..record.clone()
-        };
+        let whole = record.as_asked();
         let (demands, unresolved) =
             job_demands(topology, &network, std::slice::from_ref(&whole), at);
         let mut pairs: Vec<Demand> = Vec::new();
@@ -118,18 +114,10 @@ pub fn schedule_transfers(
             } else {
                 unresolved.join("; ")
             };
+            let detail = format!("cannot be scheduled: {why}");
             answers.insert(
                 job.job_id.clone(),
-                JobProgress {
-                    moved_bytes: so_far.bytes,
-                    measured_until_ms: now_ms,
-                    measured: so_far.measured,
-                    pace_bps: 0,
-                    expected_completion_ms: None,
-                    on_track: false,
-                    evaluated_ms: now_ms,
-                    detail: format!("cannot be scheduled: {why}"),
-                },
+                unscheduled(so_far, now_ms, None, detail),
             );
             continue;
         }
@@ -230,15 +218,29 @@ fn through(record: &JobRecord, so_far: Moved, now_ms: i64, volume: i64) -> JobPr
         .and_then(|p| p.expected_completion_ms)
         .unwrap_or(now_ms);
     let deadline = record.job.deadline_ms.unwrap_or(i64::MAX);
+    let detail = format!("moved all {}", bytes(volume));
+    JobProgress {
+        on_track: done <= deadline,
+        ..unscheduled(so_far, now_ms, Some(done), detail)
+    }
+}
+
+/// Progress without a pace: through, or no schedule to be had.
+fn unscheduled(
+    so_far: Moved,
+    now_ms: i64,
+    completion_ms: Option<i64>,
+    detail: String,
+) -> JobProgress {
     JobProgress {
         moved_bytes: so_far.bytes,
         measured_until_ms: now_ms,
         measured: so_far.measured,
         pace_bps: 0,
-        expected_completion_ms: Some(done),
-        on_track: done <= deadline,
+        expected_completion_ms: completion_ms,
+        on_track: false,
         evaluated_ms: now_ms,
-        detail: format!("moved all {}", bytes(volume)),
+        detail,
     }
 }
 
@@ -267,24 +269,21 @@ fn candidates(
     demand: &ClassDemand,
     bounded: bool,
 ) -> Demand {
-    let paths = match &demand.pinned_path {
-        Some(path) => vec![path.clone()],
+    let ends = (demand.src, demand.dst);
+    match &demand.pinned_path {
+        Some(path) => Demand {
+            src: demand.src,
+            dst: demand.dst,
+            rate: demand.rate,
+            paths: vec![path.clone()],
+        },
         None => {
             let options = PathOptions {
                 max_latency_us: if bounded { demand.max_latency_us } else { None },
                 ..PathOptions::k_shortest(PATHS_PER_PAIR)
             };
-            candidate_paths(network, finder, demand.src, demand.dst, &options)
-                .into_iter()
-                .map(|p| p.edges)
-                .collect()
+            Demand::over_candidates(network, finder, ends, demand.rate, &options)
         }
-    };
-    Demand {
-        src: demand.src,
-        dst: demand.dst,
-        rate: demand.rate,
-        paths,
     }
 }
 
@@ -370,15 +369,7 @@ mod tests {
     }
 
     fn record(job: NewJob) -> JobRecord {
-        JobRecord {
-            job,
-            cancelled_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-            creator: "test".into(),
-            admission: None,
-            progress: None,
-        }
+        JobRecord::new(job, "test", 0, None)
     }
 
     fn moved(id: &str, gb: f64) -> BTreeMap<String, Moved> {

@@ -15,6 +15,29 @@ pub struct Demand {
     pub paths: Vec<Vec<usize>>,
 }
 
+impl Demand {
+    /// A demand of `rate` from `src` to `dst` over the candidate paths
+    /// `options` give (none when the two are not connected).
+    pub fn over_candidates(
+        network: &Network,
+        finder: &mut ShortestPaths,
+        (src, dst): (usize, usize),
+        rate: f64,
+        options: &PathOptions,
+    ) -> Demand {
+        let paths = candidate_paths(network, finder, src, dst, options)
+            .into_iter()
+            .map(|p| p.edges)
+            .collect();
+        Demand {
+            src,
+            dst,
+            rate,
+            paths,
+        }
+    }
+}
+
 /// The problem every solver gets: a network and demands over paths.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {

@@ -988,7 +988,7 @@ mod tests {
         // Random rings with chords, reservations and transfers of two
         // tenants (some far beyond the network), either preference.
         use crate::classes::tests::both_ways;
-        use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
+        use crate::paths::{PathOptions, ShortestPaths};
         let mut state = 0x5eed_u64;
         let mut next = move || {
             state ^= state << 13;
@@ -1012,17 +1012,8 @@ mod tests {
             let mut pair = |next: &mut dyn FnMut() -> f64| {
                 let src = (next() * n as f64) as usize % n;
                 let dst = (src + 1 + (next() * (n - 1) as f64) as usize) % n;
-                let paths =
-                    candidate_paths(&network, &mut finder, src, dst, &PathOptions::k_shortest(3))
-                        .into_iter()
-                        .map(|p| p.edges)
-                        .collect();
-                Demand {
-                    src,
-                    dst,
-                    rate: 0.0,
-                    paths,
-                }
+                let options = PathOptions::k_shortest(3);
+                Demand::over_candidates(&network, &mut finder, (src, dst), 0.0, &options)
             };
             let reservations: Vec<Reservation> = (0..2)
                 .map(|_| Reservation {

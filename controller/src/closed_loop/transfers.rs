@@ -105,14 +105,21 @@ pub(super) async fn track(
     })
     .await
     .map_err(|e| format!("the transfers' schedule stopped: {e}"))??;
-    let mut rows: Vec<(String, crate::model::JobProgress)> = Vec::new();
-    for (job_id, mut row) in progress {
+    let mut rows: Vec<(String, crate::model::JobProgress)> = progress.into_iter().collect();
+    for (_, row) in rows.iter_mut() {
         row.measured_until_ms = window.end_ms;
+    }
+    // Stored first, so that whoever acts on an event reads the same.
+    cx.db
+        .update_progress(&rows)
+        .await
+        .map_err(|e| format!("cannot store the jobs' progress: {e}"))?;
+    for (job_id, row) in &rows {
         let subject = format!("jobs/{job_id}");
         let expected_s = row
             .expected_completion_ms
             .map_or(f64::NAN, |ms| ms as f64 / 1000.0);
-        match (previous.get(&job_id), row.on_track) {
+        match (previous.get(job_id), row.on_track) {
             (Some(true) | None, false) => {
                 cx.events.publish(
                     EventKind::JobAtRisk,
@@ -134,12 +141,8 @@ pub(super) async fn track(
             }
             _ => {}
         }
-        rows.push((job_id, row));
     }
-    cx.db
-        .update_progress(&rows)
-        .await
-        .map_err(|e| format!("cannot store the jobs' progress: {e}"))
+    Ok(())
 }
 
 /// The nodes where a job's traffic enters the WAN.
@@ -149,11 +152,7 @@ fn ingress_nodes(
     record: &JobRecord,
     now_ms: i64,
 ) -> BTreeSet<usize> {
-    let whole = JobRecord {
-        admission: None,
-        progress: None,
-        ..record.clone()
-    };
+    let whole = record.as_asked();
     let (demands, _) = job_demands(
         topology,
         model.network(),

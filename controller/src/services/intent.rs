@@ -1043,15 +1043,7 @@ mod tests {
 
     /// A validated job as the store returns it.
     fn stored(job: NewJob) -> JobRecord {
-        JobRecord {
-            job,
-            cancelled_ms: None,
-            created_ms: NOW,
-            updated_ms: NOW,
-            creator: "t".into(),
-            admission: None,
-            progress: None,
-        }
+        JobRecord::new(job, "t", NOW, None)
     }
 
     #[test]

@@ -430,15 +430,12 @@ impl PlanService for PlanApi {
         // What admission would answer, and the plan with the job at the
         // rate it would be guaranteed.
         let admission = crate::services::intent::admit(&self.state, &hypothetical, now).await?;
-        let record = crate::model::JobRecord {
-            job: hypothetical,
-            cancelled_ms: None,
-            created_ms: now,
-            updated_ms: now,
-            creator: caller.actor(),
-            admission: Some(admission.clone()),
-            progress: None,
-        };
+        let record = crate::model::JobRecord::new(
+            hypothetical,
+            caller.actor(),
+            now,
+            Some(admission.clone()),
+        );
         let computed = compute(&self.state, Some(record)).await?;
         let preview = PlanRecord {
             version: 0,
