@@ -9,8 +9,9 @@
 //! What is simulated, said plainly: a slice delivers what the schedule
 //! gives a transfer, up to what its sender manages in that slice (senders
 //! fall short in seeded slices: a slow disk, a busy host). The capacity a
-//! slow sender leaves is not lent to others within the slice, which
-//! understates the live system (its rate limits are work conserving).
+//! slow sender leaves idle is lent within the slice to the transfers whose
+//! senders can send more (the routers' rate limits are work conserving):
+//! one slice scheduled on what is left. Flows are fluid: no TCP.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -90,6 +91,9 @@ pub struct JobsReport {
     pub fell_behind_met: usize,
     pub replan_ms_median: f64,
     pub oracle_ms: f64,
+    /// Slices in which lending idle capacity failed (the LP gave no
+    /// answer): nothing was lent then.
+    pub lending_failures: usize,
 }
 
 /// A transfer with this share of its bits left is done.
@@ -339,6 +343,7 @@ pub(crate) fn run(
     let mut over_capacity = 0;
     let mut max_utilisation: f64 = 0.0;
     let mut replan_ms = Vec::new();
+    let mut lending_failures = 0;
     for now in 0..slices {
         let known: Vec<usize> = (0..arrivals.len())
             .filter(|&j| arrivals[j].arrival_slice <= now && remaining[j] > 0.0)
@@ -374,20 +379,49 @@ pub(crate) fn run(
         let (over, utilisation) = guaranteed_overload(network, &plan, 0);
         over_capacity += usize::from(over);
         max_utilisation = max_utilisation.max(utilisation);
+        // Each transfer sends what it is given, up to what its sender
+        // manages this slice.
+        let mut sent = vec![0.0; known.len()];
+        let mut used = plan.loads[0].clone();
         for (position, &j) in known.iter().enumerate() {
             let planned = &plan.transfers[position];
             if arrivals[j].guaranteed && !planned.meets_deadline && now_s < arrivals[j].deadline_s {
                 flagged[j] = true;
             }
             let scheduled = planned.rates_bps[0];
-            let sent = scheduled.min(arrivals[j].sender_bps[now]);
-            if sent < scheduled * (1.0 - 1e-6) {
+            sent[position] = scheduled.min(arrivals[j].sender_bps[now]);
+            if sent[position] < scheduled * (1.0 - 1e-6) {
                 fell_behind[j] = true;
+                let idle = 1.0 - sent[position] / scheduled;
+                for (pair, rates) in transfers[position]
+                    .pairs
+                    .iter()
+                    .zip(&planned.first_slice_paths)
+                {
+                    for (path, rate) in pair.paths.iter().zip(rates) {
+                        for &e in path {
+                            used[e] -= rate * idle;
+                        }
+                    }
+                }
             }
-            let moved = (sent * slice_s).min(remaining[j]);
+        }
+        // The routers' limits are work conserving: what is idle this slice
+        // is lent to the transfers whose senders can send more.
+        // An LP that fails here lends nothing this slice, and is counted.
+        let lent = lend(
+            network, &used, &tenants, &transfers, &sent, &known, &arrivals, now, slice_s,
+        )
+        .unwrap_or_else(|_| {
+            lending_failures += 1;
+            vec![0.0; known.len()]
+        });
+        for (position, &j) in known.iter().enumerate() {
+            let rate = sent[position] + lent[position];
+            let moved = (rate * slice_s).min(remaining[j]);
             // What the solver's tolerance leaves is not a transfer.
             if moved > 0.0 && remaining[j] - moved <= arrivals[j].bits * DONE_TOLERANCE {
-                finished_s[j] = Some(now_s + moved / sent.max(f64::MIN_POSITIVE));
+                finished_s[j] = Some(now_s + moved / rate.max(f64::MIN_POSITIVE));
                 remaining[j] = 0.0;
             } else {
                 remaining[j] -= moved;
@@ -463,7 +497,71 @@ pub(crate) fn run(
             .count(),
         replan_ms_median: replan_ms.get(replan_ms.len() / 2).copied().unwrap_or(0.0),
         oracle_ms,
+        lending_failures,
     })
+}
+
+/// What the capacity left idle in this slice (`used` per edge: what the
+/// schedule gave, less what slow senders did not send) lends each
+/// transfer, bit/s: one slice scheduled on what is left, each transfer up
+/// to what its sender can add.
+#[allow(clippy::too_many_arguments)]
+fn lend(
+    network: &Network,
+    used: &[f64],
+    tenants: &[Tenant],
+    transfers: &[Transfer],
+    sent: &[f64],
+    known: &[usize],
+    arrivals: &[Arrival],
+    now: usize,
+    slice_s: f64,
+) -> anyhow::Result<Vec<f64>> {
+    // Links with (next to) nothing left lend nothing: paths across them
+    // are left out, which also keeps the LP's numbers near 1.
+    let mut left = network.clone();
+    let mut exhausted = vec![false; left.edges.len()];
+    for ((edge, used), exhausted) in left.edges.iter_mut().zip(used).zip(&mut exhausted) {
+        let idle = edge.capacity - used;
+        if idle > edge.capacity * 1e-3 {
+            edge.capacity = idle;
+        } else {
+            *exhausted = true;
+        }
+    }
+    let borrowers: Vec<Transfer> = transfers
+        .iter()
+        .zip(sent)
+        .zip(known)
+        .map(|((transfer, &sent), &j)| Transfer {
+            pairs: transfer
+                .pairs
+                .iter()
+                .map(|pair| Demand {
+                    paths: pair
+                        .paths
+                        .iter()
+                        .filter(|path| path.iter().all(|&e| !exhausted[e]))
+                        .cloned()
+                        .collect(),
+                    ..pair.clone()
+                })
+                .collect(),
+            remaining_bits: (transfer.remaining_bits - sent * slice_s).max(0.0),
+            max_rate_bps: vec![(arrivals[j].sender_bps[now] - sent).max(0.0)],
+            ..transfer.clone()
+        })
+        .collect();
+    let calendar = Calendar { slice_s, slices: 1 };
+    let plan = schedule(
+        &left,
+        calendar,
+        tenants,
+        &[],
+        &borrowers,
+        Preference::Soonest,
+    )?;
+    Ok(plan.transfers.iter().map(|p| p.rates_bps[0]).collect())
 }
 
 /// Whether a guaranteed class is above a link's capacity in slice `t`,
@@ -495,6 +593,7 @@ mod tests {
         let (network, endpoints) = load("ai-wan", &args.data).expect("topology");
         let report = run(&network, &endpoints, &args).expect("run");
         assert_eq!(report.slices_over_capacity, 0, "{report:?}");
+        assert_eq!(report.lending_failures, 0, "{report:?}");
         assert!(
             report.max_guaranteed_utilisation <= 1.0 + 1e-6,
             "{report:?}"

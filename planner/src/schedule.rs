@@ -135,6 +135,9 @@ pub struct Planned {
     /// the calendar.
     pub completion_s: Option<f64>,
     pub meets_deadline: bool,
+    /// The first slice's rate on each path of each pair, bit/s (all zero
+    /// when it does not send then).
+    pub first_slice_paths: Vec<Vec<f64>>,
 }
 
 /// Every transfer's schedule, and what the slices carry.
@@ -415,10 +418,14 @@ impl<'a> Model<'a> {
             let routable = transfer.pairs.iter().all(|p| !p.paths.is_empty());
             for t in 0..calendar.slices {
                 let sending = calendar.overlap(t, transfer.release_s, f64::INFINITY);
-                if !routable || transfer.remaining_bits <= 0.0 || sending <= 0.0 {
+                // Bits or rates a millionth of a slice of the largest link
+                // are solver noise, not a transfer (and would make the LP's
+                // numbers far from 1).
+                let volume = transfer.remaining_bits / (unit_bps * calendar.slice_s);
+                if !routable || volume <= NEGLIGIBLE || sending <= 0.0 {
                     continue;
                 }
-                if transfer.max_rate(t) <= 0.0 {
+                if transfer.max_rate(t) / unit_bps <= NEGLIGIBLE {
                     continue;
                 }
                 let before = calendar.overlap(t, transfer.release_s, transfer.deadline_s);
@@ -685,6 +692,11 @@ impl<'a> Model<'a> {
             let (mut by_deadline, mut delivered) = (0.0, 0.0);
             let mut completion_s = None;
             let remaining = transfer.remaining_bits;
+            let mut first_slice_paths: Vec<Vec<f64>> = transfer
+                .pairs
+                .iter()
+                .map(|pair| vec![0.0; pair.paths.len()])
+                .collect();
             for slice in &self.transfer_slices[j] {
                 let rate = x[slice.rate].max(0.0) * self.unit_bps;
                 rates_bps[slice.t] = rate;
@@ -698,9 +710,12 @@ impl<'a> Model<'a> {
                     completion_s = Some((end - seconds + needed).min(end));
                 }
                 let mut column = slice.first_path;
-                for pair in &transfer.pairs {
-                    for path in &pair.paths {
+                for (d, pair) in transfer.pairs.iter().enumerate() {
+                    for (p, path) in pair.paths.iter().enumerate() {
                         let rate = x[column].max(0.0) * self.unit_bps;
+                        if slice.t == 0 {
+                            first_slice_paths[d][p] = rate;
+                        }
                         for &e in path {
                             loads[slice.t][e] += rate;
                             if transfer.guaranteed {
@@ -711,7 +726,8 @@ impl<'a> Model<'a> {
                     }
                 }
             }
-            if remaining <= 0.0 {
+            let through = self.volume(j) <= NEGLIGIBLE;
+            if through {
                 completion_s = Some(0.0);
             }
             let delivered = delivered.min(remaining);
@@ -721,9 +737,10 @@ impl<'a> Model<'a> {
                 by_deadline_bits: by_deadline,
                 delivered_bits: delivered,
                 completion_s,
-                meets_deadline: remaining <= 0.0
+                meets_deadline: through
                     || (transfer.deadline_s > 0.0
                         && by_deadline >= remaining * (1.0 - MET_TOLERANCE)),
+                first_slice_paths,
             });
         }
         Schedule {
@@ -739,6 +756,9 @@ impl<'a> Model<'a> {
 /// The objective's reward per slice of capacity moved, beside 1 for a
 /// whole transfer by its deadline.
 const THROUGHPUT: f64 = 1e-2;
+
+/// A share of the LP's units below which bits and rates count as none.
+const NEGLIGIBLE: f64 = 1e-6;
 
 /// The reward's tie-break between transfers, by their order.
 const FIRST_COME: f64 = 1e-3;
