@@ -127,7 +127,18 @@ struct SyncJob {
 /// `aiwan bench jobs`.
 pub fn bench_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
+    let mut skipped = Vec::new();
     for name in &args.topologies {
+        // The shared data sets are not in a user's clone: say so, go on.
+        if name != "ai-wan" {
+            let (path, _) = crate::offline::bench_topology(&args.data, name)?;
+            if !path.exists() {
+                let reason = format!("{name}: {} not found", path.display());
+                eprintln!("aiwan bench jobs: skipped {reason}");
+                skipped.push(reason);
+                continue;
+            }
+        }
         let (network, endpoints) = load(name, &args.data)?;
         reports.push(run(&network, &endpoints, args)?);
     }
@@ -138,6 +149,7 @@ pub fn bench_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
             "slices_over_capacity": 0,
         },
         "runs": reports,
+        "skipped": skipped,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
