@@ -61,11 +61,12 @@ impl FlowSelector {
 }
 
 /// The bytes of one selector's flows as one exporter (and observation
-/// domain) saw them.
+/// domain) saw them in one 1 s bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SelectedBytes {
     /// Index into the selectors.
     pub selector: usize,
+    pub bucket_start_ms: i64,
     pub exporter: IpAddr,
     pub observation_domain: u32,
     pub bytes: u64,
@@ -272,11 +273,12 @@ impl TelemetryStore {
             .collect())
     }
 
-    /// Per selector and exporter, the bytes of the selected flows in the
-    /// window, from the 1 s tier (the only one with ports and addresses).
-    /// A flow is seen by every exporter on its path; the caller picks the
-    /// sightings that count (where it enters the WAN). Sorted by selector,
-    /// then exporter.
+    /// Per selector, bucket and exporter, the bytes of the selected flows
+    /// in the window, from the 1 s tier (the only one with ports and
+    /// addresses). A flow is seen by every exporter on its path; the caller
+    /// picks the sightings that count (where it enters the WAN) and the
+    /// buckets (from when a job started). Sorted by selector, bucket, then
+    /// exporter.
     pub fn selected_bytes(
         &self,
         window: TimeWindow,
@@ -289,6 +291,7 @@ impl TelemetryStore {
             return Ok(Vec::new());
         };
         let keys = [
+            BUCKET_START_MS,
             EXPORTER,
             EXPORTER_DOMAIN,
             SRC_ADDR,
@@ -303,11 +306,12 @@ impl TelemetryStore {
             .collect()
             .map_err(|e| StoreError::polars("selecting flows", e))?;
         let c = Columns::new(&frame);
+        let starts = c.i64(BUCKET_START_MS)?;
         let (exporters, domains) = (c.strings(EXPORTER)?, c.u64(EXPORTER_DOMAIN)?);
         let (src, dst) = (c.u128(SRC_ADDR)?, c.u128(DST_ADDR)?);
         let (dst_port, protocol) = (c.u64(DST_PORT)?, c.u64(PROTOCOL)?);
         let (class, bytes) = (c.strings(CLASS)?, c.u64(BYTES)?);
-        let mut sums: BTreeMap<(usize, String, u64), u64> = BTreeMap::new();
+        let mut sums: BTreeMap<(usize, i64, String, u64), u64> = BTreeMap::new();
         for i in 0..frame.height() {
             for (index, selector) in selectors.iter().enumerate() {
                 if selector.matches(
@@ -318,16 +322,17 @@ impl TelemetryStore {
                     dst_port[i] as u16,
                 ) {
                     *sums
-                        .entry((index, exporters[i].clone(), domains[i]))
+                        .entry((index, starts[i], exporters[i].clone(), domains[i]))
                         .or_default() += bytes[i];
                 }
             }
         }
         Ok(sums
             .into_iter()
-            .filter_map(|((selector, exporter, domain), bytes)| {
+            .filter_map(|((selector, bucket_start_ms, exporter, domain), bytes)| {
                 Some(SelectedBytes {
                     selector,
+                    bucket_start_ms,
                     exporter: exporter.parse().ok()?,
                     observation_domain: u32::try_from(domain).unwrap_or(u32::MAX),
                     bytes,

@@ -550,16 +550,24 @@ fn selected_bytes_per_selector_and_exporter() {
     let got = store
         .selected_bytes(TimeWindow::new(0, 10_000), &[job, ports])
         .expect("selected");
-    let summary: Vec<(usize, String, u64)> = got
+    let summary: Vec<(usize, i64, String, u64)> = got
         .iter()
-        .map(|s| (s.selector, s.exporter.to_string(), s.bytes))
+        .map(|s| {
+            (
+                s.selector,
+                s.bucket_start_ms,
+                s.exporter.to_string(),
+                s.bytes,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         vec![
-            (0, "192.0.2.1".into(), 2_200),
-            (0, "192.0.2.2".into(), 1_000),
-            (1, "192.0.2.1".into(), 700),
+            (0, 0, "192.0.2.1".into(), 1_700),
+            (0, 0, "192.0.2.2".into(), 1_000),
+            (0, 1_000, "192.0.2.1".into(), 500),
+            (1, 0, "192.0.2.1".into(), 700),
         ]
     );
 }

@@ -58,21 +58,20 @@ pub(super) async fn track(
             next - 1
         }));
     }
-    let seconds = (window.end_ms - window.start_ms).max(0) as f64 / 1000.0;
     let mut moved: BTreeMap<String, Moved> = BTreeMap::new();
     for (record, position) in transfers.iter().zip(&positions) {
         let ingress = ingress_nodes(topology, model, record, now);
         let measured = position.is_some() && ingress.iter().any(|&n| model.exports(n));
         let before = record.progress.as_ref();
-        // A window counted before (a restart) is not counted twice.
-        let fresh = before.is_none_or(|p| p.measured_until_ms <= window.start_ms);
+        // Buckets from the job's start, and not counted before (a restart).
+        let from_ms = before.map_or(record.job.start_ms, |p| {
+            p.measured_until_ms.max(record.job.start_ms)
+        });
         let earlier = before.map_or(0, |p| p.moved_bytes);
-        let added = if !fresh {
-            0
-        } else if measured {
+        let added = if measured {
             let bytes: u64 = seen
                 .iter()
-                .filter(|s| Some(s.selector) == *position)
+                .filter(|s| Some(s.selector) == *position && s.bucket_start_ms >= from_ms)
                 .filter(|s| {
                     model
                         .exporter_node(s.exporter, s.observation_domain)
@@ -84,6 +83,7 @@ pub(super) async fn track(
         } else {
             // Nothing measures it: assume it kept its pace.
             let pace = before.map_or(0, |p| p.pace_bps);
+            let seconds = (window.end_ms - from_ms.max(window.start_ms)).max(0) as f64 / 1000.0;
             (pace as f64 * seconds / 8.0) as i64
         };
         moved.insert(
