@@ -537,29 +537,15 @@ impl Store {
         .bind(now_ms)
         .bind(creator)
         .bind(job.max_latency_us)
-        .bind(
-            job.pin
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| corrupt(format!("pin of job {}: {e}", job.job_id)))?,
-        )
-        .bind(
-            job.collective
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| corrupt(format!("collective of job {}: {e}", job.job_id)))?,
-        )
+        .bind(json_text("pin", &job.job_id, job.pin.as_ref())?)
+        .bind(json_text(
+            "collective",
+            &job.job_id,
+            job.collective.as_ref(),
+        )?)
         .bind(job.admission_policy.as_str())
-        .bind(admission_json(&job.job_id, admission)?)
-        .bind(
-            job.burst
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| corrupt(format!("burst of job {}: {e}", job.job_id)))?,
-        )
+        .bind(json_text("admission", &job.job_id, admission)?)
+        .bind(json_text("burst", &job.job_id, job.burst.as_ref())?)
         .execute(&mut *tx)
         .await?;
         let sides = [("src", &job.sources), ("dst", &job.destinations)];
@@ -643,7 +629,7 @@ impl Store {
             "UPDATE jobs SET admission_json = $1, updated_ms = $2 \
              WHERE job_id = $3 AND cancelled_ms IS NULL",
         )
-        .bind(admission_json(job_id, Some(admission))?)
+        .bind(json_text("admission", job_id, Some(admission))?)
         .bind(now_ms)
         .bind(job_id)
         .execute(&mut *tx)
@@ -685,8 +671,7 @@ impl Store {
         let _writer = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         for (job_id, progress) in progress {
-            let text = serde_json::to_string(progress)
-                .map_err(|e| corrupt(format!("progress of job {job_id}: {e}")))?;
+            let text = json_text("progress", job_id, Some(progress))?;
             sqlx::query(
                 "UPDATE jobs SET progress_json = $1 WHERE job_id = $2 AND cancelled_ms IS NULL",
             )
@@ -1453,15 +1438,30 @@ fn plan_from_row(row: &AnyRow) -> Result<PlanRecord, StoreError> {
     })
 }
 
-/// A job's admission answer as stored.
-fn admission_json(
+/// A job's value stored as JSON text (`what` names it in the error).
+fn json_text<T: serde::Serialize>(
+    what: &str,
     job_id: &str,
-    admission: Option<&Admission>,
+    value: Option<&T>,
 ) -> Result<Option<String>, StoreError> {
-    admission
+    value
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|e| corrupt(format!("admission of job {job_id}: {e}")))
+        .map_err(|e| corrupt(format!("{what} of job {job_id}: {e}")))
+}
+
+/// A job's JSON column read back; NULL is `None`.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+    job_id: &str,
+) -> Result<Option<T>, StoreError> {
+    match row.try_get::<Option<String>, _>(column)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| corrupt(format!("{column} of job {job_id}: {e}"))),
+    }
 }
 
 fn job_from_row(
@@ -1488,51 +1488,21 @@ fn job_from_row(
             priority: row.try_get("priority")?,
             max_latency_us: row.try_get("max_latency_us")?,
             demands,
-            pin: match row.try_get::<Option<String>, _>("pin_json")? {
-                None => None,
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| corrupt(format!("pin_json of job {job_id}: {e}")))?,
-                ),
-            },
-            collective: match row.try_get::<Option<String>, _>("collective_json")? {
-                None => None,
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| corrupt(format!("collective_json of job {job_id}: {e}")))?,
-                ),
-            },
+            pin: json_column(row, "pin_json", &job_id)?,
+            collective: json_column(row, "collective_json", &job_id)?,
             admission_policy: match row.try_get::<Option<String>, _>("admission_policy")? {
                 None => AdmissionPolicy::default(),
                 Some(text) => AdmissionPolicy::parse(&text)
                     .ok_or_else(|| corrupt(format!("admission_policy {text:?} of job {job_id}")))?,
             },
-            burst: match row.try_get::<Option<String>, _>("burst_json")? {
-                None => None,
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| corrupt(format!("burst_json of job {job_id}: {e}")))?,
-                ),
-            },
+            burst: json_column(row, "burst_json", &job_id)?,
             job_id: job_id.clone(),
         },
         cancelled_ms: row.try_get("cancelled_ms")?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
         creator: row.try_get("creator")?,
-        admission: match row.try_get::<Option<String>, _>("admission_json")? {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| corrupt(format!("admission_json of job {job_id}: {e}")))?,
-            ),
-        },
-        progress: match row.try_get::<Option<String>, _>("progress_json")? {
-            None => None,
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| corrupt(format!("progress_json of job {job_id}: {e}")))?,
-            ),
-        },
+        admission: json_column(row, "admission_json", &job_id)?,
+        progress: json_column(row, "progress_json", &job_id)?,
     })
 }

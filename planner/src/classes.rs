@@ -962,6 +962,20 @@ pub(crate) mod tests {
         assert_eq!(cache.computed, 2);
     }
 
+    /// The MLU of `plan`'s first class's split under other rates.
+    fn mlu_under(plan: &ClassPlan, demands: &[ClassDemand]) -> f64 {
+        let outcome = &plan.outcomes[0];
+        let mut problem = outcome.problem.clone();
+        for d in &mut problem.demands {
+            d.rate = demands
+                .iter()
+                .filter(|x| x.src == d.src && x.dst == d.dst)
+                .map(|x| x.rate)
+                .sum();
+        }
+        problem.evaluate(&outcome.allocation).expect("evaluate").mlu
+    }
+
     #[test]
     fn one_split_serves_every_scenario() {
         // Two pairs share the thin path's first link: 0->3 and 0->1. In
@@ -987,28 +1001,16 @@ pub(crate) mod tests {
             2,
             &fast,
         );
-        let mlu_on = |plan: &ClassPlan, demands: &[ClassDemand]| {
-            let outcome = &plan.outcomes[0];
-            let mut problem = outcome.problem.clone();
-            for d in &mut problem.demands {
-                d.rate = demands
-                    .iter()
-                    .filter(|x| x.src == d.src && x.dst == d.dst)
-                    .map(|x| x.rate)
-                    .sum();
-            }
-            problem.evaluate(&outcome.allocation).expect("evaluate").mlu
-        };
         let near_optimum = plan_classes(&network(), &heavy_near, 2, &fast).mlu;
         assert!(
-            mlu_on(&robust, &heavy_near) < mlu_on(&single, &heavy_near) - 0.05,
+            mlu_under(&robust, &heavy_near) < mlu_under(&single, &heavy_near) - 0.05,
             "robust {} single {} optimum {near_optimum}",
-            mlu_on(&robust, &heavy_near),
-            mlu_on(&single, &heavy_near)
+            mlu_under(&robust, &heavy_near),
+            mlu_under(&single, &heavy_near)
         );
         // Rates and MLU are the primary scenario's.
         assert_eq!(robust.outcomes[0].problem.demands[0].rate, 1.0);
-        assert!((robust.mlu - mlu_on(&robust, &heavy_far)).abs() < 1e-9);
+        assert!((robust.mlu - mlu_under(&robust, &heavy_far)).abs() < 1e-9);
     }
 
     #[test]
@@ -1042,17 +1044,7 @@ pub(crate) mod tests {
             )
         };
         let normalised = |plan: &ClassPlan, demands: &[ClassDemand]| {
-            let outcome = &plan.outcomes[0];
-            let mut problem = outcome.problem.clone();
-            for d in &mut problem.demands {
-                d.rate = demands
-                    .iter()
-                    .filter(|x| x.src == d.src && x.dst == d.dst)
-                    .map(|x| x.rate)
-                    .sum();
-            }
-            let mlu = problem.evaluate(&outcome.allocation).expect("evaluate").mlu;
-            mlu / plan_classes(&network(), demands, 2, &fast).mlu
+            mlu_under(plan, demands) / plan_classes(&network(), demands, 2, &fast).mlu
         };
         let (worst, mean) = (plan(Robustness::Worst), plan(Robustness::Mean));
         let average = |plan: &ClassPlan| {
