@@ -22,7 +22,7 @@ use aiwan_planner::classes::{Class, ClassDemand};
 use aiwan_planner::network::Network;
 use aiwan_planner::paths::{PathOptions, ShortestPaths};
 use aiwan_planner::schedule::{
-    Calendar, Preference, Reservation, Schedule, Tenant, Transfer, schedule,
+    Calendar, Preference, Reservation, Schedule, Tenant, Transfer, negligible_bits, schedule,
 };
 use aiwan_planner::{NodeRole, formats};
 use anyhow::Context;
@@ -356,6 +356,7 @@ pub(crate) fn run(
     let mut max_utilisation: f64 = 0.0;
     let mut replan_ms = Vec::new();
     let mut lending_failures = 0;
+    let negligible = negligible_bits(network, Calendar { slice_s, slices });
     for now in 0..slices {
         let known: Vec<usize> = (0..arrivals.len())
             .filter(|&j| arrivals[j].arrival_slice <= now && remaining[j] > 0.0)
@@ -431,8 +432,11 @@ pub(crate) fn run(
         for (position, &j) in known.iter().enumerate() {
             let rate = sent[position] + lent[position];
             let moved = (rate * slice_s).min(remaining[j]);
-            // What the solver's tolerance leaves is not a transfer.
-            if moved > 0.0 && remaining[j] - moved <= arrivals[j].bits * DONE_TOLERANCE {
+            // What the solver's tolerance leaves is not a transfer, nor is
+            // what the schedule itself counts as nothing (it plans nothing
+            // more for it).
+            let sliver = (arrivals[j].bits * DONE_TOLERANCE).max(negligible);
+            if moved > 0.0 && remaining[j] - moved <= sliver {
                 finished_s[j] = Some(now_s + moved / rate.max(f64::MIN_POSITIVE));
                 remaining[j] = 0.0;
             } else {

@@ -404,12 +404,7 @@ impl<'a> Model<'a> {
         transfers: &'a [Transfer],
         preference: Preference,
     ) -> Model<'a> {
-        let unit_bps = network
-            .edges
-            .iter()
-            .map(|e| e.capacity)
-            .fold(0.0_f64, f64::max)
-            .max(1.0);
+        let unit_bps = unit_bps(network);
         let mut next = 0;
         let mut transfer_slices = Vec::with_capacity(transfers.len());
         for transfer in transfers {
@@ -759,6 +754,24 @@ const THROUGHPUT: f64 = 1e-2;
 
 /// A share of the LP's units below which bits and rates count as none.
 const NEGLIGIBLE: f64 = 1e-6;
+
+/// The LP's unit of rate: the largest capacity.
+fn unit_bps(network: &Network) -> f64 {
+    network
+        .edges
+        .iter()
+        .map(|e| e.capacity)
+        .fold(0.0_f64, f64::max)
+        .max(1.0)
+}
+
+/// Bits this few left of a transfer are solver noise, not a transfer: a
+/// schedule plans nothing more for them and counts the transfer complete
+/// (a millionth of a slice of the largest link: half a megabyte for 10 s
+/// of 400 Gbit/s, which a work-conserving limit lets through in a moment).
+pub fn negligible_bits(network: &Network, calendar: Calendar) -> f64 {
+    unit_bps(network) * calendar.slice_s * NEGLIGIBLE
+}
 
 /// The reward's tie-break between transfers, by their order.
 const FIRST_COME: f64 = 1e-3;
