@@ -66,7 +66,7 @@ pub fn admit_within_quota(
         );
     }
     let network = Network::from_topology(topology);
-    let (start, end) = window(job);
+    let (start, end) = window(job, now_ms);
     let at = start.max(now_ms);
     let asking = whole(job.clone(), now_ms);
     let (new, unresolved) = job_demands(topology, &network, std::slice::from_ref(&asking), at);
@@ -212,12 +212,15 @@ fn iteration_transfer(job: &NewJob, guaranteed_bps: i64) -> Option<i64> {
     (us.is_finite() && us < 1e15).then(|| us.ceil() as i64)
 }
 
-/// A job's time window: start to end time, else deadline, else forever.
-fn window(job: &NewJob) -> (i64, i64) {
-    (
-        job.start_ms,
-        job.end_ms.or(job.deadline_ms).unwrap_or(i64::MAX),
-    )
+/// A job's time window at `now_ms`: start to end time, else deadline,
+/// else forever; a volume job already late holds on until it stops being
+/// planned ([`NewJob::planned_until_ms`]).
+fn window(job: &NewJob, now_ms: i64) -> (i64, i64) {
+    let end = match job.end_ms.or(job.deadline_ms) {
+        Some(end) if now_ms >= end => job.planned_until_ms(),
+        promised => promised,
+    };
+    (job.start_ms, end.unwrap_or(i64::MAX))
 }
 
 /// A record of `job` as if admitted whole (for its demands at full rate).
@@ -239,7 +242,7 @@ fn held_by_tenant(existing: &[JobRecord], job: &NewJob, window: (i64, i64), now_
             )
         })
         .filter(|r| {
-            let (start, end) = self::window(&r.job);
+            let (start, end) = self::window(&r.job, now_ms);
             start < window.1 && end > window.0
         })
         .map(|r| {
@@ -273,7 +276,7 @@ fn reservations(
         {
             continue;
         }
-        let (start, end) = self::window(job);
+        let (start, end) = self::window(job, now_ms);
         if start >= window.1 || end <= window.0 {
             continue;
         }

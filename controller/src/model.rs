@@ -71,6 +71,28 @@ pub struct NewJob {
     pub burst: Option<SyncBurst>,
 }
 
+impl NewJob {
+    /// A volume job: ai-bulk with bytes to move by a deadline.
+    pub fn is_transfer(&self) -> bool {
+        self.class == TrafficClass::AiBulk && self.volume_bytes > 0 && self.deadline_ms.is_some()
+    }
+
+    /// When the job stops being planned: its end time, else its deadline;
+    /// `None` when open-ended. A volume job with bytes left at its deadline
+    /// is late, not done: it is planned on (flagged) for as long again as
+    /// its window from start to deadline, unless an end time comes first,
+    /// so that a sender that never finishes does not hold capacity forever.
+    pub fn planned_until_ms(&self) -> Option<i64> {
+        match (self.end_ms, self.deadline_ms) {
+            (Some(end), _) => Some(end),
+            (None, Some(deadline)) if self.is_transfer() => {
+                Some(deadline.saturating_add(deadline.saturating_sub(self.start_ms).max(0)))
+            }
+            (None, deadline) => deadline,
+        }
+    }
+}
+
 /// A training job's synchronisation: each iteration every pair moves
 /// `bytes_per_iteration` in a burst at the job's rate. Stored as JSON in
 /// `jobs.burst_json`.
@@ -276,14 +298,17 @@ impl JobRecord {
         }
     }
 
-    /// The state at `now_ms`: cancelled wins, then the end of the time
-    /// window (the end time, else the deadline), then the queue, then the
-    /// start.
+    /// The state at `now_ms`: cancelled wins, then a volume job's bytes
+    /// all moved, then the end of the time it is planned
+    /// ([`NewJob::planned_until_ms`]), then the queue, then the start.
     pub fn state_at(&self, now_ms: i64) -> JobState {
         if self.cancelled_ms.is_some() {
             return JobState::Cancelled;
         }
-        match self.job.end_ms.or(self.job.deadline_ms) {
+        if self.is_through() {
+            return JobState::Finished;
+        }
+        match self.job.planned_until_ms() {
             Some(end) if now_ms >= end => return JobState::Finished,
             _ => {}
         }
@@ -314,9 +339,16 @@ impl JobRecord {
 
     /// A volume job: ai-bulk with bytes to move by a deadline.
     pub fn is_transfer(&self) -> bool {
-        self.job.class == TrafficClass::AiBulk
-            && self.job.volume_bytes > 0
-            && self.job.deadline_ms.is_some()
+        self.job.is_transfer()
+    }
+
+    /// A volume job whose bytes have all moved, as last measured.
+    pub fn is_through(&self) -> bool {
+        self.is_transfer()
+            && self
+                .progress
+                .as_ref()
+                .is_some_and(|p| p.moved_bytes >= self.job.volume_bytes)
     }
 
     /// The rate plans carry for one of the job's pairs: a scheduled

@@ -143,7 +143,17 @@ pub fn schedule_transfers(
     if transfers.is_empty() {
         return Ok(answers);
     }
-    let calendar = calendar_for(&transfers, config);
+    // Twice the furthest deadline, to see when a late transfer finishes,
+    // and at least to when the late ones stop being planned.
+    let mut horizon_s: f64 = 0.0;
+    for (transfer, record) in transfers.iter().zip(&scheduled) {
+        horizon_s = horizon_s.max(2.0 * transfer.deadline_s.max(transfer.release_s));
+        if transfer.deadline_s <= 0.0 {
+            let until_ms = record.job.planned_until_ms().unwrap_or(now_ms);
+            horizon_s = horizon_s.max((until_ms - now_ms) as f64 / 1000.0);
+        }
+    }
+    let calendar = calendar_for(horizon_s, config);
     let paced = paces(&network, calendar, &tenants, &reservations, &transfers)
         .map_err(|e| format!("the transfers' schedule could not be computed: {e}"))?;
     let plan = &paced.schedule;
@@ -166,7 +176,16 @@ pub fn schedule_transfers(
             },
             crate::admission::rate(pace_bps)
         );
+        let late_s = (now_ms - deadline_ms) / 1000;
         match (planned.meets_deadline, expected) {
+            (false, Some(done)) if now_ms >= deadline_ms => detail.push_str(&format!(
+                "; late: missed its deadline {late_s} s ago, done in about {} s",
+                (done - now_ms).max(0).saturating_add(999) / 1000
+            )),
+            (false, None) if now_ms >= deadline_ms => detail.push_str(&format!(
+                "; late: missed its deadline {late_s} s ago, the rest not within {} s",
+                calendar.horizon_s() as i64
+            )),
             (true, Some(done)) => detail.push_str(&format!(
                 "; on track, done {} s before its deadline",
                 (deadline_ms - done).max(0) / 1000
@@ -244,15 +263,10 @@ fn unscheduled(
     }
 }
 
-/// Slices of `config.slice_ms`, longer when the furthest deadline (twice
-/// over, to see when a late transfer finishes) needs more than
-/// `max_slices` of them.
-fn calendar_for(transfers: &[Transfer], config: &ScheduleConfig) -> Calendar {
-    let furthest_s = transfers
-        .iter()
-        .map(|t| t.deadline_s.max(t.release_s))
-        .fold(0.0_f64, f64::max);
-    let horizon_s = (2.0 * furthest_s).max(config.slice_ms as f64 / 1000.0);
+/// Slices of `config.slice_ms` over `horizon_s`, longer when that needs
+/// more than `max_slices` of them.
+fn calendar_for(horizon_s: f64, config: &ScheduleConfig) -> Calendar {
+    let horizon_s = horizon_s.max(config.slice_ms as f64 / 1000.0);
     let shortest_s = config.slice_ms as f64 / 1000.0;
     let slice_s = shortest_s.max(horizon_s / config.max_slices as f64);
     Calendar {
@@ -429,6 +443,43 @@ mod tests {
             "{late:?}"
         );
         assert!((gbps(late) - 90.0).abs() < 0.1, "{late:?}");
+    }
+
+    #[test]
+    fn a_late_transfer_is_planned_on_until_through_or_given_up() {
+        let topology = demo();
+        // 450 GB due at 100 s; at 120 s 300 GB have moved.
+        let mut job = transfer("ckpt", "a", 450.0, 100);
+        assert_eq!(job.state_at(120_000), JobState::Active);
+        let late = run(
+            &topology,
+            std::slice::from_ref(&job),
+            &moved("ckpt", 300.0),
+            120_000,
+        );
+        let late = &late["ckpt"];
+        // 1.2 Tbit at the 90 Gbit/s of the four paths: 13.3 s more, in the
+        // second 10 s slice (whose end the schedule gives).
+        assert!(
+            !late.on_track && (gbps(late) - 90.0).abs() < 0.1,
+            "{late:?}"
+        );
+        assert!(
+            late.detail
+                .contains("late: missed its deadline 20 s ago, done in about 20 s"),
+            "{late:?}"
+        );
+        // Planned for as long again as its window: until 200 s.
+        assert_eq!(job.state_at(199_999), JobState::Active);
+        assert_eq!(job.state_at(200_000), JobState::Finished);
+        // Through: finished, whenever that is.
+        job.progress = Some(late.clone());
+        job.progress.as_mut().expect("progress").moved_bytes = job.job.volume_bytes;
+        assert_eq!(job.state_at(121_000), JobState::Finished);
+        // An end time ends it.
+        job.progress = None;
+        job.job.end_ms = Some(150_000);
+        assert_eq!(job.state_at(150_000), JobState::Finished);
     }
 
     #[test]
