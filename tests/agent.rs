@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use aiwan_api::agent::v1 as pb;
 use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
 use aiwan_controller::agent::AgentClient;
+use aiwan_controller::lab_cli::agent_command;
 use serde_json::Value;
 use support::sh;
 use tokio_stream::StreamExt;
@@ -151,14 +152,15 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    /// Starts `aiwan agent --listen unix:SOCKET --netns NS [extra]` and
+    /// Starts `aiwan-agent --listen unix:SOCKET --netns NS [extra]` (the
+    /// `aiwan agent` alias when cargo did not build it beside `aiwan`) and
     /// waits until it answers.
     async fn start(lab: &Lab, name: &str, extra: &[&str]) -> (Agent, AgentServiceClient<Channel>) {
         let socket = lab.socket(&format!("{name}.sock"));
         let log = lab.socket(&format!("{name}.log"));
         let listen = format!("unix:{}", socket.display());
-        let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
-            .args(["agent", "--listen", &listen, "--netns", &lab.node])
+        let child = agent_command(std::path::Path::new(env!("CARGO_BIN_EXE_aiwan")))
+            .args(["--listen", &listen, "--netns", &lab.node])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -529,20 +531,26 @@ async fn agent_purge_at_start_removes_only_aiwan_leftovers() {
 #[test]
 fn agent_refuses_to_listen_beyond_loopback() {
     // No root needed: the address is refused before anything is opened.
-    let out = Command::new(env!("CARGO_BIN_EXE_aiwan"))
-        .args(["agent", "--listen", "0.0.0.0:50061"])
+    // The small binary (when cargo built it beside `aiwan`) and the alias.
+    let aiwan = std::path::Path::new(env!("CARGO_BIN_EXE_aiwan"));
+    let mut alias = Command::new(aiwan);
+    alias.arg("agent");
+    for mut agent in [agent_command(aiwan), alias] {
+        let out = agent
+            .args(["--listen", "0.0.0.0:50061"])
+            .output()
+            .expect("run the agent");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--listen") && stderr.contains("no authentication"),
+            "{stderr}"
+        );
+    }
+    let help = agent_command(aiwan)
+        .arg("--help")
         .output()
-        .expect("run aiwan agent");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--listen") && stderr.contains("no authentication"),
-        "{stderr}"
-    );
-    let help = Command::new(env!("CARGO_BIN_EXE_aiwan"))
-        .args(["agent", "--help"])
-        .output()
-        .expect("aiwan agent --help");
+        .expect("aiwan-agent --help");
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains("loopback") && help.contains("--netns"),

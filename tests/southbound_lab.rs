@@ -118,17 +118,18 @@ impl Lab {
         use std::os::unix::process::CommandExt as _;
         let socket = self.dir().join(format!("{node}.sock"));
         let log = std::fs::File::create(self.dir().join(format!("{node}.again.log"))).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
-            .arg("agent")
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .args(["--netns", &self.namespace(node)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start the agent again");
+        let child = aiwan_controller::lab_cli::agent_command(std::path::Path::new(env!(
+            "CARGO_BIN_EXE_aiwan"
+        )))
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(["--netns", &self.namespace(node)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start the agent again");
         std::fs::write(
             self.dir().join(format!("{node}.pid")),
             format!("{}\n", child.id()),

@@ -456,8 +456,7 @@ pub(crate) fn start_agents(lab: &str, deployment: &Deployment) -> anyhow::Result
         let [socket, log, pid_file] = names.map(|name| dir.join(name));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = std::process::Command::new(&binary)
-            .arg("agent")
+        let child = agent_command(&binary)
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
             .args(["--netns", &node.namespace, "--purge"])
@@ -905,4 +904,18 @@ fn write_node(out: &mut String, node: &DeployedNode) -> std::fmt::Result {
         writeln!(out)?;
     }
     Ok(())
+}
+
+/// The agent a lab's routers run: `aiwan-agent` beside this binary (what
+/// a router runs; cargo builds both into one folder), else this binary's
+/// `agent` alias.
+pub fn agent_command(binary: &std::path::Path) -> std::process::Command {
+    let small = binary.with_file_name("aiwan-agent");
+    if small.is_file() {
+        std::process::Command::new(small)
+    } else {
+        let mut alias = std::process::Command::new(binary);
+        alias.arg("agent");
+        alias
+    }
 }

@@ -2,7 +2,9 @@
 //! the northbound gRPC server.
 
 pub mod admission;
-pub mod agent;
+/// The router side, its own crate (`aiwan-agent`): the controller uses its
+/// state types, conversions and client.
+pub use aiwan_agent as agent;
 pub mod auth;
 pub mod bench_admission;
 pub mod bench_api;

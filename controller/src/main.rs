@@ -37,8 +37,9 @@ enum Command {
     Collect(aiwan_controller::collect::CollectArgs),
     /// Program one Linux router (or lab namespace) for the controller:
     /// serves the southbound gRPC API aiwan.agent.v1 on a unix socket or a
-    /// loopback address only (no authentication yet).
-    Agent(AgentArgs),
+    /// loopback address only (no authentication yet). The same as the
+    /// small `aiwan-agent` binary, which is what a router should run.
+    Agent(aiwan_agent::cli::AgentArgs),
     /// Operator dashboard in the terminal: links, traffic, jobs, plans and
     /// events of a running controller, through its gRPC API.
     Tui(TuiArgs),
@@ -113,25 +114,6 @@ struct ControllerArgs {
     /// sFlow listen address.
     #[arg(long)]
     sflow_listen: Option<std::net::SocketAddr>,
-}
-
-#[derive(Args)]
-struct AgentArgs {
-    /// Where to serve: unix:/path/to.sock (created mode 0600, a stale
-    /// socket replaced) or HOST:PORT on a loopback address. The agent has
-    /// no authentication yet, so other addresses are refused.
-    #[arg(long, default_value = aiwan_controller::agent::service::DEFAULT_LISTEN)]
-    listen: String,
-    /// Program the network namespace /var/run/netns/NAME (as made by `ip
-    /// netns add`) instead of the agent's own; the process itself stays in
-    /// its namespace, so its unix socket is reachable from there.
-    #[arg(long, value_name = "NAME")]
-    netns: Option<String>,
-    /// Delete aiwan's leftovers (routes, rules, qdiscs of an earlier run)
-    /// at start. Without it they stay until the first ApplyState, which
-    /// adopts what it wants and removes the rest.
-    #[arg(long)]
-    purge: bool,
 }
 
 #[derive(Subcommand)]
@@ -220,32 +202,9 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    use aiwan_controller::agent::{AgentError, AgentOptions, KernelError, Listen, service};
+async fn run_agent(args: aiwan_agent::cli::AgentArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Plain, "info");
-    let listen: Listen = args.listen.parse().context("--listen")?;
-    let options = AgentOptions {
-        namespace: args.netns.clone(),
-        purge: args.purge,
-    };
-    let running = match service::start(&listen, &options).await {
-        Ok(running) => running,
-        Err(error @ (AgentError::Bind { .. } | AgentError::Listen { .. })) => {
-            return Err(anyhow::Error::new(error).context(format!("--listen {listen}")));
-        }
-        Err(error @ AgentError::Kernel(KernelError::Namespace { .. })) => {
-            let name = args.netns.unwrap_or_default();
-            return Err(anyhow::Error::new(error).context(format!("--netns {name}")));
-        }
-        Err(error) => return Err(anyhow::Error::new(error).context("agent failed to start")),
-    };
-    running
-        .run_until(async {
-            aiwan_controller::server::shutdown_signal().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("agent stopped with an error")
+    aiwan_agent::cli::run(args).await
 }
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {

@@ -153,20 +153,8 @@ fn agent_endpoints(config: &ControllerConfig) -> crate::southbound::agents::Agen
 }
 
 /// Resolves on Ctrl-C or SIGTERM: how every long-running subcommand is
-/// asked to stop.
-pub async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
-}
+/// asked to stop (the agent's, which stops the same way).
+pub use aiwan_agent::cli::shutdown_signal;
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.

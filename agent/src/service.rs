@@ -21,6 +21,7 @@ use aiwan_api::agent::v1::agent_service_server::{AgentService, AgentServiceServe
 use tokio::sync::{Mutex, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -639,6 +640,69 @@ async fn prepare(options: &AgentOptions) -> Result<(Kernel, Monitor), AgentError
     Ok((kernel, monitor))
 }
 
+/// The agent's gRPC services behind one address, told apart by the path's
+/// service name: tonic's own router would bring axum onto every router.
+#[derive(Clone)]
+struct Services<Health, Reflection, ReflectionAlpha> {
+    agent: AgentServiceServer<AgentApi>,
+    health: Health,
+    reflection_v1: Reflection,
+    reflection_v1alpha: ReflectionAlpha,
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<H, R, A> tonic::codegen::Service<HttpRequest> for Services<H, R, A>
+where
+    H: tonic::codegen::Service<
+            HttpRequest,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + NamedService,
+    R: tonic::codegen::Service<
+            HttpRequest,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + NamedService,
+    A: tonic::codegen::Service<
+            HttpRequest,
+            Response = HttpResponse,
+            Error = std::convert::Infallible,
+        > + NamedService,
+    H::Future: Send + 'static,
+    R::Future: Send + 'static,
+    A::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Each service is always ready (tonic's generated servers are).
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let name = request.uri().path().split('/').nth(1).unwrap_or_default();
+        if name == AgentServiceServer::<AgentApi>::NAME {
+            Box::pin(self.agent.call(request))
+        } else if name == H::NAME {
+            Box::pin(self.health.call(request))
+        } else if name == R::NAME {
+            Box::pin(self.reflection_v1.call(request))
+        } else if name == A::NAME {
+            Box::pin(self.reflection_v1alpha.call(request))
+        } else {
+            let status = Status::unimplemented(format!("no service {name:?} here"));
+            Box::pin(std::future::ready(Ok(status.into_http())))
+        }
+    }
+}
+
 async fn serve(
     bound: Bound,
     kernel: Kernel,
@@ -674,27 +738,30 @@ async fn serve(
             return Err(AgentError::Reflection(error));
         }
     };
-    let router = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let services = Services {
         // A full state of many routes is a large message; tonic's default
         // limit (4 MiB) would cap a push at about 40,000 routes.
-        .add_service(
-            AgentServiceServer::new(api.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        agent: AgentServiceServer::new(api.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        health: health_service,
+        reflection_v1,
+        reflection_v1alpha,
+    };
 
     let listen = bound.listen();
     let shutdown = stopped(stop_rx);
     let server = match bound {
-        Bound::Unix(listener, _) => tokio::spawn(
-            router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown),
-        ),
+        Bound::Unix(listener, _) => tokio::spawn(Server::builder().serve_with_incoming_shutdown(
+            services,
+            UnixListenerStream::new(listener),
+            shutdown,
+        )),
         Bound::Tcp(listener, _) => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+            tokio::spawn(
+                Server::builder().serve_with_incoming_shutdown(services, incoming, shutdown),
+            )
         }
     };
     let drift_task = tokio::spawn(repair_drift(api, monitor, health));
@@ -776,7 +843,7 @@ mod tests {
             kernel_status(conflict).code(),
             tonic::Code::FailedPrecondition
         );
-        let state = KernelError::State(crate::agent::StateError {
+        let state = KernelError::State(crate::StateError {
             object: "route".into(),
             problem: "no next hops".into(),
         });

@@ -1,4 +1,4 @@
-//! The kernel side of `aiwan agent`: programs one Linux router (in the lab,
+//! `aiwan-agent`, the router side: programs one Linux router (in the lab,
 //! one network namespace) over rtnetlink, never by running `ip` or `tc`.
 //!
 //! - [`state`]: the forwarding state as plain data ([`NodeState`]: weighted
@@ -28,8 +28,8 @@
 //! and every drift event.
 //!
 //! ```no_run
-//! # async fn agent(desired: aiwan_controller::agent::NodeState) -> Result<(), aiwan_controller::agent::KernelError> {
-//! use aiwan_controller::agent::Kernel;
+//! # async fn agent(desired: aiwan_agent::NodeState) -> Result<(), aiwan_agent::KernelError> {
+//! use aiwan_agent::Kernel;
 //! let kernel = Kernel::new()?;
 //! let mut monitor = kernel.monitor()?;
 //! let report = kernel.apply(&desired).await?;
@@ -42,6 +42,7 @@
 //! ```
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod convert;
 pub mod kernel;

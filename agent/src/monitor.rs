@@ -255,7 +255,7 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::messages::tests::parse_captured;
+    use crate::messages::tests::parse_captured;
     use netlink_packet_core::NetlinkHeader;
 
     fn notification(

@@ -749,9 +749,9 @@ pub fn parse_filter(msg: &TcMessage) -> ObservedFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::messages::FLAGS_CREATE;
-    use crate::agent::messages::tests::{assert_bytes, parse_captured};
-    use crate::agent::messages::{FLAGS_ADD, FLAGS_DELETE, FLAGS_REPLACE};
+    use crate::messages::FLAGS_CREATE;
+    use crate::messages::tests::{assert_bytes, parse_captured};
+    use crate::messages::{FLAGS_ADD, FLAGS_DELETE, FLAGS_REPLACE};
     use netlink_packet_route::RouteNetlinkMessage;
 
     // The captures were taken in a scratch namespace where veth1 was
