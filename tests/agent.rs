@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 use aiwan_api::agent::v1 as pb;
 use aiwan_api::agent::v1::agent_service_client::AgentServiceClient;
 use aiwan_controller::agent::AgentClient;
+use aiwan_controller::agent::ClientTls;
+use aiwan_controller::certs::{self, Role};
 use aiwan_controller::lab_cli::agent_command;
+use aiwan_controller::southbound::Driver;
+use aiwan_controller::southbound::agents::{AgentDriver, AgentEndpoints};
 use serde_json::Value;
 use support::sh;
 use tokio_stream::StreamExt;
@@ -556,4 +560,170 @@ fn agent_refuses_to_listen_beyond_loopback() {
         help.contains("loopback") && help.contains("--netns"),
         "{help}"
     );
+}
+
+/// Writes a certificate and key pair as NAME.pem and NAME.key in `dir`;
+/// their paths.
+fn write_pair(dir: &std::path::Path, name: &str, issued: &certs::Issued) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &issued.cert_pem).expect("write cert");
+    std::fs::write(&key, &issued.key_pem).expect("write key");
+    (cert, key)
+}
+
+fn client_tls(ca: &certs::Issued, client: &certs::Issued) -> ClientTls {
+    ClientTls {
+        ca_pem: ca.cert_pem.clone().into_bytes(),
+        cert_pem: client.cert_pem.clone().into_bytes(),
+        key_pem: client.key_pem.clone().into_bytes(),
+    }
+}
+
+/// GetState through `endpoint` with `tls`: refused at connect or at the call.
+async fn get_state(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+) -> Result<pb::GetStateResponse, String> {
+    let mut client = AgentClient::connect_with(endpoint, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .get_state(pb::GetStateRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_beyond_loopback_only_with_mutual_tls() {
+    let Some(lab) = Lab::new("agent_beyond_loopback_only_with_mutual_tls") else {
+        return;
+    };
+    let days = certs::Validity::days_from_now(1);
+    let ca = certs::new_ca("test CA", days).expect("CA");
+    let agent_cert =
+        certs::issue(&ca, "r1", &["127.0.0.1".into()], Role::Agent, days).expect("agent");
+    let controller = certs::issue(&ca, "controller", &[], Role::Controller, days).expect("client");
+    let other_ca = certs::new_ca("another CA", days).expect("other CA");
+    let stranger =
+        certs::issue(&other_ca, "controller", &[], Role::Controller, days).expect("stranger");
+    let now = time::OffsetDateTime::now_utc();
+    let lapsed = certs::Validity {
+        not_before: now - time::Duration::days(10),
+        not_after: now - time::Duration::days(1),
+    };
+    let expired = certs::issue(&ca, "controller", &[], Role::Controller, lapsed).expect("expired");
+    let dir = lab.socket("tls");
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    let (cert, key) = write_pair(&dir, "r1", &agent_cert);
+    let (ca_file, _) = write_pair(&dir, "ca", &ca);
+
+    // Any address (not loopback), with mutual TLS.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let log = lab.socket("tls-agent.log");
+    let child = agent_command(std::path::Path::new(env!("CARGO_BIN_EXE_aiwan")))
+        .args(["--listen", &format!("0.0.0.0:{port}"), "--netns", &lab.node])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--client-ca")
+        .arg(&ca_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn the agent");
+    let mut agent = Agent {
+        child,
+        socket: lab.socket("none.sock"),
+        log,
+    };
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let good = client_tls(&ca, &controller);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get_state(&endpoint, Some(&good)).await.is_err() {
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            panic!("the agent exited with {status}: {}", agent.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not answer over TLS within 15 s: {}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The controller's driver applies through it.
+    let driver = AgentDriver::new(
+        AgentEndpoints {
+            by_node: [("r1".to_string(), endpoint.clone())].into(),
+            template: None,
+            tls: Some(good.clone()),
+        },
+        Duration::from_secs(5),
+    );
+    let desired =
+        aiwan_controller::agent::convert::node_state_from_pb("state", Some(&split_70_30()))
+            .expect("a valid state");
+    driver
+        .apply("r1", 1, &desired)
+        .await
+        .expect("applied over mutual TLS");
+    let route = lab.route("20001", "10.2.0.0/16").expect("the route");
+    assert_eq!(hops(&route), expected_hops());
+    assert_eq!(driver.observe("r1").await.expect("observed").generation, 1);
+
+    // Refused: a client certificate from another CA, an expired one, none,
+    // and plain text.
+    let other = get_state(&endpoint, Some(&client_tls(&ca, &stranger))).await;
+    assert!(other.is_err(), "another CA's client got in: {other:?}");
+    let lapsed = get_state(&endpoint, Some(&client_tls(&ca, &expired))).await;
+    assert!(lapsed.is_err(), "an expired client got in: {lapsed:?}");
+    let anonymous = {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem));
+        match tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .tls_config(config)
+            .expect("tls")
+            .connect()
+            .await
+        {
+            Ok(channel) => AgentServiceClient::new(channel)
+                .get_state(pb::GetStateRequest {})
+                .await
+                .map(|_| ())
+                .map_err(|s| s.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    assert!(anonymous.is_err(), "a client without a certificate got in");
+    let plain = get_state(&format!("http://127.0.0.1:{port}"), None).await;
+    assert!(plain.is_err(), "a plain-text client got in: {plain:?}");
+    for (who, refused) in [
+        ("another CA", &other),
+        ("expired", &lapsed),
+        (
+            "no certificate",
+            &anonymous.map(|_| pb::GetStateResponse::default()),
+        ),
+        ("plain text", &plain),
+    ] {
+        eprintln!(
+            "{who}: {}",
+            refused.as_ref().err().map_or("", String::as_str)
+        );
+    }
+    // And the one allowed in still is.
+    get_state(&endpoint, Some(&good))
+        .await
+        .expect("still served");
+    assert!(agent.terminate().await.success());
 }

@@ -249,6 +249,7 @@ async fn run(n: usize) -> anyhow::Result<serde_json::Value> {
         &AgentOptions {
             namespace: Some(scratch.name.clone()),
             purge: false,
+            tls: None,
         },
     )
     .await

@@ -18,6 +18,22 @@ pub struct AgentClientError {
     pub problem: String,
 }
 
+/// The controller's side of mutual TLS, PEM: the CA the agents'
+/// certificates chain to, and the controller's client certificate and key.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.write_str("ClientTls { .. }")
+    }
+}
+
 /// Connects to agents.
 pub struct AgentClient;
 
@@ -27,6 +43,15 @@ impl AgentClient {
     /// alone means the same). Messages may be as large as the agent allows,
     /// so that a node state of many routes fits.
     pub async fn connect(endpoint: &str) -> Result<AgentServiceClient<Channel>, AgentClientError> {
+        AgentClient::connect_with(endpoint, None).await
+    }
+
+    /// The same, and `https://HOST:PORT` with mutual TLS (`tls` required
+    /// then: the agent's certificate must chain to its CA and name HOST).
+    pub async fn connect_with(
+        endpoint: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<AgentServiceClient<Channel>, AgentClientError> {
         let err = |problem: String| AgentClientError {
             endpoint: endpoint.to_string(),
             problem,
@@ -42,8 +67,27 @@ impl AgentClient {
         if uri == "unix:" || uri == "unix://" {
             return Err(err("empty socket path".into()));
         }
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| err(format!("not an endpoint ({e})")))?
+        let mut dial = Endpoint::from_shared(uri.clone())
+            .map_err(|e| err(format!("not an endpoint ({e})")))?;
+        if uri.starts_with("https://") {
+            let tls = tls.ok_or_else(|| {
+                err(
+                    "an https endpoint needs the controller's client certificate, key and \
+                     the agents' CA (southbound.agent_tls_*)"
+                        .into(),
+                )
+            })?;
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+                .identity(tonic::transport::Identity::from_pem(
+                    &tls.cert_pem,
+                    &tls.key_pem,
+                ));
+            dial = dial
+                .tls_config(config)
+                .map_err(|e| err(format!("TLS ({})", error_text(&e))))?;
+        }
+        let channel = dial
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect()
@@ -57,7 +101,7 @@ impl AgentClient {
 
 /// A transport error with its causes: tonic's own message is just
 /// "transport error".
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

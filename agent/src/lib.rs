@@ -55,11 +55,11 @@ pub mod tc;
 #[cfg(test)]
 mod lab_tests;
 
-pub use client::{AgentClient, AgentClientError};
+pub use client::{AgentClient, AgentClientError, ClientTls};
 pub use kernel::{ApplyReport, InterfaceStats, Kernel, KernelError, Snapshot};
 pub use messages::{Interfaces, MessageError};
 pub use monitor::{DriftEvent, DriftKind, Monitor};
-pub use service::{AgentError, AgentOptions, Listen, RunningAgent};
+pub use service::{AgentError, AgentOptions, Listen, RunningAgent, ServerTls};
 pub use state::{
     ClassLimit, Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, QDISC_MAJOR,
     ROUTE_PROTOCOL, RULE_PRIORITY_RANGE, RateLimit, Srv6Action, Srv6Policy, StateError,

@@ -52,6 +52,10 @@ const DRIFT_CHANNEL: usize = 1024;
 /// counted).
 const DRIFT_LOGGED: usize = 20;
 
+/// At most this many counter and drift streams are open at once, from all
+/// clients together (a controller holds one of each).
+pub const MAX_STREAMS: usize = 32;
+
 /// How long shutdown waits for open requests to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,13 +77,15 @@ pub enum AgentError {
     Kernel(#[from] KernelError),
     #[error("reflection service: {0}")]
     Reflection(tonic_reflection::server::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Where the agent serves: a unix socket or a loopback TCP address.
+/// Where the agent serves: a unix socket or a TCP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     Unix(PathBuf),
@@ -89,8 +95,9 @@ pub enum Listen {
 impl std::str::FromStr for Listen {
     type Err = AgentError;
 
-    /// `unix:/path/to.sock` or `HOST:PORT` with a loopback host
-    /// (`127.0.0.1:50061`, `[::1]:50061`, `localhost:50061`).
+    /// `unix:/path/to.sock` or `HOST:PORT` (`127.0.0.1:50061`,
+    /// `[::1]:50061`, `localhost:50061`, `0.0.0.0:50061`); an address
+    /// beyond loopback needs mutual TLS ([`start`] checks).
     fn from_str(text: &str) -> Result<Listen, AgentError> {
         let err = |problem: &str| AgentError::Listen {
             text: text.to_string(),
@@ -109,12 +116,6 @@ impl std::str::FromStr for Listen {
             None => text.parse(),
         }
         .map_err(|_| err("expected unix:/path/to.sock or HOST:PORT"))?;
-        if !addr.ip().is_loopback() {
-            return Err(err(
-                "the agent has no authentication yet: listen on a unix socket or a loopback \
-                 address only",
-            ));
-        }
         Ok(Listen::Tcp(addr))
     }
 }
@@ -128,6 +129,22 @@ impl fmt::Display for Listen {
     }
 }
 
+/// The agent's side of mutual TLS, PEM: its certificate (chain) and key,
+/// and the CA that controllers' client certificates must chain to.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.write_str("ServerTls { .. }")
+    }
+}
+
 /// How the agent starts.
 #[derive(Debug, Clone, Default)]
 pub struct AgentOptions {
@@ -137,6 +154,8 @@ pub struct AgentOptions {
     /// Delete aiwan's leftovers at start. Without it they stay until the
     /// first ApplyState, which adopts or removes them.
     pub purge: bool,
+    /// Serve TCP with mutual TLS: required beyond loopback.
+    pub tls: Option<ServerTls>,
 }
 
 /// The desired state the agent holds.
@@ -155,6 +174,8 @@ pub struct AgentApi {
     desired: Arc<Mutex<Option<Desired>>>,
     drift: broadcast::Sender<pb::DriftEvent>,
     stop: watch::Receiver<bool>,
+    /// One permit per open stream ([`MAX_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -193,7 +214,17 @@ impl AgentApi {
             desired: Arc::new(Mutex::new(None)),
             drift,
             stop,
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
+    }
+
+    /// A permit for one more stream, held while it is open.
+    fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_STREAMS} streams are open already, the most the agent keeps"
+            ))
+        })
     }
 }
 
@@ -278,10 +309,12 @@ impl AgentService for AgentApi {
             MIN_COUNTER_INTERVAL,
             MAX_COUNTER_INTERVAL,
         )?;
+        let permit = self.stream_permit()?;
         let (sender, receiver) = mpsc::channel(4);
         let kernel = self.kernel.clone();
         let stop = stopped(self.stop.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::pin!(stop);
             let mut ticker = tokio::time::interval(interval);
             // A slow client delays the samples rather than bunching them.
@@ -319,10 +352,12 @@ impl AgentService for AgentApi {
         &self,
         _request: Request<pb::WatchDriftRequest>,
     ) -> Result<Response<Self::WatchDriftStream>, Status> {
+        let permit = self.stream_permit()?;
         let mut events = self.drift.subscribe();
         let (sender, receiver) = mpsc::channel(64);
         let stop = stopped(self.stop.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::pin!(stop);
             loop {
                 let event = tokio::select! {
@@ -462,6 +497,8 @@ fn log_repair(batch: &[(SystemTime, DriftEvent)], repair: &Repair) {
 pub struct RunningAgent {
     /// Where it listens (the bound port with `HOST:0`).
     pub listen: Listen,
+    /// Whether it serves mutual TLS.
+    tls: bool,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     drift: JoinHandle<()>,
@@ -472,6 +509,7 @@ impl RunningAgent {
     pub fn endpoint(&self) -> String {
         match &self.listen {
             Listen::Unix(path) => format!("unix:{}", path.display()),
+            Listen::Tcp(addr) if self.tls => format!("https://{addr}"),
             Listen::Tcp(addr) => format!("http://{addr}"),
         }
     }
@@ -534,6 +572,55 @@ fn remove_stale_socket(path: &Path) -> Result<(), AgentError> {
     }
 }
 
+/// Binds a unix socket at `path` that only its owner may open (mode 0600),
+/// with no moment at which it exists with looser permissions: bound in a
+/// private folder (mode 0700) beside `path`, made 0600 there, then renamed
+/// into place.
+fn bind_private_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let private = parent.join(format!(
+        ".aiwan-agent-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("sock");
+    let bound = tokio::net::UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    if bound.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Whether a peer on the unix socket may talk to the agent: the agent's
+/// own user, or root.
+fn peer_allowed(stream: &tokio::net::UnixStream) -> bool {
+    let own = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(peer) if peer.uid() == own || peer.uid() == 0 => true,
+        Ok(peer) => {
+            tracing::warn!(
+                uid = peer.uid(),
+                "a peer of another user refused on the socket"
+            );
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot tell who is on the socket; refused");
+            false
+        }
+    }
+}
+
 /// A bound listener, before serving starts.
 enum Bound {
     Unix(tokio::net::UnixListener, PathBuf),
@@ -554,14 +641,7 @@ impl Bound {
                 {
                     std::fs::create_dir_all(parent).map_err(bind_err)?;
                 }
-                let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
-                // No authentication: only the socket's owner may talk to it.
-                if let Err(e) =
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                {
-                    let _ = std::fs::remove_file(path);
-                    return Err(bind_err(e));
-                }
+                let listener = bind_private_socket(path).map_err(bind_err)?;
                 Ok(Bound::Unix(listener, path.clone()))
             }
             Listen::Tcp(addr) => {
@@ -590,10 +670,29 @@ impl Bound {
     }
 }
 
+/// Beyond loopback only with mutual TLS; TLS only over TCP.
+fn check_listen(listen: &Listen, options: &AgentOptions) -> Result<(), AgentError> {
+    let err = |problem: &str| AgentError::Listen {
+        text: listen.to_string(),
+        problem: problem.to_string(),
+    };
+    match (listen, &options.tls) {
+        (Listen::Tcp(addr), None) if !addr.ip().is_loopback() => Err(err(
+            "without --tls-cert, --tls-key and --client-ca the agent has no authentication: \
+             listen on a unix socket or a loopback address only",
+        )),
+        (Listen::Unix(_), Some(_)) => Err(err(
+            "TLS is for TCP addresses: a unix socket is guarded by its owner and mode",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Binds `listen`, connects to the kernel, starts the drift monitor,
 /// purges leftovers when asked, and serves the agent's gRPC service (with
 /// health and reflection).
 pub async fn start(listen: &Listen, options: &AgentOptions) -> Result<RunningAgent, AgentError> {
+    check_listen(listen, options)?;
     // Bound first, so that a socket problem stops the agent before it
     // touches the kernel.
     let bound = Bound::bind(listen).await?;
@@ -749,19 +848,34 @@ async fn serve(
         reflection_v1alpha,
     };
 
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &tls.cert_pem,
+                &tls.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&tls.client_ca_pem));
+        builder = match builder.tls_config(config) {
+            Ok(builder) => builder,
+            Err(error) => {
+                bound.abandon();
+                return Err(AgentError::Tls(crate::client::error_text(&error)));
+            }
+        };
+    }
     let listen = bound.listen();
     let shutdown = stopped(stop_rx);
     let server = match bound {
-        Bound::Unix(listener, _) => tokio::spawn(Server::builder().serve_with_incoming_shutdown(
-            services,
-            UnixListenerStream::new(listener),
-            shutdown,
-        )),
+        Bound::Unix(listener, _) => {
+            use tokio_stream::StreamExt as _;
+            let incoming = UnixListenerStream::new(listener)
+                .filter(|accepted| accepted.as_ref().map_or(true, peer_allowed));
+            tokio::spawn(builder.serve_with_incoming_shutdown(services, incoming, shutdown))
+        }
         Bound::Tcp(listener, _) => {
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(
-                Server::builder().serve_with_incoming_shutdown(services, incoming, shutdown),
-            )
+            tokio::spawn(builder.serve_with_incoming_shutdown(services, incoming, shutdown))
         }
     };
     let drift_task = tokio::spawn(repair_drift(api, monitor, health));
@@ -769,6 +883,7 @@ async fn serve(
     tracing::info!(%listen, namespace, "agent serving");
     Ok(RunningAgent {
         listen,
+        tls: options.tls.is_some(),
         stop,
         server,
         drift: drift_task,
@@ -805,8 +920,25 @@ mod tests {
             "localhost:7".parse::<Listen>().unwrap(),
             Listen::Tcp("127.0.0.1:7".parse().unwrap())
         );
-        let err = "0.0.0.0:50061".parse::<Listen>().unwrap_err().to_string();
+        // Any address parses; beyond loopback it needs TLS.
+        let any = "0.0.0.0:50061".parse::<Listen>().unwrap();
+        let err = check_listen(&any, &AgentOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no authentication"), "{err}");
+        let tls = AgentOptions {
+            tls: Some(ServerTls {
+                cert_pem: Vec::new(),
+                key_pem: Vec::new(),
+                client_ca_pem: Vec::new(),
+            }),
+            ..AgentOptions::default()
+        };
+        assert!(check_listen(&any, &tls).is_ok());
+        let unix = "unix:/tmp/a.sock".parse::<Listen>().unwrap();
+        assert!(check_listen(&unix, &tls).is_err());
+        let loopback = "127.0.0.1:1".parse::<Listen>().unwrap();
+        assert!(check_listen(&loopback, &AgentOptions::default()).is_ok());
         assert!("unix:".parse::<Listen>().is_err());
         assert!("r1".parse::<Listen>().is_err());
         assert_eq!(

@@ -327,6 +327,12 @@ pub struct SouthboundConfig {
     /// root qdisc it did not make, so a plan with limits would be refused
     /// there.
     pub rate_limits: bool,
+    /// Mutual TLS for `https://` agent endpoints (PEM files): the CA the
+    /// agents' certificates chain to, and the controller's client
+    /// certificate and key. All three or none.
+    pub agent_tls_ca_file: Option<std::path::PathBuf>,
+    pub agent_tls_cert_file: Option<std::path::PathBuf>,
+    pub agent_tls_key_file: Option<std::path::PathBuf>,
 }
 
 /// The driver behind the reconcile loop.
@@ -350,6 +356,9 @@ impl Default for SouthboundConfig {
             agent_endpoint_template: None,
             counters_interval_ms: 1000,
             rate_limits: true,
+            agent_tls_ca_file: None,
+            agent_tls_cert_file: None,
+            agent_tls_key_file: None,
         }
     }
 }
@@ -855,6 +864,28 @@ impl ControllerConfig {
             return Err(invalid(
                 "api.keepalive_interval_ms",
                 "keepalive interval and timeout must be at least 1000",
+            ));
+        }
+        let agent_tls = [
+            (
+                "southbound.agent_tls_ca_file",
+                &self.southbound.agent_tls_ca_file,
+            ),
+            (
+                "southbound.agent_tls_cert_file",
+                &self.southbound.agent_tls_cert_file,
+            ),
+            (
+                "southbound.agent_tls_key_file",
+                &self.southbound.agent_tls_key_file,
+            ),
+        ];
+        if agent_tls.iter().any(|(_, file)| file.is_some())
+            && let Some((missing, _)) = agent_tls.iter().find(|(_, file)| file.is_none())
+        {
+            return Err(invalid(
+                missing,
+                "required with the other southbound.agent_tls_* files (mutual TLS needs all three)",
             ));
         }
         if self.southbound.agent_timeout_ms == 0 {

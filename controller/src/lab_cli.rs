@@ -736,7 +736,8 @@ pub fn stop_agents(lab: &str) -> anyhow::Result<usize> {
         let Some(pid) = agent.pid.and_then(|pid| i32::try_from(pid).ok()) else {
             continue;
         };
-        if terminate_if_ours(pid, " agent ", &dir) {
+        // `aiwan-agent --listen …`, or the alias `aiwan agent --listen …`.
+        if terminate_if_ours(pid, &["aiwan-agent ", " agent "], &dir) {
             stopped.push(pid);
         }
     }
@@ -777,7 +778,7 @@ fn terminate_exporters(dir: &Path, manifest: &AgentsManifest) -> Vec<i32> {
         else {
             continue;
         };
-        if terminate_if_ours(pid, "softflowd", dir) {
+        if terminate_if_ours(pid, &["softflowd"], dir) {
             stopped.push(pid);
         }
     }
@@ -814,13 +815,14 @@ pub(crate) fn stop_exporters(lab: &str) -> anyhow::Result<usize> {
     Ok(stopped.len())
 }
 
-/// Sends SIGTERM to `pid` when its command line has `program` and names
-/// the lab's folder (so a recycled pid of someone else's process is left
-/// alone); whether it did.
-fn terminate_if_ours(pid: i32, program: &str, dir: &Path) -> bool {
+/// Sends SIGTERM to `pid` when its command line has one of `programs` and
+/// names the lab's folder (so a recycled pid of someone else's process is
+/// left alone); whether it did.
+fn terminate_if_ours(pid: i32, programs: &[&str], dir: &Path) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    if !(cmdline.contains(program) && cmdline.contains(&dir.display().to_string())) {
+    let ours = programs.iter().any(|program| cmdline.contains(program));
+    if !(ours && cmdline.contains(&dir.display().to_string())) {
         return false;
     }
     let _ = nix::sys::signal::kill(

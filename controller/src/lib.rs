@@ -12,6 +12,7 @@ pub mod bench_collector;
 pub mod bench_flood;
 pub mod bench_jobs;
 pub mod bench_tui;
+pub mod certs;
 pub mod client;
 pub mod closed_loop;
 pub mod collect;

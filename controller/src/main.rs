@@ -40,6 +40,10 @@ enum Command {
     /// loopback address only (no authentication yet). The same as the
     /// small `aiwan-agent` binary, which is what a router should run.
     Agent(aiwan_agent::cli::AgentArgs),
+    /// A small CA for the agents' mutual TLS: `certs ca`, then `certs
+    /// issue` for each router's agent (--host) and the controller
+    /// (--client).
+    Certs(aiwan_controller::certs::CertsArgs),
     /// Operator dashboard in the terminal: links, traffic, jobs, plans and
     /// events of a running controller, through its gRPC API.
     Tui(TuiArgs),
@@ -283,6 +287,7 @@ fn main() -> ExitCode {
                 aiwan_controller::collect::collect(&args).await?
             }
             Command::Agent(args) => run_agent(args).await?,
+            Command::Certs(args) => aiwan_controller::certs::run(&args)?,
             Command::Tui(args) => {
                 // Logs would draw over the dashboard: only errors, and to a
                 // file when AIWAN_TUI_LOG names one.

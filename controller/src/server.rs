@@ -127,29 +127,56 @@ type Southbound = (
     Option<Arc<crate::southbound::simulated::SimulatedDataplane>>,
 );
 
-fn southbound_driver(config: &ControllerConfig, topology: &aiwan_planner::Topology) -> Southbound {
+fn southbound_driver(
+    config: &ControllerConfig,
+    topology: &aiwan_planner::Topology,
+) -> Result<Southbound, ServeError> {
     use crate::config::SouthboundDriver;
     use crate::southbound::agents::AgentDriver;
     use crate::southbound::simulated::SimulatedDataplane;
-    match config.southbound.driver {
+    Ok(match config.southbound.driver {
         None => (None, None),
         Some(SouthboundDriver::Simulated) => {
             let simulated = Arc::new(SimulatedDataplane::new(topology.clone()));
             (Some(simulated.clone()), Some(simulated))
         }
         Some(SouthboundDriver::Agents) => {
-            let endpoints = agent_endpoints(config);
+            let endpoints = agent_endpoints(config)?;
             let timeout = std::time::Duration::from_millis(config.southbound.agent_timeout_ms);
             (Some(Arc::new(AgentDriver::new(endpoints, timeout))), None)
         }
-    }
+    })
 }
 
-fn agent_endpoints(config: &ControllerConfig) -> crate::southbound::agents::AgentEndpoints {
-    crate::southbound::agents::AgentEndpoints {
-        by_node: config.southbound.agents.clone(),
-        template: config.southbound.agent_endpoint_template.clone(),
-    }
+/// Where the agents are, and the controller's TLS files for `https://`
+/// ones, read now so that a missing file stops the start.
+fn agent_endpoints(
+    config: &ControllerConfig,
+) -> Result<crate::southbound::agents::AgentEndpoints, ServeError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            path: path.clone(),
+            source,
+        })
+    };
+    let southbound = &config.southbound;
+    let tls = match (
+        &southbound.agent_tls_ca_file,
+        &southbound.agent_tls_cert_file,
+        &southbound.agent_tls_key_file,
+    ) {
+        (Some(ca), Some(cert), Some(key)) => Some(aiwan_agent::ClientTls {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }),
+        _ => None,
+    };
+    Ok(crate::southbound::agents::AgentEndpoints {
+        by_node: southbound.agents.clone(),
+        template: southbound.agent_endpoint_template.clone(),
+        tls,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM: how every long-running subcommand is
@@ -206,7 +233,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     )
     .await?;
     let authenticator = Authenticator::new(store.clone());
-    let (driver, simulated) = southbound_driver(config, &stored_topology.topology);
+    let (driver, simulated) = southbound_driver(config, &stored_topology.topology)?;
     let events = crate::events::EventBus::new();
     let loop_view: crate::closed_loop::SharedView = Default::default();
     let state = AppState {
@@ -278,7 +305,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         let streams = crate::southbound::streams::AgentStreams {
             db: store.clone(),
             counters,
-            endpoints: agent_endpoints(config),
+            endpoints: agent_endpoints(config)?,
             metrics: southbound_metrics.clone(),
             events: events.clone(),
         };

@@ -10,18 +10,20 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use super::{Driver, DriverError, Observed};
-use crate::agent::client::AgentClient;
+use crate::agent::client::{AgentClient, ClientTls};
 use crate::agent::convert::{node_state_from_pb, node_state_to_pb, report_from_pb};
 use crate::agent::{ApplyReport, NodeState};
 
 /// Where each node's agent listens.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct AgentEndpoints {
     /// Per node id.
     pub by_node: BTreeMap<String, String>,
     /// For nodes not listed: `{node}` is replaced by the node id
     /// (`unix:/run/aiwan/lab/ai-wan/{node}.sock`).
     pub template: Option<String>,
+    /// The controller's side of mutual TLS, for `https://` endpoints.
+    pub tls: Option<ClientTls>,
 }
 
 impl AgentEndpoints {
@@ -63,10 +65,13 @@ impl AgentDriver {
             .endpoints
             .endpoint(node)
             .ok_or_else(|| unreachable("no agent endpoint configured for it".into()))?;
-        let client = tokio::time::timeout(self.timeout, AgentClient::connect(&endpoint))
-            .await
-            .map_err(|_| unreachable(format!("{endpoint}: no answer in {:?}", self.timeout)))?
-            .map_err(|error| unreachable(error.to_string()))?;
+        let client = tokio::time::timeout(
+            self.timeout,
+            AgentClient::connect_with(&endpoint, self.endpoints.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| unreachable(format!("{endpoint}: no answer in {:?}", self.timeout)))?
+        .map_err(|error| unreachable(error.to_string()))?;
         self.clients
             .lock()
             .await

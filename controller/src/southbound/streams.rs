@@ -76,7 +76,10 @@ impl AgentStreams {
                         }
                         let task = tokio::spawn(node_streams(
                             node.clone(),
-                            endpoint.clone(),
+                            Dial {
+                                endpoint: endpoint.clone(),
+                                tls: self.endpoints.tls.clone(),
+                            },
                             self.counters.clone(),
                             self.metrics.clone(),
                             self.events.clone(),
@@ -102,10 +105,29 @@ impl AgentStreams {
     }
 }
 
+/// How to reach one agent.
+struct Dial {
+    endpoint: String,
+    tls: Option<crate::agent::ClientTls>,
+}
+
+impl Dial {
+    async fn connect(
+        &self,
+    ) -> Result<
+        aiwan_api::agent::v1::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+        String,
+    > {
+        AgentClient::connect_with(&self.endpoint, self.tls.as_ref())
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
 /// One router's streams, for as long as the task lives.
 async fn node_streams(
     node: String,
-    endpoint: String,
+    endpoint: Dial,
     counters: Option<(SharedStore, Duration)>,
     metrics: SouthboundMetrics,
     events: crate::events::EventBus,
@@ -123,7 +145,7 @@ async fn node_streams(
 /// Logs and counts the router's drift events, re-subscribing with backoff.
 async fn watch_drift(
     node: &str,
-    endpoint: &str,
+    endpoint: &Dial,
     metrics: &SouthboundMetrics,
     events: &crate::events::EventBus,
 ) {
@@ -142,13 +164,11 @@ async fn watch_drift(
 /// Subscribes once; true when at least one event came.
 async fn drift_once(
     node: &str,
-    endpoint: &str,
+    endpoint: &Dial,
     metrics: &SouthboundMetrics,
     events: &crate::events::EventBus,
 ) -> Result<bool, String> {
-    let mut client = AgentClient::connect(endpoint)
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut client = endpoint.connect().await?;
     let mut stream = client
         .watch_drift(pb::WatchDriftRequest {})
         .await
@@ -195,7 +215,7 @@ async fn drift_once(
 /// Stores the router's counters, re-subscribing with backoff.
 async fn feed_counters(
     node: &str,
-    endpoint: &str,
+    endpoint: &Dial,
     interval: Duration,
     telemetry: SharedStore,
     metrics: &SouthboundMetrics,
@@ -224,14 +244,12 @@ async fn feed_counters(
 /// at least one sample came.
 async fn stream_once(
     node: &str,
-    endpoint: &str,
+    endpoint: &Dial,
     interval: Duration,
     telemetry: &SharedStore,
     updates: &prometheus_client::metrics::counter::Counter,
 ) -> Result<bool, String> {
-    let mut client = AgentClient::connect(endpoint)
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut client = endpoint.connect().await?;
     let request = pb::StreamCountersRequest {
         interval: Some(prost_types::Duration {
             seconds: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
