@@ -305,6 +305,7 @@ async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counter
         .apply_state(pb::ApplyStateRequest {
             generation: 5,
             state: Some(split_70_30()),
+            epoch: 0,
         })
         .await
         .expect("ApplyState")
@@ -359,6 +360,7 @@ async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counter
         .apply_state(pb::ApplyStateRequest {
             generation: 4,
             state: Some(pb::NodeState::default()),
+            epoch: 0,
         })
         .await
         .expect_err("older generation");
@@ -372,6 +374,7 @@ async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counter
         .apply_state(pb::ApplyStateRequest {
             generation: 5,
             state: Some(split_70_30()),
+            epoch: 0,
         })
         .await
         .expect("same generation again")
@@ -383,6 +386,7 @@ async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counter
         .apply_state(pb::ApplyStateRequest {
             generation: 5,
             state: Some(pb::NodeState::default()),
+            epoch: 0,
         })
         .await
         .expect_err("same generation, other state");
@@ -394,6 +398,7 @@ async fn agent_applies_repairs_drift_refuses_old_generations_and_streams_counter
         .apply_state(pb::ApplyStateRequest {
             generation: 6,
             state: Some(bad),
+            epoch: 0,
         })
         .await
         .expect_err("bad gateway");
@@ -673,12 +678,27 @@ async fn agent_beyond_loopback_only_with_mutual_tls() {
         aiwan_controller::agent::convert::node_state_from_pb("state", Some(&split_70_30()))
             .expect("a valid state");
     driver
-        .apply("r1", 1, &desired)
+        .apply(
+            "r1",
+            aiwan_controller::agent::Version {
+                epoch: 1,
+                generation: 1,
+            },
+            &desired,
+        )
         .await
         .expect("applied over mutual TLS");
     let route = lab.route("20001", "10.2.0.0/16").expect("the route");
     assert_eq!(hops(&route), expected_hops());
-    assert_eq!(driver.observe("r1").await.expect("observed").generation, 1);
+    assert_eq!(
+        driver
+            .observe("r1")
+            .await
+            .expect("observed")
+            .version
+            .generation,
+        1
+    );
 
     // Refused: a client certificate from another CA, an expired one, none,
     // and plain text.
@@ -725,5 +745,73 @@ async fn agent_beyond_loopback_only_with_mutual_tls() {
     get_state(&endpoint, Some(&good))
         .await
         .expect("still served");
+    assert!(agent.terminate().await.success());
+}
+
+/// The same kernel state as `split_70_30` with the weights swapped.
+fn split_30_70() -> pb::NodeState {
+    let mut state = split_70_30();
+    for hop in &mut state.routes[0].next_hops {
+        hop.weight = 100 - hop.weight;
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_with_a_fresh_database_takes_over_and_the_old_one_is_told() {
+    let test = "a_controller_with_a_fresh_database_takes_over_and_the_old_one_is_told";
+    let Some(lab) = Lab::new(test) else {
+        return;
+    };
+    let (mut agent, _client) = Agent::start(&lab, "epochs", &[]).await;
+    let driver = AgentDriver::new(
+        AgentEndpoints {
+            by_node: [("r1".to_string(), format!("unix:{}", agent.socket.display()))].into(),
+            template: None,
+            tls: None,
+        },
+        Duration::from_secs(5),
+    );
+    let state = |pb: pb::NodeState| {
+        aiwan_controller::agent::convert::node_state_from_pb("state", Some(&pb)).expect("state")
+    };
+    let final_of = aiwan_controller::southbound::reconcile::final_generation;
+    let version = |epoch: u64, plan: i64| aiwan_controller::agent::Version {
+        epoch,
+        generation: final_of(plan),
+    };
+    // The first controller's plan 40 (epoch 1000).
+    driver
+        .apply("r1", version(1000, 40), &state(split_70_30()))
+        .await
+        .expect("the first controller's plan");
+    // Its database is lost: the next one starts at plan 1, later (epoch
+    // 2000), and is taken.
+    driver
+        .apply("r1", version(2000, 1), &state(split_30_70()))
+        .await
+        .expect("the second controller takes over");
+    let observed = driver.observe("r1").await.expect("observed");
+    assert_eq!(observed.version, version(2000, 1));
+    let route = lab.route("20001", "10.2.0.0/16").expect("the route");
+    let weights: Vec<u64> = hops(&route).iter().map(|h| h.2).collect();
+    assert_eq!(weights, vec![30, 70], "{route}");
+    // The first one, still running, is told it was taken over; the kernel
+    // keeps the second one's state.
+    let error = driver
+        .apply("r1", version(1000, 41), &state(split_70_30()))
+        .await
+        .expect_err("an older epoch");
+    assert!(
+        matches!(
+            error,
+            aiwan_controller::southbound::DriverError::Superseded { .. }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("taken it over"), "{error}");
+    let route = lab.route("20001", "10.2.0.0/16").expect("the route");
+    let weights: Vec<u64> = hops(&route).iter().map(|h| h.2).collect();
+    assert_eq!(weights, vec![30, 70], "{route}");
     assert!(agent.terminate().await.success());
 }

@@ -324,6 +324,7 @@ async fn apply_once(
     let request = pb::ApplyStateRequest {
         generation: 1,
         state: Some(convert::node_state_to_pb(desired)),
+        epoch: 0,
     };
     let response = client
         .apply_state(request)
@@ -375,6 +376,7 @@ async fn push_through(endpoint: &str, desired: &NodeState, n: usize) -> anyhow::
         .apply_state(pb::ApplyStateRequest {
             generation: 2,
             state: Some(pb::NodeState::default()),
+            epoch: 0,
         })
         .await
         .context("delete: ApplyState")?

@@ -51,6 +51,7 @@ pub mod monitor;
 pub mod service;
 pub mod state;
 pub mod tc;
+pub mod version;
 
 #[cfg(test)]
 mod lab_tests;
@@ -65,3 +66,4 @@ pub use state::{
     ROUTE_PROTOCOL, RULE_PRIORITY_RANGE, RateLimit, Srv6Action, Srv6Policy, StateError,
     TABLE_RANGE, UcmpRoute, weights_from_ratios,
 };
+pub use version::{Refusal, Version, accept};

@@ -30,6 +30,7 @@ use super::convert;
 use super::kernel::{ApplyReport, Kernel, KernelError};
 use super::monitor::{DriftEvent, Monitor};
 use super::state::NodeState;
+use super::version::{Refusal, Version, accept};
 
 /// The shortest counter interval a client may ask for.
 pub const MIN_COUNTER_INTERVAL: Duration = Duration::from_millis(100);
@@ -161,8 +162,8 @@ pub struct AgentOptions {
 /// The desired state the agent holds.
 #[derive(Debug)]
 struct Desired {
-    /// Positive.
-    generation: u64,
+    /// Its epoch, and its generation (positive).
+    version: Version,
     /// Normalised, so that it compares with what the kernel reports.
     state: NodeState,
 }
@@ -246,20 +247,21 @@ impl AgentService for AgentApi {
             .check()
             .map_err(|e| Status::invalid_argument(format!("state: {e}")))?;
         let state = state.normalized();
+        let asked = Version {
+            epoch: request.epoch,
+            generation,
+        };
         let mut held = self.desired.lock().await;
-        if let Some(current) = held.as_ref() {
-            if generation < current.generation {
-                return Err(Status::failed_precondition(format!(
-                    "generation: {generation} is older than generation {} which the agent holds",
-                    current.generation
-                )));
+        let holding = held
+            .as_ref()
+            .map(|current| (current.version, current.state == state));
+        match accept(holding, asked) {
+            Ok(()) => {}
+            // A newer controller's: the older one is told apart by the code.
+            Err(refusal @ Refusal::Superseded { .. }) => {
+                return Err(Status::aborted(refusal.to_string()));
             }
-            if generation == current.generation && state != current.state {
-                return Err(Status::failed_precondition(format!(
-                    "generation: {generation} is held already with a different state; a changed \
-                     state needs a new generation"
-                )));
-            }
+            Err(refusal) => return Err(Status::failed_precondition(refusal.to_string())),
         }
         let started = std::time::Instant::now();
         let report = self.kernel.apply(&state).await.map_err(|error| {
@@ -275,10 +277,14 @@ impl AgentService for AgentApi {
             ms = started.elapsed().as_millis() as u64,
             "desired state applied"
         );
-        *held = Some(Desired { generation, state });
+        *held = Some(Desired {
+            version: asked,
+            state,
+        });
         Ok(Response::new(pb::ApplyStateResponse {
             generation,
             report: Some(convert::report_to_pb(&report)),
+            epoch: asked.epoch,
         }))
     }
 
@@ -292,7 +298,8 @@ impl AgentService for AgentApi {
         let in_sync = held.as_ref().is_some_and(|d| d.state == observed);
         Ok(Response::new(pb::GetStateResponse {
             observed_state: Some(convert::node_state_to_pb(&observed)),
-            desired_generation: held.as_ref().map_or(0, |d| d.generation),
+            desired_generation: held.as_ref().map_or(0, |d| d.version.generation),
+            desired_epoch: held.as_ref().map_or(0, |d| d.version.epoch),
             in_sync,
         }))
     }
@@ -429,8 +436,8 @@ async fn repair_drift(
             match held.as_ref() {
                 None => Repair::Skipped,
                 Some(desired) => match api.kernel.apply(&desired.state).await {
-                    Ok(report) => Repair::Repaired(desired.generation, report),
-                    Err(error) => Repair::Failed(desired.generation, error.to_string()),
+                    Ok(report) => Repair::Repaired(desired.version.generation, report),
+                    Err(error) => Repair::Failed(desired.version.generation, error.to_string()),
                 },
             }
         };

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use super::{Driver, DriverError, Observed};
 use crate::agent::client::{AgentClient, ClientTls};
 use crate::agent::convert::{node_state_from_pb, node_state_to_pb, report_from_pb};
-use crate::agent::{ApplyReport, NodeState};
+use crate::agent::{ApplyReport, NodeState, Version};
 
 /// Where each node's agent listens.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +85,10 @@ impl AgentDriver {
         self.clients.lock().await.remove(node);
         let reason = format!("{:?}: {}", status.code(), status.message());
         match status.code() {
+            tonic::Code::Aborted => DriverError::Superseded {
+                node: node.to_string(),
+                reason,
+            },
             tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
                 DriverError::Refused {
                     node: node.to_string(),
@@ -129,13 +133,14 @@ impl Driver for AgentDriver {
     async fn apply(
         &self,
         node: &str,
-        generation: u64,
+        version: Version,
         state: &NodeState,
     ) -> Result<ApplyReport, DriverError> {
         let mut client = self.client(node).await?;
         let request = pb::ApplyStateRequest {
-            generation,
+            generation: version.generation,
             state: Some(node_state_to_pb(state)),
+            epoch: version.epoch,
         };
         let response = self.answer(node, client.apply_state(request)).await?;
         Ok(response
@@ -156,7 +161,10 @@ impl Driver for AgentDriver {
                 reason: format!("the agent reported a state we cannot read: {error}"),
             })?;
         Ok(Observed {
-            generation: response.desired_generation,
+            version: Version {
+                epoch: response.desired_epoch,
+                generation: response.desired_generation,
+            },
             state,
         })
     }

@@ -11,7 +11,7 @@ pub mod render;
 pub mod simulated;
 pub mod streams;
 
-use crate::agent::{ApplyReport, NodeState};
+use crate::agent::{ApplyReport, NodeState, Version};
 
 /// Why a push to a node did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,14 +24,18 @@ pub enum DriverError {
     /// this node, a reason to roll back.
     #[error("node {node}: refused: {reason}")]
     Refused { node: String, reason: String },
+    /// The node holds a newer controller's state (a higher epoch): this
+    /// controller has been taken over there. Not a reason to roll back.
+    #[error("node {node}: taken over by another controller: {reason}")]
+    Superseded { node: String, reason: String },
 }
 
 /// A node's state as its agent holds it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
-    /// The generation of the desired state the agent last applied; 0 when
-    /// it holds none (new, or restarted).
-    pub generation: u64,
+    /// The epoch and generation of the desired state the agent last
+    /// applied; zeros when it holds none (new, or restarted).
+    pub version: Version,
     /// aiwan's objects in the node's kernel.
     pub state: NodeState,
 }
@@ -43,11 +47,11 @@ pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Makes the node's aiwan-owned state equal `state`, remembering
-    /// `generation` (an older generation than the one held is refused).
+    /// `version` (taken by [`crate::agent::accept`]'s rule).
     async fn apply(
         &self,
         node: &str,
-        generation: u64,
+        version: Version,
         state: &NodeState,
     ) -> Result<ApplyReport, DriverError>;
 

@@ -40,7 +40,7 @@ use aiwan_collectors::store::ClassRule;
 use super::metrics::SouthboundMetrics;
 use super::render::render;
 use super::{Driver, DriverError, Observed};
-use crate::agent::{NodeState, UcmpRoute};
+use crate::agent::{NodeState, UcmpRoute, Version};
 use crate::events::{EventBus, EventKind};
 use crate::model::{NewPlan, PlanStatus, PlanTrigger, now_ms};
 use crate::store::Store;
@@ -63,6 +63,8 @@ pub struct RoundReport {
     pub unreachable: Vec<String>,
     /// Routers that refused their state.
     pub refused: Vec<String>,
+    /// Routers a newer controller has taken over (a higher epoch).
+    pub superseded: Vec<String>,
     /// Push steps (make-before-break) the round took.
     pub steps: usize,
 }
@@ -80,6 +82,12 @@ pub struct Reconciler {
     events: Option<EventBus>,
     /// Routers whose agent did not answer last time (for lost/back events).
     lost: BTreeSet<String>,
+    /// This controller's term: the time it started, ms since the epoch. A
+    /// controller started later (a fresh or restored database, a second
+    /// controller taking over) has a higher one, which the agents take
+    /// whatever the generation; an older controller's pushes are then
+    /// refused. Assumes clocks roughly in time (NTP).
+    epoch: u64,
 }
 
 impl Reconciler {
@@ -94,7 +102,14 @@ impl Reconciler {
             rate_limits: true,
             events: None,
             lost: BTreeSet::new(),
+            epoch: u64::try_from(now_ms()).unwrap_or(1).max(1),
         }
+    }
+
+    /// The epoch this controller pushes under (tests set it).
+    pub fn with_epoch(mut self, epoch: u64) -> Reconciler {
+        self.epoch = epoch;
+        self
     }
 
     /// Tells `events` of pushes, plans applied or failed, agents lost and
@@ -255,7 +270,11 @@ impl Reconciler {
             .iter()
             .filter(|(router, held)| {
                 let want = desired.get(*router).unwrap_or(&empty);
-                held.generation != generation || !same_state(&held.state, want)
+                let ours = Version {
+                    epoch: self.epoch,
+                    generation,
+                };
+                held.version != ours || !same_state(&held.state, want)
             })
             .map(|(router, _)| router.clone())
             .collect();
@@ -280,7 +299,11 @@ impl Reconciler {
                     if failed.contains(&router) {
                         continue;
                     }
-                    match self.driver.apply(&router, step_generation, &state).await {
+                    let version = Version {
+                        epoch: self.epoch,
+                        generation: step_generation,
+                    };
+                    match self.driver.apply(&router, version, &state).await {
                         Ok(_) => {}
                         Err(error) => {
                             failed.insert(router.clone());
@@ -292,6 +315,11 @@ impl Reconciler {
                                     tracing::error!(%error, "router refused its state");
                                     self.metrics.push(&router, "refused");
                                     report.refused.push(router.clone());
+                                }
+                                DriverError::Superseded { .. } => {
+                                    tracing::error!(%error, "this controller has been taken over");
+                                    self.metrics.push(&router, "superseded");
+                                    report.superseded.push(router.clone());
                                 }
                             }
                         }
@@ -312,7 +340,7 @@ impl Reconciler {
                     .set_push_status(version, router, "applied", now_ms())
                     .await?;
             }
-            for router in &report.refused {
+            for router in report.refused.iter().chain(&report.superseded) {
                 self.store
                     .set_push_status(version, router, "failed", now_ms())
                     .await?;
@@ -324,7 +352,7 @@ impl Reconciler {
                 .await?;
         }
         report.in_sync.sort();
-        let status = if !report.refused.is_empty() {
+        let status = if !report.refused.is_empty() || !report.superseded.is_empty() {
             PlanStatus::Failed
         } else if report.unreachable.is_empty() {
             PlanStatus::Applied
@@ -342,12 +370,20 @@ impl Reconciler {
                 PlanStatus::Failed => self.publish(
                     EventKind::PlanFailed,
                     format!("plans/{version}"),
-                    format!("plans/{version} refused by {}", report.refused.join(", ")),
+                    if report.refused.is_empty() {
+                        format!(
+                            "plans/{version} not pushed: another controller has taken over {}",
+                            report.superseded.join(", ")
+                        )
+                    } else {
+                        format!("plans/{version} refused by {}", report.refused.join(", "))
+                    },
                 ),
                 _ => {}
             }
         }
-        if status == PlanStatus::Failed {
+        // Taken over is not refused: going back would be refused as well.
+        if !report.refused.is_empty() {
             self.roll_back(version, "was refused").await?;
         }
         Ok(report)
@@ -725,7 +761,10 @@ mod tests {
                 (
                     router.clone(),
                     Observed {
-                        generation: 1,
+                        version: Version {
+                            epoch: 1,
+                            generation: 1,
+                        },
                         state,
                     },
                 )

@@ -17,7 +17,7 @@ use aiwan_planner::Topology;
 use ipnet::IpNet;
 
 use super::{Driver, DriverError, Observed};
-use crate::agent::{ApplyReport, NodeState};
+use crate::agent::{ApplyReport, NodeState, Version};
 
 /// Most hops a simulated packet takes before it counts as looping.
 const MAX_HOPS: usize = 64;
@@ -46,7 +46,7 @@ pub struct SimulatedLoads {
 
 #[derive(Debug, Default)]
 struct NodeEntry {
-    generation: u64,
+    version: Version,
     state: NodeState,
 }
 
@@ -222,7 +222,7 @@ impl Driver for SimulatedDataplane {
     async fn apply(
         &self,
         node: &str,
-        generation: u64,
+        version: Version,
         state: &NodeState,
     ) -> Result<ApplyReport, DriverError> {
         if self
@@ -255,17 +255,21 @@ impl Driver for SimulatedDataplane {
         }
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = nodes.entry(node.to_string()).or_default();
-        if generation < entry.generation {
-            return Err(DriverError::Refused {
-                node: node.to_string(),
-                reason: format!(
-                    "generation {generation} is older than the {} it holds",
-                    entry.generation
-                ),
+        // The agent's own rule.
+        let held =
+            (entry.version != Version::default()).then(|| (entry.version, entry.state == *state));
+        if let Err(refusal) = crate::agent::accept(held, version) {
+            let node = node.to_string();
+            let reason = refusal.to_string();
+            return Err(match refusal {
+                crate::agent::Refusal::Superseded { .. } => {
+                    DriverError::Superseded { node, reason }
+                }
+                _ => DriverError::Refused { node, reason },
             });
         }
         let report = diff_report(&entry.state, state);
-        entry.generation = generation;
+        entry.version = version;
         entry.state = state.clone();
         Ok(report)
     }
@@ -286,7 +290,7 @@ impl Driver for SimulatedDataplane {
         Ok(nodes
             .get(node)
             .map(|entry| Observed {
-                generation: entry.generation,
+                version: entry.version,
                 state: entry.state.clone(),
             })
             .unwrap_or_default())
@@ -350,7 +354,10 @@ mod tests {
         // Nothing applied yet: the traffic has nowhere to go.
         assert_eq!(dataplane.loads(&[flow(1e9)]).dropped_bps, 1e9);
         for (node, state) in &states {
-            dataplane.apply(node, 1, state).await.expect("applies");
+            dataplane
+                .apply(node, generation(1), state)
+                .await
+                .expect("applies");
         }
         let loads = dataplane.loads(&[flow(1e9)]);
         assert!((loads.delivered_bps - 1e9).abs() < 1.0, "{loads:?}");
@@ -361,28 +368,50 @@ mod tests {
         assert!((loads.links["r2:eth2"] - via_r2).abs() < 1.0);
     }
 
+    fn generation(generation: u64) -> Version {
+        Version {
+            epoch: 1,
+            generation,
+        }
+    }
+
     #[tokio::test]
     async fn an_unreachable_node_and_an_old_generation_are_refused() {
         let dataplane = SimulatedDataplane::new(diamond());
         dataplane.set_reachable("r2", false);
         let error = dataplane
-            .apply("r2", 1, &NodeState::default())
+            .apply("r2", generation(1), &NodeState::default())
             .await
             .expect_err("switched off");
         assert!(matches!(error, DriverError::Unreachable { .. }));
         dataplane
-            .apply("r1", 5, &NodeState::default())
+            .apply("r1", generation(5), &NodeState::default())
             .await
             .expect("applies");
         let error = dataplane
-            .apply("r1", 4, &NodeState::default())
+            .apply("r1", generation(4), &NodeState::default())
             .await
             .expect_err("older");
         assert!(
             error
                 .to_string()
-                .contains("generation 4 is older than the 5"),
+                .contains("generation: 4 is older than generation 5"),
             "{error}"
         );
+        // A newer controller's epoch takes it over; the older one is then
+        // told so, not refused.
+        let newer = Version {
+            epoch: 2,
+            generation: 1,
+        };
+        dataplane
+            .apply("r1", newer, &NodeState::default())
+            .await
+            .expect("taken over");
+        let error = dataplane
+            .apply("r1", generation(9), &NodeState::default())
+            .await
+            .expect_err("superseded");
+        assert!(matches!(error, DriverError::Superseded { .. }), "{error}");
     }
 }
