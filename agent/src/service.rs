@@ -2,12 +2,15 @@
 //! [`Kernel`]: it applies and holds the controller's desired state, repairs
 //! drift back to it, and streams interface counters and drift events.
 //!
-//! The desired state and its generation sit behind one async mutex, held
-//! for the whole of every apply: an `ApplyState` and a drift repair never
-//! interleave, and `GetState` sees the kernel between two applies.
+//! The desired state and its version (epoch and generation,
+//! [`crate::version`]) sit behind one async mutex, held for the whole of
+//! every apply: an `ApplyState` and a drift repair never interleave, and
+//! `GetState` sees the kernel between two applies.
 //!
-//! There is no authentication yet: [`Listen`] accepts only a unix socket
-//! (made readable and writable by its owner only) or a loopback address.
+//! Who may talk to it: on a unix socket (mode 0600, no window) its own
+//! user and root; on a loopback address anyone local; on any other address
+//! only clients with a certificate from the CA it is given (mutual TLS),
+//! which [`start`] requires there.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -36,8 +36,8 @@ enum Command {
     /// telemetry store alone, and summarise per exporter.
     Collect(aiwan_controller::collect::CollectArgs),
     /// Program one Linux router (or lab namespace) for the controller:
-    /// serves the southbound gRPC API aiwan.agent.v1 on a unix socket or a
-    /// loopback address only (no authentication yet). The same as the
+    /// serves the southbound gRPC API aiwan.agent.v1 on a unix socket, a
+    /// loopback address, or any address with mutual TLS. The same as the
     /// small `aiwan-agent` binary, which is what a router should run.
     Agent(aiwan_agent::cli::AgentArgs),
     /// A small CA for the agents' mutual TLS: `certs ca`, then `certs
