@@ -130,22 +130,25 @@ type Southbound = (
 fn southbound_driver(
     config: &ControllerConfig,
     topology: &aiwan_planner::Topology,
-) -> Result<Southbound, ServeError> {
+    endpoints: &crate::southbound::agents::AgentEndpoints,
+) -> Southbound {
     use crate::config::SouthboundDriver;
     use crate::southbound::agents::AgentDriver;
     use crate::southbound::simulated::SimulatedDataplane;
-    Ok(match config.southbound.driver {
+    match config.southbound.driver {
         None => (None, None),
         Some(SouthboundDriver::Simulated) => {
             let simulated = Arc::new(SimulatedDataplane::new(topology.clone()));
             (Some(simulated.clone()), Some(simulated))
         }
         Some(SouthboundDriver::Agents) => {
-            let endpoints = agent_endpoints(config)?;
             let timeout = std::time::Duration::from_millis(config.southbound.agent_timeout_ms);
-            (Some(Arc::new(AgentDriver::new(endpoints, timeout))), None)
+            (
+                Some(Arc::new(AgentDriver::new(endpoints.clone(), timeout))),
+                None,
+            )
         }
-    })
+    }
 }
 
 /// Where the agents are, and the controller's TLS files for `https://`
@@ -233,7 +236,9 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
     )
     .await?;
     let authenticator = Authenticator::new(store.clone());
-    let (driver, simulated) = southbound_driver(config, &stored_topology.topology)?;
+    // Read once (the TLS files too), for the driver and the agents' streams.
+    let endpoints = agent_endpoints(config)?;
+    let (driver, simulated) = southbound_driver(config, &stored_topology.topology, &endpoints);
     let events = crate::events::EventBus::new();
     let loop_view: crate::closed_loop::SharedView = Default::default();
     let state = AppState {
@@ -305,7 +310,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         let streams = crate::southbound::streams::AgentStreams {
             db: store.clone(),
             counters,
-            endpoints: agent_endpoints(config)?,
+            endpoints,
             metrics: southbound_metrics.clone(),
             events: events.clone(),
         };

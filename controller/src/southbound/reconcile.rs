@@ -112,6 +112,14 @@ impl Reconciler {
         self
     }
 
+    /// `generation` under this controller's epoch.
+    fn version(&self, generation: u64) -> Version {
+        Version {
+            epoch: self.epoch,
+            generation,
+        }
+    }
+
     /// Tells `events` of pushes, plans applied or failed, agents lost and
     /// back.
     pub fn with_events(mut self, events: EventBus) -> Reconciler {
@@ -270,11 +278,7 @@ impl Reconciler {
             .iter()
             .filter(|(router, held)| {
                 let want = desired.get(*router).unwrap_or(&empty);
-                let ours = Version {
-                    epoch: self.epoch,
-                    generation,
-                };
-                held.version != ours || !same_state(&held.state, want)
+                held.version != self.version(generation) || !same_state(&held.state, want)
             })
             .map(|(router, _)| router.clone())
             .collect();
@@ -299,10 +303,7 @@ impl Reconciler {
                     if failed.contains(&router) {
                         continue;
                     }
-                    let version = Version {
-                        epoch: self.epoch,
-                        generation: step_generation,
-                    };
+                    let version = self.version(step_generation);
                     match self.driver.apply(&router, version, &state).await {
                         Ok(_) => {}
                         Err(error) => {
