@@ -57,8 +57,13 @@ const DRIFT_CHANNEL: usize = 1024;
 const DRIFT_LOGGED: usize = 20;
 
 /// At most this many counter and drift streams are open at once, from all
-/// clients together (a controller holds one of each).
+/// clients together.
 pub const MAX_STREAMS: usize = 32;
+
+/// At most this many from one client (by its address; every client of the
+/// unix socket counts as one): a controller holds one of each kind, so one
+/// client cannot take every stream and lock the controller out.
+pub const MAX_STREAMS_PER_CLIENT: usize = 4;
 
 /// How long shutdown waits for open requests to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,8 +183,8 @@ pub struct AgentApi {
     desired: Arc<Mutex<Option<Desired>>>,
     drift: broadcast::Sender<pb::DriftEvent>,
     stop: watch::Receiver<bool>,
-    /// One permit per open stream ([`MAX_STREAMS`]).
-    streams: Arc<tokio::sync::Semaphore>,
+    /// The open streams, in all and per client.
+    streams: StreamSlots,
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
@@ -218,17 +223,64 @@ impl AgentApi {
             desired: Arc::new(Mutex::new(None)),
             drift,
             stop,
-            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            streams: StreamSlots::default(),
         }
     }
+}
 
-    /// A permit for one more stream, held while it is open.
-    fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+/// Counts open streams against [`MAX_STREAMS`] and
+/// [`MAX_STREAMS_PER_CLIENT`].
+#[derive(Clone, Default)]
+struct StreamSlots {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, usize>>>,
+}
+
+/// One open stream; its slot is given back when dropped (the stream ends).
+struct StreamSlot {
+    client: Option<std::net::IpAddr>,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, usize>>>,
+}
+
+impl StreamSlots {
+    /// A slot for one more stream of `client`, or why not.
+    fn take(&self, client: Option<std::net::IpAddr>) -> Result<StreamSlot, Status> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = open.values().sum();
+        if total >= MAX_STREAMS {
+            return Err(Status::resource_exhausted(format!(
                 "{MAX_STREAMS} streams are open already, the most the agent keeps"
-            ))
+            )));
+        }
+        let mine = open.entry(client).or_default();
+        if *mine >= MAX_STREAMS_PER_CLIENT {
+            return Err(Status::resource_exhausted(format!(
+                "this client has {MAX_STREAMS_PER_CLIENT} streams open already, the most one \
+                 client may"
+            )));
+        }
+        *mine += 1;
+        Ok(StreamSlot {
+            client,
+            open: Arc::clone(&self.open),
         })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -319,7 +371,8 @@ impl AgentService for AgentApi {
             MIN_COUNTER_INTERVAL,
             MAX_COUNTER_INTERVAL,
         )?;
-        let permit = self.stream_permit()?;
+        let client = request.remote_addr().map(|a| a.ip());
+        let permit = self.streams.take(client)?;
         let (sender, receiver) = mpsc::channel(4);
         let kernel = self.kernel.clone();
         let stop = stopped(self.stop.clone());
@@ -360,9 +413,10 @@ impl AgentService for AgentApi {
 
     async fn watch_drift(
         &self,
-        _request: Request<pb::WatchDriftRequest>,
+        request: Request<pb::WatchDriftRequest>,
     ) -> Result<Response<Self::WatchDriftStream>, Status> {
-        let permit = self.stream_permit()?;
+        let client = request.remote_addr().map(|a| a.ip());
+        let permit = self.streams.take(client)?;
         let mut events = self.drift.subscribe();
         let (sender, receiver) = mpsc::channel(64);
         let stop = stopped(self.stop.clone());
@@ -955,6 +1009,30 @@ mod tests {
             DEFAULT_LISTEN.parse::<Listen>().unwrap().to_string(),
             DEFAULT_LISTEN
         );
+    }
+
+    #[test]
+    fn streams_are_bounded_in_all_and_per_client() {
+        let slots = StreamSlots::default();
+        let one: Option<std::net::IpAddr> = Some([10, 0, 0, 1].into());
+        let mut held: Vec<StreamSlot> = (0..MAX_STREAMS_PER_CLIENT)
+            .map(|_| slots.take(one).expect("within the client's share"))
+            .collect();
+        let refused = slots.take(one).err().expect("over the client's share");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        // Others still get theirs, up to the total.
+        for i in 0..(MAX_STREAMS - MAX_STREAMS_PER_CLIENT) {
+            let other = Some(std::net::IpAddr::from([10, 0, 1, (i / 2) as u8]));
+            held.push(slots.take(other).expect("another client"));
+        }
+        let full = slots
+            .take(Some([10, 0, 9, 9].into()))
+            .err()
+            .expect("over the total");
+        assert!(full.message().contains("32 streams"), "{full:?}");
+        // A stream that ends gives its slot back.
+        held.remove(0);
+        slots.take(one).expect("a slot given back");
     }
 
     #[test]
