@@ -16,6 +16,7 @@ use aiwan_api::agent::v1 as pb;
 use ipnet::IpNet;
 use tonic::Status;
 
+use super::inventory::{self, InterfaceReport};
 use super::kernel::{ApplyReport, InterfaceStats};
 use super::monitor::DriftKind;
 use super::state::{
@@ -438,6 +439,76 @@ pub fn interface_counters_from_pb(c: &pb::InterfaceCounters) -> InterfaceStats {
         rx_dropped: c.rx_drops,
         tx_dropped: c.tx_drops,
     }
+}
+
+pub fn interface_to_pb(report: &InterfaceReport) -> pb::Interface {
+    pb::Interface {
+        name: report.name.clone(),
+        if_index: report.ifindex,
+        up: report.up,
+        addresses: report.addresses.iter().map(IpNet::to_string).collect(),
+        neighbours: report.neighbours.iter().map(IpAddr::to_string).collect(),
+    }
+}
+
+/// The interfaces of a `GetStateResponse` (field `interfaces`), within the
+/// bounds the agent keeps; an entry that is not what an agent sends is an
+/// error naming it.
+pub fn interfaces_from_pb(
+    interfaces: &[pb::Interface],
+) -> Result<Vec<InterfaceReport>, FieldError> {
+    if interfaces.len() > inventory::MAX_INTERFACES {
+        return Err(bad(
+            "interfaces",
+            format!(
+                "{} interfaces, more than {}",
+                interfaces.len(),
+                inventory::MAX_INTERFACES
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(interfaces.len());
+    for (i, interface) in interfaces.iter().enumerate() {
+        let field = format!("interfaces[{i}]");
+        if interface.name.is_empty() {
+            return Err(bad(format_args!("{field}.name"), "empty"));
+        }
+        if interface.addresses.len() > inventory::MAX_ADDRESSES_PER_INTERFACE
+            || interface.neighbours.len() > inventory::MAX_NEIGHBOURS_PER_INTERFACE
+        {
+            return Err(bad(
+                &field,
+                "more addresses or neighbours than an agent sends",
+            ));
+        }
+        let addresses = interface
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(j, text)| prefix(format_args!("{field}.addresses[{j}]"), text))
+            .collect::<Result<Vec<IpNet>, FieldError>>()?;
+        let neighbours = interface
+            .neighbours
+            .iter()
+            .enumerate()
+            .map(|(j, text)| {
+                text.parse().map_err(|_| {
+                    bad(
+                        format_args!("{field}.neighbours[{j}]"),
+                        format!("{text:?} is not an address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<IpAddr>, FieldError>>()?;
+        out.push(InterfaceReport {
+            name: interface.name.clone(),
+            ifindex: interface.if_index,
+            up: interface.up,
+            addresses,
+            neighbours,
+        });
+    }
+    Ok(out)
 }
 
 pub fn drift_kind_to_pb(kind: DriftKind) -> pb::DriftKind {

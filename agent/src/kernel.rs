@@ -19,9 +19,11 @@ use futures::StreamExt;
 use netlink_packet_core::{
     Emitable, NLM_F_DUMP_INTR, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteType;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::proto::ConnectionHandle;
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ use super::state::{
     ClassLimit, Family, FlowRule, NodeState, PARENT_CLASS_ID, QDISC_MAJOR, RateLimit, StateError,
 };
 use super::tc::{self, ObservedClass, ObservedFilter, ObservedQdisc};
+use crate::inventory::InterfaceReport;
 
 /// How many requests go in one datagram at most. The kernel answers each
 /// with an acknowledgement queued on our socket (about 700 bytes of buffer
@@ -599,6 +602,40 @@ impl Kernel {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Every interface with its addresses and resolved neighbours, for the
+    /// controller to find next hops (see [`crate::inventory`]).
+    pub async fn inventory(&self) -> Result<Vec<InterfaceReport>, KernelError> {
+        let links = self.links().await?;
+        let mut addresses = Vec::new();
+        let mut neighbours = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut request = AddressMessage::default();
+            request.header.family = family;
+            for m in self
+                .dump("list addresses", RouteNetlinkMessage::GetAddress(request))
+                .await?
+            {
+                if let RouteNetlinkMessage::NewAddress(a) = m {
+                    addresses.push(a);
+                }
+            }
+            let mut request = NeighbourMessage::default();
+            request.header.family = family;
+            for m in self
+                .dump(
+                    "list neighbours",
+                    RouteNetlinkMessage::GetNeighbour(request),
+                )
+                .await?
+            {
+                if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                    neighbours.push(n);
+                }
+            }
+        }
+        Ok(crate::inventory::reports(&links, &addresses, &neighbours))
     }
 
     /// Every interface's counters (`IFLA_STATS64`), for the counter stream.

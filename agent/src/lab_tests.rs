@@ -803,3 +803,75 @@ async fn lab_push_10k_routes() {
         purge.as_millis()
     );
 }
+
+/// What the agent reports of its interfaces, from the kernel's own dumps:
+/// addresses with their prefix lengths, carrier, and neighbour entries
+/// that resolved (a permanent one here; failed ones are left out).
+#[tokio::test]
+async fn lab_interface_inventory() {
+    let Some(lab) = lab("lab_interface_inventory") else {
+        return;
+    };
+    let n = lab.name.as_str();
+    for cmd in [
+        vec!["ip", "-n", n, "addr", "add", "192.0.2.1/31", "dev", "veth1"],
+        vec!["ip", "-n", n, "addr", "add", "198.51.100.1/32", "dev", "lo"],
+        vec![
+            "ip",
+            "-n",
+            n,
+            "neigh",
+            "add",
+            "10.0.1.9",
+            "lladdr",
+            "02:00:00:00:00:09",
+            "dev",
+            "veth1",
+            "nud",
+            "permanent",
+        ],
+        vec![
+            "ip",
+            "-n",
+            n,
+            "neigh",
+            "add",
+            "10.0.1.10",
+            "dev",
+            "veth1",
+            "nud",
+            "failed",
+        ],
+        vec!["ip", "-n", n, "link", "set", "veth2p", "down"],
+    ] {
+        sh(&cmd).unwrap();
+    }
+    let reports = lab.kernel().inventory().await.unwrap();
+    let find = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {reports:?}"))
+    };
+    let veth1 = find("veth1");
+    let addresses: Vec<String> = veth1.addresses.iter().map(|a| a.to_string()).collect();
+    for expected in ["10.0.1.1/24", "192.0.2.1/31", "fc00:1::1/64"] {
+        assert!(addresses.contains(&expected.to_string()), "{addresses:?}");
+    }
+    assert!(
+        addresses.iter().any(|a| a.starts_with("fe80::")),
+        "a link-local address: {addresses:?}"
+    );
+    assert!(veth1.up);
+    assert_eq!(
+        veth1.neighbours,
+        vec!["10.0.1.9".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // veth2's peer is down: no carrier.
+    assert!(!find("veth2").up);
+    assert!(
+        find("lo")
+            .addresses
+            .contains(&"198.51.100.1/32".parse().unwrap())
+    );
+}

@@ -45,6 +45,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod convert;
+pub mod inventory;
 pub mod kernel;
 pub mod messages;
 pub mod monitor;
@@ -57,6 +58,7 @@ pub mod version;
 mod lab_tests;
 
 pub use client::{AgentClient, AgentClientError, ClientTls};
+pub use inventory::InterfaceReport;
 pub use kernel::{ApplyReport, InterfaceStats, Kernel, KernelError, Snapshot};
 pub use messages::{Interfaces, MessageError};
 pub use monitor::{DriftEvent, DriftKind, Monitor};

@@ -350,12 +350,14 @@ impl AgentService for AgentApi {
         // Held while reading, so the generation goes with what is observed.
         let held = self.desired.lock().await;
         let observed = self.kernel.observe().await.map_err(kernel_status)?;
+        let interfaces = self.kernel.inventory().await.map_err(kernel_status)?;
         let in_sync = held.as_ref().is_some_and(|d| d.state == observed);
         Ok(Response::new(pb::GetStateResponse {
             observed_state: Some(convert::node_state_to_pb(&observed)),
             desired_generation: held.as_ref().map_or(0, |d| d.version.generation),
             desired_epoch: held.as_ref().map_or(0, |d| d.version.epoch),
             in_sync,
+            interfaces: interfaces.iter().map(convert::interface_to_pb).collect(),
         }))
     }
 
