@@ -166,7 +166,7 @@ async fn topology_import_then_show() {
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     let shown: serde_json::Value =
         serde_json::from_slice(&shown.stdout).expect("one JSON document");
-    let expected = aiwan_lab::clab::load_clab(Path::new(&lab)).expect("lab parses");
+    let expected = aiwan_planner::formats::clab::load_clab(Path::new(&lab)).expect("lab parses");
     let links = shown["links"].as_array().expect("links");
     assert_eq!(links.len(), expected.links.len());
     assert_eq!(
@@ -226,6 +226,66 @@ async fn topology_import_then_show() {
     .expect("join");
     assert!(as_viewer.status.success(), "{}", text(&as_viewer.stderr));
     assert!(text(&as_viewer.stdout).contains("revision 1"));
+    controller.shutdown().await.expect("shutdown");
+}
+
+/// `aiwan topology import` takes the planner's formats too: a GraphML file
+/// needs `--capacity` (and says so), then becomes WAN routers with eth1,
+/// eth2, ... interfaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_import_takes_the_planners_formats() {
+    let db = TestDb::new(
+        Backend::Sqlite,
+        "topology_import_takes_the_planners_formats",
+    )
+    .await
+    .expect("sqlite");
+    let controller = start(&db).await;
+    let endpoint = format!("http://{}", controller.grpc_addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graphml = dir.path().join("zoo.graphml");
+    std::fs::write(
+        &graphml,
+        r#"<?xml version="1.0"?>
+<graphml><graph edgedefault="undirected">
+  <node id="New York"/><node id="Chicago"/><node id="Denver"/>
+  <edge source="New York" target="Chicago"/><edge source="Chicago" target="Denver"/>
+</graph></graphml>"#,
+    )
+    .expect("write");
+    let import = |extra: &'static [&'static str]| {
+        let (endpoint, file) = (endpoint.clone(), graphml.display().to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "topology",
+                "import",
+                file.as_str(),
+                "--endpoint",
+                endpoint.as_str(),
+                "--token",
+                ADMIN_SECRET,
+                "--json",
+            ];
+            args.extend_from_slice(extra);
+            aiwan(&args)
+        })
+    };
+    let refused = import(&[]).await.expect("join");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("zoo.graphml")
+            && text(&refused.stderr).contains("--capacity"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let imported = import(&["--capacity", "10G"]).await.expect("join");
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&imported.stdout).expect("one JSON document");
+    assert_eq!(
+        (summary["nodes"].as_u64(), summary["links"].as_u64()),
+        (Some(3), Some(4))
+    );
     controller.shutdown().await.expect("shutdown");
 }
 

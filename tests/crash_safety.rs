@@ -81,6 +81,7 @@ fn big_topology(extra: usize, revision_tag: usize) -> pb::Topology {
                 latency: None,
                 srlgs: vec!["duct".into()],
                 admin_state: pb::AdminState::Up as i32,
+                unresolved: String::new(),
             });
         }
     }

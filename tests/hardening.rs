@@ -508,9 +508,9 @@ fn oversized_lab_and_config_files_are_refused_by_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = dir.path().join("huge.clab.yml");
     std::fs::File::create(&lab)
-        .and_then(|f| f.set_len(aiwan_lab::clab::MAX_CLAB_BYTES + 1))
+        .and_then(|f| f.set_len(aiwan_planner::formats::clab::MAX_CLAB_BYTES + 1))
         .expect("sparse file");
-    let error = aiwan_lab::clab::load_clab(&lab)
+    let error = aiwan_planner::formats::clab::load_clab(&lab)
         .expect_err("a 64 MiB lab file")
         .to_string();
     assert!(

@@ -197,7 +197,7 @@ fn traffic_readers_never_panic() {
 #[test]
 fn lab_and_config_readers_never_panic() {
     hammer("containerlab file", &[CLAB], |t| {
-        aiwan_lab::clab::parse_clab(t).is_ok()
+        aiwan_planner::formats::clab::parse_clab(t).is_ok()
     });
     hammer("controller config", &[CONFIG], |t| {
         aiwan_controller::config::ControllerConfig::from_toml(t)

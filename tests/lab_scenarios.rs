@@ -203,7 +203,7 @@ async fn route_every_topology(test: &str) {
             .await
             .expect("controller starts");
         let mut clients = Clients::connect(controller.grpc_addr, Some(ADMIN_SECRET)).await;
-        let topology = aiwan_lab::clab::load_clab(&path).expect("topology");
+        let topology = aiwan_planner::formats::clab::load_clab(&path).expect("topology");
         clients
             .topology
             .import_topology(aiwan_api::v1::ImportTopologyRequest {

@@ -891,7 +891,7 @@ async fn topology_import_and_watch(backend: Backend) {
     assert_eq!(first.topology.expect("topology").revision, 1);
 
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/ai-wan.clab.yml");
-    let lab = aiwan_lab::clab::load_clab(&path).expect("lab topology parses");
+    let lab = aiwan_planner::formats::clab::load_clab(&path).expect("lab topology parses");
     let proto = aiwan_controller::convert::topology_to_pb(&lab, 0, 0);
     let stored = f
         .admin
@@ -1195,7 +1195,8 @@ async fn admission_answers_what_fits_and_applies_policies(backend: Backend) {
     // default bound of 1.5 x the lowest latency), and the south path and
     // the two through the wan-north/wan-south cross link: the planner's
     // four shortest paths carry 90G.
-    let lab = aiwan_lab::clab::parse_clab(include_str!("../lab/ai-wan.clab.yml")).expect("lab");
+    let lab = aiwan_planner::formats::clab::parse_clab(include_str!("../lab/ai-wan.clab.yml"))
+        .expect("lab");
     admin
         .topology
         .import_topology(pb::ImportTopologyRequest {

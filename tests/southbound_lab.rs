@@ -27,7 +27,10 @@ use aiwan_api::agent::v1 as agent_pb;
 use aiwan_api::v1 as pb;
 use aiwan_controller::agent::AgentClient;
 use serde_json::Value;
-use support::{ADMIN_SECRET, Clients, apply_plan as apply, current_plan, sh};
+use support::{
+    ADMIN_SECRET, AgentsController, Clients, apply_plan as apply, create_job, current_plan,
+    free_port, sh, site_job, wait_for_plan,
+};
 
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -322,118 +325,15 @@ fn share_of(hops: &[(String, u64)], dev: &str) -> f64 {
     part as f64 / total.max(1) as f64
 }
 
-struct Controller {
-    child: Child,
+/// Starts `aiwan controller` with the agents driver on the lab's agents.
+async fn spawn_controller(
+    dir: &Path,
+    lab: &Lab,
     addr: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
-
-/// Starts `aiwan controller` with the agents driver and waits until it
-/// serves.
-async fn spawn_controller(dir: &Path, lab: &Lab, addr: SocketAddr, log_name: &str) -> Controller {
-    let config = dir.join("aiwan.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[southbound]\ndriver = \"agents\"\nreconcile_interval_ms = {}\n\
-             agent_timeout_ms = 2000\ncounters_interval_ms = 200\n\
-             agent_endpoint_template = \"unix:{}/{{node}}.sock\"\n",
-            RECONCILE_INTERVAL.as_millis(),
-            lab.dir().display()
-        ),
-    )
-    .expect("config");
-    let log = std::fs::File::create(dir.join(log_name)).expect("log file");
-    let metrics = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_aiwan"))
-        .arg("controller")
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--metrics-listen")
-        .arg(metrics.to_string())
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--bootstrap-token")
-        .arg(format!("admin:{ADMIN_SECRET}"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn aiwan controller");
-    let mut controller = Controller {
-        child,
-        addr,
-        metrics,
-    };
-    support::wait_until_serving(&mut controller.child, addr, &dir.join(log_name)).await;
-    controller
-}
-
-/// Waits until plan `version` is current with `status`.
-async fn wait_for_plan(
-    clients: &mut Clients,
-    version: i64,
-    status: pb::PlanStatus,
-    within: Duration,
-    log: &Path,
-) -> pb::Plan {
-    let deadline = Instant::now() + within;
-    loop {
-        let plan = current_plan(clients).await;
-        if plan.version == version && plan.status == status as i32 {
-            return plan;
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!(
-                "plan {version} never became {status:?} in {within:?}: {plan:?}\ncontroller log (newest first):\n{}",
-                tail.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn site_job(class: pb::TrafficClass, from: &str, to: &str, rate_bps: i64) -> pb::Job {
-    let site = |name: &str| pb::Endpoint {
-        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
-    };
-    pb::Job {
-        tenant: "team-a".into(),
-        traffic_class: class as i32,
-        sources: vec![site(from)],
-        destinations: vec![site(to)],
-        rate_bps,
-        priority: 10,
-        ..pb::Job::default()
-    }
-}
-
-async fn create_job(clients: &mut Clients, id: &str, job: pb::Job) {
-    clients
-        .intents
-        .create_job(pb::CreateJobRequest {
-            job_id: id.into(),
-            job: Some(job),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create job {id}: {status}"));
+    log_name: &str,
+) -> AgentsController {
+    let template = format!("unix:{}/{{node}}.sock", lab.dir().display());
+    AgentsController::spawn(dir, &template, RECONCILE_INTERVAL, addr, log_name).await
 }
 
 async fn cancel_job(clients: &mut Clients, id: &str) {
@@ -555,7 +455,7 @@ async fn controller_programs_the_diamond_repairs_drift_and_survives_sigkill() {
     let log = dir.path().join("controller-1.log");
     let mut clients = Clients::connect(controller.addr, Some(ADMIN_SECRET)).await;
 
-    let topology = aiwan_lab::clab::load_clab(&fixture()).expect("fixture");
+    let topology = aiwan_planner::formats::clab::load_clab(&fixture()).expect("fixture");
     clients
         .topology
         .import_topology(pb::ImportTopologyRequest {

@@ -342,7 +342,8 @@ mod tests {
     /// paths (the planner's) carry 90G; the direct north path (16 ms) is
     /// the fifth.
     fn topology() -> Topology {
-        aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml")).expect("lab file")
+        aiwan_planner::formats::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+            .expect("lab file")
     }
 
     fn job(id: &str, class: TrafficClass, rate_bps: i64) -> NewJob {

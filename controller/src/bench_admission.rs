@@ -73,8 +73,9 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 /// `aiwan bench admission`.
 pub fn bench_admission(args: &BenchAdmissionArgs) -> anyhow::Result<()> {
-    let topology = aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
-        .context("the built-in topology")?;
+    let topology =
+        aiwan_planner::formats::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+            .context("the built-in topology")?;
     let now = now_ms();
     // Existing jobs, each admitted in turn as CreateJob would.
     let mut state = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -159,8 +159,9 @@ pub fn bench_jobs(args: &BenchJobsArgs) -> anyhow::Result<()> {
 /// routers, or every node of a benchmark topology.
 fn load(name: &str, data: &std::path::Path) -> anyhow::Result<(Network, Vec<usize>)> {
     if name == "ai-wan" {
-        let topology = aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
-            .context("the built-in topology")?;
+        let topology =
+            aiwan_planner::formats::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+                .context("the built-in topology")?;
         let network = Network::from_topology(&topology);
         let endpoints = topology
             .nodes

@@ -128,10 +128,11 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 /// `aiwan topology import FILE`.
 pub async fn topology_import(
     file: &Path,
+    default_capacity: Option<f64>,
     connection: &Connection,
     json: bool,
 ) -> anyhow::Result<()> {
-    let topology = aiwan_lab::clab::load_clab(file)?;
+    let topology = aiwan_planner::formats::topology::load_topology(file, default_capacity)?;
     let proto = topology_to_pb(&topology, 0, 0);
     let token = BearerToken::new(connection.token()?.as_deref())?;
     let channel = connect(connection).await?;
@@ -203,6 +204,7 @@ pub fn topology_json(topology: &pb::Topology) -> serde_json::Value {
                 "capacity_bps": l.capacity_bps, "latency_us": latency_us,
                 "srlgs": l.srlgs,
                 "admin_up": l.admin_state != pb::AdminState::Down as i32,
+                "unresolved": (!l.unresolved.is_empty()).then_some(&l.unresolved),
             })
         }).collect::<Vec<_>>(),
     })
@@ -258,6 +260,9 @@ pub async fn topology_show(connection: &Connection, json: bool) -> anyhow::Resul
             latency_us,
             link.srlgs.join(",")
         )?;
+        if !link.unresolved.is_empty() {
+            writeln!(out, "      unresolved: {}", link.unresolved)?;
+        }
     }
     print_out(&out)
 }

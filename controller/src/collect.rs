@@ -187,7 +187,7 @@ async fn wait(duration: Option<f64>) {
 /// The site prefixes of a containerlab topology: each node's prefixes
 /// belong to its site.
 pub fn site_prefixes(path: &std::path::Path) -> anyhow::Result<Vec<SitePrefix>> {
-    let topology = aiwan_lab::clab::load_clab(path)?;
+    let topology = aiwan_planner::formats::clab::load_clab(path)?;
     Ok(crate::telemetry::site_prefixes(&topology))
 }
 

@@ -144,6 +144,7 @@ pub fn topology_to_pb(topology: &Topology, revision: i64, updated_ms: i64) -> pb
                 } else {
                     pb::AdminState::Down
                 } as i32,
+                unresolved: String::new(),
             })
             .collect(),
         revision,

@@ -38,10 +38,12 @@ pub enum EventKind {
     JobAdmitted,
     JobAtRisk,
     JobOnTrack,
+    LinkUnresolved,
+    LinkResolved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Replan,
         EventKind::Proposal,
         EventKind::PlanApplied,
@@ -56,6 +58,8 @@ impl EventKind {
         EventKind::JobAdmitted,
         EventKind::JobAtRisk,
         EventKind::JobOnTrack,
+        EventKind::LinkUnresolved,
+        EventKind::LinkResolved,
     ];
 
     fn index(self) -> usize {
@@ -78,6 +82,8 @@ impl EventKind {
             EventKind::JobAdmitted => "job-admitted",
             EventKind::JobAtRisk => "job-at-risk",
             EventKind::JobOnTrack => "job-on-track",
+            EventKind::LinkUnresolved => "link-unresolved",
+            EventKind::LinkResolved => "link-resolved",
         }
     }
 }
@@ -101,7 +107,7 @@ pub struct EventBus {
     recent: Arc<Mutex<VecDeque<Event>>>,
     sequence: Arc<AtomicU64>,
     /// Events published, per kind, since the start.
-    counts: Arc<[AtomicU64; 14]>,
+    counts: Arc<[AtomicU64; 16]>,
 }
 
 impl Default for EventBus {

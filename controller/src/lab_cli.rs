@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use aiwan_lab::clab::{load_clab, parse_rate};
 use aiwan_lab::deploy::{self, DEFAULT_SHAPE_CAP_BPS, DeployOptions, DeployedNode, Deployment};
+use aiwan_planner::formats::clab::{load_clab, parse_rate};
 use anyhow::Context;
 
 /// The `aiwan lab` subcommands.
@@ -149,7 +149,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let sampling = if args.exporters {
         let text = std::fs::read_to_string(&args.file)
             .with_context(|| format!("cannot read {}", args.file.display()))?;
-        aiwan_lab::clab::parse_sampling(&text)
+        aiwan_planner::formats::clab::parse_sampling(&text)
             .with_context(|| format!("lab up {}", args.file.display()))?
     } else {
         std::collections::BTreeMap::new()

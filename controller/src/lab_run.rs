@@ -92,7 +92,7 @@ fn client_port(start: u32, i: usize) -> u32 {
 /// one does not (the figures are printed either way).
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let scenario = load_scenario(&args.scenario)?;
-    let topology = aiwan_lab::clab::load_clab(&scenario.topology)
+    let topology = aiwan_planner::formats::clab::load_clab(&scenario.topology)
         .with_context(|| format!("the scenario's topology {}", scenario.topology.display()))?;
     check_nodes(&scenario, &topology)?;
     let lab = args.name.clone().unwrap_or_else(|| scenario.name.clone());
@@ -288,7 +288,7 @@ async fn run_sides(
     let sampling = if scenario.exporters {
         let text = std::fs::read_to_string(&scenario.topology)
             .with_context(|| format!("cannot read {}", scenario.topology.display()))?;
-        aiwan_lab::clab::parse_sampling(&text)?
+        aiwan_planner::formats::clab::parse_sampling(&text)?
     } else {
         BTreeMap::new()
     };
@@ -588,7 +588,7 @@ fn collective_job(
     let per_hop = collective
         .rate
         .as_deref()
-        .and_then(aiwan_lab::clab::parse_rate)
+        .and_then(aiwan_planner::formats::clab::parse_rate)
         .unwrap_or(line_rate);
     let rate =
         i64::try_from(per_hop.saturating_mul(collective.ring.len() as u64)).unwrap_or(i64::MAX);

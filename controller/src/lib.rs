@@ -33,3 +33,6 @@ pub mod services;
 pub mod southbound;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod tidy;

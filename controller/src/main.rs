@@ -124,8 +124,15 @@ struct ControllerArgs {
 enum TopologyCommand {
     /// Import a topology file into the controller, replacing the stored one.
     Import {
-        /// A containerlab *.clab.yml file (labels described in lab/README.md).
+        /// A containerlab *.clab.yml file (labels described in lab/README.md),
+        /// or a network as the planner reads it: node-link .json, .graphml,
+        /// SNDlib .xml, an Abilene link table (every node a WAN router,
+        /// interfaces eth1, eth2, ... in the file's order).
         file: PathBuf,
+        /// Capacity of every link, for formats without capacities
+        /// (GraphML): `10G`, `400M`.
+        #[arg(long, value_parser = parse_capacity)]
+        capacity: Option<f64>,
         #[command(flatten)]
         connection: client::Connection,
         /// Print one JSON document.
@@ -355,11 +362,12 @@ fn main() -> ExitCode {
             Command::Controller(args) => run_controller(args).await?,
             Command::Topology(TopologyCommand::Import {
                 file,
+                capacity,
                 connection,
                 json,
             }) => {
                 init_logging(LogFormat::Plain, "warn");
-                client::topology_import(&file, &connection, json).await?
+                client::topology_import(&file, capacity, &connection, json).await?
             }
             Command::Topology(TopologyCommand::Show { connection, json }) => {
                 init_logging(LogFormat::Plain, "warn");
@@ -384,4 +392,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--capacity`: a rate such as `10G` or `400M`, in bit/s.
+fn parse_capacity(text: &str) -> Result<f64, String> {
+    aiwan_planner::formats::clab::parse_rate(text)
+        .filter(|rate| *rate > 0)
+        .map(|rate| rate as f64)
+        .ok_or_else(|| format!("{text:?} is not a rate such as 10G or 400M"))
 }

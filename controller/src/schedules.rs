@@ -365,7 +365,8 @@ mod tests {
     use crate::model::{DemandRecord, NewJob};
 
     fn demo() -> Topology {
-        aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml")).expect("topology")
+        aiwan_planner::formats::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+            .expect("topology")
     }
 
     /// A volume job dc1 -> dc2 of `gb` gigabytes due `due_s` from 0.

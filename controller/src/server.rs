@@ -255,6 +255,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         admission: config.admission.clone(),
         admission_lock: Default::default(),
         tenants: config.tenants.clone(),
+        unresolved_links: Default::default(),
     };
     tokio::spawn(crate::services::intent::requeue(state.clone()));
     let loop_metrics = crate::closed_loop::LoopMetrics::default();
@@ -272,6 +273,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
                     plan_version: state.plan_version.clone(),
                     schedule: config.schedule.clone(),
                     tenants: config.tenants.clone(),
+                    unresolved_links: state.unresolved_links.clone(),
                 },
             );
             tokio::spawn(closed_loop.run(stop_rx.clone()));
@@ -296,6 +298,7 @@ pub async fn start(config: &ControllerConfig) -> Result<RunningController, Serve
         .with_metrics(southbound_metrics.clone())
         .with_classes(config.collector.store.classes.clone())
         .with_rate_limits(config.southbound.rate_limits)
+        .with_unresolved_links(state.unresolved_links.clone())
         .with_events(events.clone());
         tokio::spawn(reconciler.run(state.plan_version.subscribe(), stop_rx.clone()))
     });

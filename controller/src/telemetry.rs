@@ -268,8 +268,9 @@ mod tests {
 
     #[test]
     fn a_site_owns_its_nodes_prefixes() {
-        let topology = aiwan_lab::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
-            .expect("lab file");
+        let topology =
+            aiwan_planner::formats::clab::parse_clab(include_str!("../../lab/ai-wan.clab.yml"))
+                .expect("lab file");
         let sites: Vec<(String, String)> = site_prefixes(&topology)
             .into_iter()
             .map(|p| (p.prefix.to_string(), p.site))

@@ -6,6 +6,7 @@
 //! it produces `aiwan_planner` types and the controller converts them.
 
 pub mod addressing;
-pub mod clab;
+/// The containerlab reader lives with the planner's other formats.
+pub use aiwan_planner::formats::clab;
 pub mod deploy;
 pub mod scenario;

@@ -238,6 +238,7 @@ pub fn small_topology() -> pb::Topology {
                 }),
                 srlgs: vec![],
                 admin_state: pb::AdminState::Up as i32,
+                unresolved: String::new(),
             });
         }
     };
@@ -465,4 +466,131 @@ pub async fn current_plan(clients: &mut Clients) -> pb::Plan {
         .into_inner()
         .plan
         .expect("a plan")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// The `aiwan controller` binary run with the agents driver, killed on
+/// drop.
+pub struct AgentsController {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Drop for AgentsController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AgentsController {
+    /// Starts `aiwan controller` on `addr` with its data in `dir`, the
+    /// agents driver dialling `endpoint_template` (`{node}` for the node)
+    /// every `interval`, logging to `dir/log_name`; waits until it serves.
+    pub async fn spawn(
+        dir: &std::path::Path,
+        endpoint_template: &str,
+        interval: std::time::Duration,
+        addr: SocketAddr,
+        log_name: &str,
+    ) -> AgentsController {
+        let config = dir.join("aiwan.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[southbound]\ndriver = \"agents\"\nreconcile_interval_ms = {}\n\
+                 agent_timeout_ms = 2000\ncounters_interval_ms = 200\n\
+                 agent_endpoint_template = \"{endpoint_template}\"\n",
+                interval.as_millis(),
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+        let metrics = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_aiwan"))
+            .arg("controller")
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--bootstrap-token")
+            .arg(format!("admin:{ADMIN_SECRET}"))
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn aiwan controller");
+        let mut controller = AgentsController {
+            child,
+            addr,
+            metrics,
+        };
+        wait_until_serving(&mut controller.child, addr, &dir.join(log_name)).await;
+        controller
+    }
+}
+
+/// A job of `class` from site `from` to site `to` at `rate_bps`.
+pub fn site_job(class: pb::TrafficClass, from: &str, to: &str, rate_bps: i64) -> pb::Job {
+    let site = |name: &str| pb::Endpoint {
+        kind: Some(pb::endpoint::Kind::Site(format!("sites/{name}"))),
+    };
+    pb::Job {
+        tenant: "team-a".into(),
+        traffic_class: class as i32,
+        sources: vec![site(from)],
+        destinations: vec![site(to)],
+        rate_bps,
+        priority: 10,
+        ..pb::Job::default()
+    }
+}
+
+/// Creates job `id` (which must be admitted).
+pub async fn create_job(clients: &mut Clients, id: &str, job: pb::Job) {
+    clients
+        .intents
+        .create_job(pb::CreateJobRequest {
+            job_id: id.into(),
+            job: Some(job),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("create job {id}: {status}"));
+}
+
+/// Waits until plan `version` is current with `status`.
+pub async fn wait_for_plan(
+    clients: &mut Clients,
+    version: i64,
+    status: pb::PlanStatus,
+    within: std::time::Duration,
+    log: &std::path::Path,
+) -> pb::Plan {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let plan = current_plan(clients).await;
+        if plan.version == version && plan.status == status as i32 {
+            return plan;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "plan {version} never became {status:?} in {within:?}: {plan:?}\ncontroller log (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -493,6 +493,8 @@ fn event_kind(kind: i32) -> &'static str {
         pb::EventKind::JobAdmitted => "job-admitted",
         pb::EventKind::JobAtRisk => "job-at-risk",
         pb::EventKind::JobOnTrack => "job-on-track",
+        pb::EventKind::LinkUnresolved => "link-unresolved",
+        pb::EventKind::LinkResolved => "link-resolved",
         pb::EventKind::Unspecified => "unspecified",
     }
 }

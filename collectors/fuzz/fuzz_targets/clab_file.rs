@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    drop(aiwan_lab::clab::parse_clab(&text));
+    drop(aiwan_planner::formats::clab::parse_clab(&text));
 });

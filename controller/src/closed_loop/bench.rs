@@ -137,9 +137,10 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
     let mut cases = Vec::new();
     for name in &args.topologies {
         let (topology, history, interval_ms) = if name == "demo" {
-            let topology =
-                aiwan_lab::clab::parse_clab(include_str!("../../../lab/ai-wan.clab.yml"))
-                    .context("the built-in topology")?;
+            let topology = aiwan_planner::formats::clab::parse_clab(include_str!(
+                "../../../lab/ai-wan.clab.yml"
+            ))
+            .context("the built-in topology")?;
             let history = demo_history(&topology, args.history)?;
             (topology, history, 1000.0)
         } else {

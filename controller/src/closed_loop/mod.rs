@@ -228,6 +228,8 @@ pub struct LoopContext {
     /// tenants share them.
     pub schedule: crate::config::ScheduleConfig,
     pub tenants: crate::config::TenantsConfig,
+    /// The links the reconcile loop cannot program: plans go around them.
+    pub unresolved_links: crate::southbound::discovery::UnresolvedLinks,
 }
 
 /// Per link: whether congestion was predicted or seen (for events).
@@ -560,8 +562,10 @@ impl ClosedLoop {
             return Ok(());
         };
         let history: Vec<MeasuredInterval> = self.history.iter().cloned().collect();
+        let mut planned_on = topology.clone();
+        self.cx.unresolved_links.plan_around(&mut planned_on);
         let work = predict::Work {
-            topology: topology.clone(),
+            topology: planned_on,
             network: network.clone(),
             jobs: jobs.clone(),
             now_ms: now,

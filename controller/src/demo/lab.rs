@@ -60,7 +60,8 @@ pub(super) async fn demo_lab(args: &DemoArgs, data_dir: &Path) -> anyhow::Result
     if let Some(missing) = missing_prerequisite() {
         bail!("demo --lab: {missing}");
     }
-    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    let topology =
+        aiwan_planner::formats::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
     if deploy::status(LAB_NAME).is_ok_and(|report| !report.namespaces_present.is_empty()) {
         bail!("lab {LAB_NAME} is up: take it down first (aiwan lab down --name {LAB_NAME})");
     }
@@ -179,7 +180,7 @@ async fn set_up(
     let running = crate::server::start(&config)
         .await
         .context("the demo's controller did not start")?;
-    let sampling = aiwan_lab::clab::parse_sampling(TOPOLOGY)?;
+    let sampling = aiwan_planner::formats::clab::parse_sampling(TOPOLOGY)?;
     {
         let deployment = deployment.clone();
         tokio::task::spawn_blocking(move || {

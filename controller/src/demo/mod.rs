@@ -572,7 +572,8 @@ pub async fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         return lab::demo_lab(args, &data_dir).await;
     }
     let (token, listen) = state_and_address(args, &data_dir)?;
-    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    let topology =
+        aiwan_planner::formats::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
     let mut network = SimulatedSites::new(&topology, args.seed)?;
     let mut config = config(args, &data_dir, listen, &token);
     config.closed_loop.exporters = network.mappings();
@@ -740,7 +741,8 @@ async fn run(
         .await
         .context("cannot reach the demo's controller")?;
     let bearer = BearerToken::new(Some(token))?;
-    let topology = aiwan_lab::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
+    let topology =
+        aiwan_planner::formats::clab::parse_clab(TOPOLOGY).context("the built-in topology")?;
     prepare(channel, &bearer, &topology, &demo_jobs()).await?;
     let Some(dataplane) = running.simulated.clone() else {
         bail!("the demo's controller has no simulated dataplane");

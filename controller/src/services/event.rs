@@ -40,6 +40,8 @@ pub fn kind_to_pb(kind: EventKind) -> pb::EventKind {
         EventKind::JobAdmitted => pb::EventKind::JobAdmitted,
         EventKind::JobAtRisk => pb::EventKind::JobAtRisk,
         EventKind::JobOnTrack => pb::EventKind::JobOnTrack,
+        EventKind::LinkUnresolved => pb::EventKind::LinkUnresolved,
+        EventKind::LinkResolved => pb::EventKind::LinkResolved,
     }
 }
 

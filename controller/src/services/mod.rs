@@ -43,6 +43,8 @@ pub struct AppState {
     pub admission_lock: crate::admission::AdmissionLock,
     /// Tenants' quotas (admission) and weights.
     pub tenants: crate::config::TenantsConfig,
+    /// The links the reconcile loop cannot program: planned around.
+    pub unresolved_links: crate::southbound::discovery::UnresolvedLinks,
 }
 
 impl AppState {
@@ -61,12 +63,13 @@ impl AppState {
 pub async fn topology_and_jobs(
     state: &AppState,
 ) -> Result<(aiwan_planner::Topology, Vec<crate::model::JobRecord>), Status> {
-    let topology = state
+    let mut topology = state
         .store
         .load_topology()
         .await
         .map_err(store_status)?
         .topology;
+    state.unresolved_links.plan_around(&mut topology);
     let jobs = state.store.uncancelled_jobs().await.map_err(store_status)?;
     Ok((topology, jobs))
 }

@@ -22,11 +22,15 @@ impl TopologyApi {
 
 async fn current(state: &AppState) -> Result<pb::Topology, Status> {
     let stored = state.store.load_topology().await.map_err(store_status)?;
-    Ok(topology_to_pb(
-        &stored.topology,
-        stored.revision,
-        stored.updated_ms,
-    ))
+    let mut topology = topology_to_pb(&stored.topology, stored.revision, stored.updated_ms);
+    let unresolved = state.unresolved_links.get();
+    for link in &mut topology.links {
+        let end = link.name.trim_start_matches("links/");
+        if let Some(why) = unresolved.get(end) {
+            link.unresolved = why.clone();
+        }
+    }
+    Ok(topology)
 }
 
 #[tonic::async_trait]

@@ -11,7 +11,9 @@ use tonic::transport::Channel;
 
 use super::{Driver, DriverError, Observed};
 use crate::agent::client::{AgentClient, ClientTls};
-use crate::agent::convert::{node_state_from_pb, node_state_to_pb, report_from_pb};
+use crate::agent::convert::{
+    interfaces_from_pb, node_state_from_pb, node_state_to_pb, report_from_pb,
+};
 use crate::agent::{ApplyReport, NodeState, Version};
 
 /// Where each node's agent listens.
@@ -160,12 +162,18 @@ impl Driver for AgentDriver {
                 node: node.to_string(),
                 reason: format!("the agent reported a state we cannot read: {error}"),
             })?;
+        let interfaces =
+            interfaces_from_pb(&response.interfaces).map_err(|error| DriverError::Refused {
+                node: node.to_string(),
+                reason: format!("the agent reported interfaces we cannot read: {error}"),
+            })?;
         Ok(Observed {
             version: Version {
                 epoch: response.desired_epoch,
                 generation: response.desired_generation,
             },
             state,
+            interfaces,
         })
     }
 }

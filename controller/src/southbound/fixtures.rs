@@ -5,13 +5,14 @@ use aiwan_planner::Topology;
 /// The lab's fabric (`lab/fabric.clab.yml`): 4 leaves, 4 spines, gpu1 to
 /// gpu8 two per leaf (gpuN originates 10.0.N.0/24).
 pub fn fabric() -> Topology {
-    aiwan_lab::clab::parse_clab(include_str!("../../../lab/fabric.clab.yml")).expect("fixture")
+    aiwan_planner::formats::clab::parse_clab(include_str!("../../../lab/fabric.clab.yml"))
+        .expect("fixture")
 }
 
 /// r1 (site a, 10.1.0.0/24) to r4 (site b, 10.4.0.0/24) through r2 (1 ms
 /// links) or r3 (2 ms links), all 10G.
 pub fn diamond() -> Topology {
-    aiwan_lab::clab::parse_clab(&format!("{DIAMOND}{DIAMOND_LINKS}")).expect("fixture")
+    aiwan_planner::formats::clab::parse_clab(&format!("{DIAMOND}{DIAMOND_LINKS}")).expect("fixture")
 }
 
 /// The diamond with hosts: h1 behind r1 (no prefix of its own) and h4
@@ -22,7 +23,7 @@ pub fn diamond_with_hosts() -> Topology {
         "{}{HOSTS}{DIAMOND_LINKS}{HOST_LINKS}",
         DIAMOND.replace("\"10.4.0.0/24\"", "\"10.4.0.0/24,fd00:4::/64\"")
     );
-    aiwan_lab::clab::parse_clab(&text).expect("fixture")
+    aiwan_planner::formats::clab::parse_clab(&text).expect("fixture")
 }
 
 const DIAMOND: &str = r#"
@@ -105,4 +106,13 @@ pub fn ring(n: usize) -> Topology {
         nodes,
         links,
     }
+}
+
+/// What discovery finds on `topology` numbered as `aiwan lab` numbers it
+/// (and as the simulated dataplane reports it).
+pub fn lab_discovery(topology: &Topology) -> crate::southbound::discovery::Discovery {
+    crate::southbound::discovery::discover(
+        topology,
+        &crate::southbound::simulated::lab_interfaces(topology),
+    )
 }

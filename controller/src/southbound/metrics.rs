@@ -39,6 +39,7 @@ pub struct SouthboundMetrics {
     pub plan_version: Gauge,
     pub routers_in_sync: Gauge,
     pub routers_pending: Gauge,
+    pub unresolved_links: Gauge,
     pub rollbacks: Counter,
     pub rollbacks_refused: Counter,
     pub counter_updates: Family<NodeLabels, Counter>,
@@ -76,6 +77,12 @@ impl SouthboundMetrics {
             "aiwan_southbound_routers_pending",
             "Routers not reached in the last round (agent down or in backoff)",
             self.routers_pending.clone(),
+        );
+        registry.register(
+            "aiwan_southbound_unresolved_links",
+            "Link ends whose next hop could not be found from what the routers report \
+             (planned and routed around)",
+            self.unresolved_links.clone(),
         );
         registry.register(
             "aiwan_southbound_rollbacks",

@@ -3,6 +3,7 @@
 //! gRPC, or the simulated dataplane (`simulated`), behind one trait.
 
 pub mod agents;
+pub mod discovery;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod metrics;
@@ -11,7 +12,7 @@ pub mod render;
 pub mod simulated;
 pub mod streams;
 
-use crate::agent::{ApplyReport, NodeState, Version};
+use crate::agent::{ApplyReport, InterfaceReport, NodeState, Version};
 
 /// Why a push to a node did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,9 @@ pub struct Observed {
     pub version: Version,
     /// aiwan's objects in the node's kernel.
     pub state: NodeState,
+    /// The node's interfaces, addresses and neighbours, for
+    /// [`discovery`].
+    pub interfaces: Vec<InterfaceReport>,
 }
 
 /// What pushes kernel state to nodes.

@@ -2,9 +2,11 @@
 //! state, and keeps it there.
 //!
 //! Each round reads the desired state from the database (the plan and the
-//! topology, both written before anything is pushed), renders each
-//! router's kernel state, observes what every router holds, and pushes to
-//! the routers that differ. A push is ordered make-before-break, across
+//! topology, both written before anything is pushed), observes what every
+//! router holds and what interfaces it has, finds every link's next hops
+//! from those ([`super::discovery`]; unresolved links are reported and left
+//! out), renders each router's kernel state, and pushes to the routers
+//! that differ. A push is ordered make-before-break, across
 //! routers, from what they hold now:
 //!
 //! 1. every router gets the routes for prefixes it had no route for, and
@@ -37,10 +39,11 @@ use tokio::sync::watch;
 
 use aiwan_collectors::store::ClassRule;
 
+use super::discovery::{Discovery, UnresolvedLinks};
 use super::metrics::SouthboundMetrics;
 use super::render::render;
 use super::{Driver, DriverError, Observed};
-use crate::agent::{NodeState, UcmpRoute, Version};
+use crate::agent::{InterfaceReport, NodeState, UcmpRoute, Version};
 use crate::events::{EventBus, EventKind};
 use crate::model::{NewPlan, PlanStatus, PlanTrigger, now_ms};
 use crate::store::Store;
@@ -67,6 +70,9 @@ pub struct RoundReport {
     pub superseded: Vec<String>,
     /// Push steps (make-before-break) the round took.
     pub steps: usize,
+    /// Links whose next hops could not be found, `node:interface: why`:
+    /// left out of what was pushed.
+    pub unresolved: Vec<String>,
 }
 
 pub struct Reconciler {
@@ -88,6 +94,10 @@ pub struct Reconciler {
     /// whatever the generation; an older controller's pushes are then
     /// refused. Assumes clocks roughly in time (NTP).
     epoch: u64,
+    /// Each router's interfaces as it last reported them.
+    reports: BTreeMap<String, Vec<InterfaceReport>>,
+    /// The unresolved links, shared with planning.
+    unresolved: UnresolvedLinks,
 }
 
 impl Reconciler {
@@ -103,7 +113,48 @@ impl Reconciler {
             events: None,
             lost: BTreeSet::new(),
             epoch: u64::try_from(now_ms()).unwrap_or(1).max(1),
+            reports: BTreeMap::new(),
+            unresolved: UnresolvedLinks::default(),
         }
+    }
+
+    /// Shares the links found unresolved with `view` (which planning
+    /// reads, to plan around them).
+    pub fn with_unresolved_links(mut self, view: UnresolvedLinks) -> Reconciler {
+        self.unresolved = view;
+        self
+    }
+
+    /// Tells the shared view, the log and the event stream of the links
+    /// whose resolution changed.
+    fn note_discovery(&mut self, discovery: &Discovery, report: &mut RoundReport) {
+        let now = discovery.unresolved();
+        report.unresolved = now
+            .iter()
+            .map(|(end, why)| format!("{end}: {why}"))
+            .collect();
+        let before = self.unresolved.replace(now.clone());
+        for (end, why) in now {
+            if before.get(end) != Some(why) {
+                tracing::warn!(link = %end, reason = %why, "link unresolved: planned and routed around");
+                self.publish(
+                    EventKind::LinkUnresolved,
+                    format!("links/{end}"),
+                    format!("links/{end} cannot be programmed: {why}"),
+                );
+            }
+        }
+        for end in before.keys().filter(|end| !now.contains_key(*end)) {
+            tracing::info!(link = %end, "link resolved");
+            self.publish(
+                EventKind::LinkResolved,
+                format!("links/{end}"),
+                format!("links/{end} has its next hops again"),
+            );
+        }
+        self.metrics
+            .unresolved_links
+            .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
     }
 
     /// The epoch this controller pushes under (tests set it).
@@ -190,61 +241,18 @@ impl Reconciler {
 
     /// One round (see the module documentation).
     pub async fn round(&mut self) -> Result<RoundReport, ReconcileError> {
-        let Some(plan) = self.store.current_plan().await? else {
-            return Ok(RoundReport::default());
-        };
-        let version = plan.version;
+        // Routers are observed even before the first plan, so that the
+        // first plan is already made around the links they cannot carry.
+        let plan = self.store.current_plan().await?;
         let topology = self.store.load_topology().await?.topology;
-        let addressing = aiwan_lab::addressing::link_addresses(&topology)
-            .map_err(|error| ReconcileError::Render(error.to_string()))?;
         let routers: Vec<String> = topology
             .nodes
             .iter()
             .filter(|node| node.role != NodeRole::Host)
             .map(|node| node.id.clone())
             .collect();
-        self.store.ensure_desired_rows(version, &routers).await?;
-        let (_, rows) = self
-            .store
-            .plan_content(version)
-            .await?
-            .ok_or(ReconcileError::PlanVanished(version))?;
-        let planned: BTreeMap<String, serde_json::Value> = rows
-            .into_iter()
-            .map(|(node, json)| {
-                let value = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
-                (node, value)
-            })
-            .collect();
-        // A plan that cannot be made into kernel state (a pin over a link
-        // that is gone, a prefix in the SID block) can never be applied:
-        // it fails, and the plan before it comes back, as for a refusal.
-        let desired = match render(&topology, &addressing, &planned, &self.classes) {
-            Ok(mut desired) => {
-                if !self.rate_limits {
-                    for state in desired.values_mut() {
-                        state.rate_limits.clear();
-                    }
-                }
-                desired
-            }
-            Err(error) => {
-                tracing::error!(plan = version, %error, "the plan cannot be made into router state");
-                if self
-                    .store
-                    .set_plan_status(version, PlanStatus::Failed)
-                    .await?
-                {
-                    self.roll_back(version, "cannot be made into router state")
-                        .await?;
-                }
-                return Err(ReconcileError::Render(error.to_string()));
-            }
-        };
-        let generation = final_generation(version);
-
         let mut report = RoundReport {
-            plan_version: version,
+            plan_version: plan.as_ref().map_or(0, |plan| plan.version),
             ..RoundReport::default()
         };
         // What every router holds now, skipping those in backoff.
@@ -273,6 +281,59 @@ impl Reconciler {
                 Err(error) => self.note_unreachable(router, &error, &mut report),
             }
         }
+        // The next hops, from what the routers report (the last report of
+        // one that did not answer now); unresolved links are left out of
+        // what is rendered.
+        for (router, held) in &observed {
+            self.reports.insert(router.clone(), held.interfaces.clone());
+        }
+        self.reports.retain(|router, _| routers.contains(router));
+        let discovery = super::discovery::discover(&topology, &self.reports);
+        self.note_discovery(&discovery, &mut report);
+        let topology = discovery.effective(&topology);
+        let Some(plan) = plan else {
+            return Ok(report);
+        };
+        let version = plan.version;
+        self.store.ensure_desired_rows(version, &routers).await?;
+        let (_, rows) = self
+            .store
+            .plan_content(version)
+            .await?
+            .ok_or(ReconcileError::PlanVanished(version))?;
+        let planned: BTreeMap<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(node, json)| {
+                let value = serde_json::from_str(&json).unwrap_or(serde_json::Value::Null);
+                (node, value)
+            })
+            .collect();
+        // A plan that cannot be made into kernel state (a prefix in the SID
+        // block, too many pins for aiwan's tables) can never be applied: it
+        // fails, and the plan before it comes back, as for a refusal.
+        let desired = match render(&topology, &discovery, &planned, &self.classes) {
+            Ok(mut desired) => {
+                if !self.rate_limits {
+                    for state in desired.values_mut() {
+                        state.rate_limits.clear();
+                    }
+                }
+                desired
+            }
+            Err(error) => {
+                tracing::error!(plan = version, %error, "the plan cannot be made into router state");
+                if self
+                    .store
+                    .set_plan_status(version, PlanStatus::Failed)
+                    .await?
+                {
+                    self.roll_back(version, "cannot be made into router state")
+                        .await?;
+                }
+                return Err(ReconcileError::Render(error.to_string()));
+            }
+        };
+        let generation = final_generation(version);
         let empty = NodeState::default();
         let stale: BTreeSet<String> = observed
             .iter()
@@ -743,10 +804,10 @@ mod tests {
         topology: &aiwan_planner::Topology,
         planned: &BTreeMap<String, serde_json::Value>,
     ) -> BTreeMap<String, NodeState> {
-        let addressing = aiwan_lab::addressing::link_addresses(topology).expect("addresses");
+        let discovery = crate::southbound::fixtures::lab_discovery(topology);
         render(
             topology,
-            &addressing,
+            &discovery,
             planned,
             &aiwan_collectors::store::default_class_rules(),
         )
@@ -767,6 +828,7 @@ mod tests {
                             generation: 1,
                         },
                         state,
+                        interfaces: Vec::new(),
                     },
                 )
             })

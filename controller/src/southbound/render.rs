@@ -24,9 +24,14 @@
 //! the sorted node IDs, from 1): `::1` End, `::2` End.DT6, `::100` onwards
 //! End.DX4 per next hop.
 //!
-//! Gateways come from the interconnect's addressing plan
-//! (`aiwan_lab::addressing`), which the lab deploys and the controller
-//! recomputes from the stored topology.
+//! Gateways and loopbacks come from the routers themselves
+//! ([`super::discovery`]): render is given the topology without its
+//! unresolved links, so no route, pin or placement goes over one. A
+//! plan's share on a next hop that has no usable link left is spread over
+//! the plan's other next hops, or, when none is left, the prefix follows
+//! the underlay's shortest paths; a pinned path or collective flow over
+//! such a link is left out (the flows follow the routes) until a new plan
+//! is made around it.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -34,13 +39,13 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::Ipv6Addr;
 use std::rc::Rc;
 
-use aiwan_lab::addressing::LinkAddressing;
 use aiwan_planner::{NodeRole, Topology};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use aiwan_collectors::store::{ClassRule, TrafficClass as ClassOfService};
 
+use super::discovery::Discovery;
 use crate::agent::{
     ClassLimit, Family, FlowRule, LocalSid, MAIN_TABLE, NextHop, NodeState, RULE_PRIORITY_RANGE,
     RateLimit, Srv6Action, Srv6Policy, TABLE_RANGE, UcmpRoute, weights_from_ratios,
@@ -53,8 +58,12 @@ pub enum RenderError {
     Plan { node: String, reason: String },
     #[error("node {node}: next hop {next_hop}: no link between them")]
     NoLink { node: String, next_hop: String },
-    #[error("link {node}:{interface} has no address in the addressing plan")]
-    NoAddress { node: String, interface: String },
+    #[error("link {node}:{interface} has no {family} next hop")]
+    NoAddress {
+        node: String,
+        interface: String,
+        family: &'static str,
+    },
 }
 
 /// One router's part of a plan, as `planning` stores it.
@@ -114,7 +123,7 @@ type Shares = BTreeMap<String, f64>;
 /// as ai-sync is what the telemetry counts as ai-sync.
 pub fn render(
     topology: &Topology,
-    addressing: &LinkAddressing,
+    hops: &Discovery,
     planned: &BTreeMap<String, serde_json::Value>,
     classes: &[ClassRule],
 ) -> Result<BTreeMap<String, NodeState>, RenderError> {
@@ -138,17 +147,15 @@ pub fn render(
             if destination.id == router.id {
                 continue;
             }
-            let loopback = addressing.loopback_of(&destination.id).map(|lo| {
-                [
-                    IpNet::V4(ipnet::Ipv4Net::from(lo.v4.addr())),
-                    IpNet::V6(ipnet::Ipv6Net::from(lo.v6.addr())),
-                ]
-            });
             let prefixes: Vec<IpNet> = destination
                 .prefixes
                 .iter()
                 .copied()
-                .chain(loopback.into_iter().flatten())
+                .chain(
+                    hops.loopbacks(&destination.id)
+                        .iter()
+                        .map(|&lo| IpNet::from(lo)),
+                )
                 .collect();
             if prefixes.is_empty() {
                 continue;
@@ -199,9 +206,30 @@ pub fn render(
                 shares_by_prefix.insert(*prefix, shares.clone());
             }
         }
-        // Then the plan's weights, which win where they apply.
+        // Then the plan's weights, which win where they apply, on the
+        // next hops that still have a link. A next hop the topology never
+        // linked to is a plan made for another network.
         if let Some(by_destination) = planned.get(&router.id) {
             for (destination, shares) in by_destination {
+                if let Some(next_hop) = shares.keys().find(|next_hop| {
+                    !topology
+                        .links
+                        .iter()
+                        .any(|l| l.src == router.id && &l.dst == *next_hop)
+                }) {
+                    return Err(RenderError::NoLink {
+                        node: router.id.clone(),
+                        next_hop: next_hop.clone(),
+                    });
+                }
+                let shares: Shares = shares
+                    .iter()
+                    .filter(|(next_hop, _)| !graph.links(&router.id, next_hop).is_empty())
+                    .map(|(next_hop, share)| (next_hop.clone(), *share))
+                    .collect();
+                if shares.is_empty() {
+                    continue; // the underlay's, then
+                }
                 for prefix in planned_prefixes(topology, &router.id, destination) {
                     shares_by_prefix.insert(prefix, shares.clone());
                 }
@@ -224,7 +252,7 @@ pub fn render(
         }
         let mut routes = Vec::with_capacity(shares_by_prefix.len());
         for (prefix, shares) in shares_by_prefix {
-            routes.push(route(&graph, addressing, &router.id, prefix, &shares)?);
+            routes.extend(route(&graph, hops, &router.id, prefix, &shares));
         }
         states.insert(
             router.id.clone(),
@@ -234,15 +262,14 @@ pub fn render(
             },
         );
     }
-    add_pins(topology, &graph, addressing, &pins, &mut states)?;
-    add_placements(&graph, addressing, &parsed, &mut states)?;
+    add_pins(topology, &graph, hops, &pins, &mut states)?;
+    add_placements(&graph, hops, &parsed, &mut states)?;
     for (router, limit) in limits {
         let links = graph.links(&router, &limit.next_hop);
         if links.is_empty() {
-            return Err(RenderError::NoLink {
-                node: router,
-                next_hop: limit.next_hop,
-            });
+            // Unresolved since the plan was made: nothing goes there.
+            tracing::warn!(%router, next_hop = %limit.next_hop, "rate limit left out: no usable link");
+            continue;
         }
         // Parallel links share the plan's loads by capacity.
         let total: f64 = links.iter().map(|l| l.capacity_bps as f64).sum();
@@ -380,13 +407,14 @@ const SID_END_DT6: u16 = 2;
 const SID_END_DX4_FIRST: u16 = 0x100;
 
 /// The link from `node` to `next`: its interface and the neighbour's
-/// addresses on it.
+/// address on it of `family_of`'s family.
 fn link_to(
     graph: &Graph,
-    addressing: &LinkAddressing,
+    hops: &Discovery,
     node: &str,
     next: &str,
-) -> Result<(String, std::net::Ipv4Addr, Ipv6Addr), RenderError> {
+    family_of: &IpNet,
+) -> Result<(String, std::net::IpAddr), RenderError> {
     let link = graph
         .links(node, next)
         .first()
@@ -394,20 +422,38 @@ fn link_to(
             node: node.to_string(),
             next_hop: next.to_string(),
         })?;
-    let (_, _, peer) = addressing
-        .peer_of(node, &link.src_interface)
+    let gateway = hops
+        .gateway(node, &link.src_interface, family_of)
         .ok_or_else(|| RenderError::NoAddress {
             node: node.to_string(),
             interface: link.src_interface.clone(),
+            family: match family_of {
+                IpNet::V4(_) => "IPv4",
+                IpNet::V6(_) => "IPv6",
+            },
         })?;
-    Ok((link.src_interface.clone(), peer.v4.addr(), peer.v6.addr()))
+    Ok((link.src_interface.clone(), gateway))
+}
+
+/// Any IPv6 prefix, to ask [`link_to`] for an IPv6 next hop (SRv6 goes
+/// over IPv6 whatever it carries).
+const ANY_V6: IpNet = IpNet::V6(ipnet::Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 0));
+
+/// Why the pinned path cannot be made now: a link along it that is gone
+/// or has no IPv6 next hop (SRv6 needs one on every hop).
+fn pin_blocked(graph: &Graph, hops: &Discovery, path: &[String]) -> Option<RenderError> {
+    path.windows(2).find_map(|pair| {
+        link_to(graph, hops, &pair[0], &pair[1], &ANY_V6)
+            .and_then(|_| link_to(graph, hops, &pair[1], &pair[0], &ANY_V6))
+            .err()
+    })
 }
 
 /// Adds the SRv6 state of every pin (see the module documentation).
 fn add_pins(
     topology: &Topology,
     graph: &Graph,
-    addressing: &LinkAddressing,
+    hops: &Discovery,
     pins: &[(String, PlannedPin)],
     states: &mut BTreeMap<String, NodeState>,
 ) -> Result<(), RenderError> {
@@ -459,6 +505,12 @@ fn add_pins(
     let mut next_table: BTreeMap<String, u32> = BTreeMap::new();
     for (head, pin) in pins {
         let path = &pin.path;
+        if let Some(error) = pin_blocked(graph, hops, path) {
+            // Unresolved since the plan was made: the job's flows follow
+            // the routes until a plan is made around it.
+            tracing::warn!(job = %pin.job, %error, "pinned path left out");
+            continue;
+        }
         let tail = path[path.len() - 1].as_str();
         let table = {
             let next = next_table
@@ -479,7 +531,7 @@ fn add_pins(
         for i in 1..path.len() - 1 {
             let node = path[i].as_str();
             let end = sid(&locators, node, SID_END).ok_or_else(|| missing_sid(node))?;
-            let (out, _, _) = link_to(graph, addressing, node, &path[i + 1])?;
+            let (out, _) = link_to(graph, hops, node, &path[i + 1], &ANY_V6)?;
             local_sids.entry(node.to_string()).or_default().insert(
                 end,
                 LocalSid {
@@ -510,16 +562,22 @@ fn add_pins(
                     let (next_hop, interface) = match onward {
                         Some(onward) => onward,
                         None => {
-                            let loopback =
-                                addressing
-                                    .loopback_of(tail)
-                                    .ok_or_else(|| RenderError::Plan {
-                                        node: tail.to_string(),
-                                        reason: "no loopback in the addressing plan".into(),
-                                    })?;
-                            let (towards_head, _, _) =
-                                link_to(graph, addressing, tail, &path[path.len() - 2])?;
-                            (loopback.v4.addr(), towards_head)
+                            let loopback = hops
+                                .loopbacks(tail)
+                                .iter()
+                                .find_map(|lo| match lo {
+                                    std::net::IpAddr::V4(v4) => Some(*v4),
+                                    std::net::IpAddr::V6(_) => None,
+                                })
+                                .ok_or_else(|| RenderError::Plan {
+                                    node: tail.to_string(),
+                                    reason: "no IPv4 loopback address on lo to deliver \
+                                             a pinned IPv4 prefix to"
+                                        .into(),
+                                })?;
+                            let (towards_head, _) =
+                                link_to(graph, hops, tail, &path[path.len() - 2], &ANY_V6)?;
+                            (loopback, towards_head)
                         }
                     };
                     let count = dx4.keys().filter(|(node, _)| node == tail).count();
@@ -540,8 +598,8 @@ fn add_pins(
                 IpNet::V6(_) => {
                     let tail_sid =
                         sid(&locators, tail, SID_END_DT6).ok_or_else(|| missing_sid(tail))?;
-                    let (interface, _, _) =
-                        link_to(graph, addressing, tail, &path[path.len() - 2])?;
+                    let (interface, _) =
+                        link_to(graph, hops, tail, &path[path.len() - 2], &ANY_V6)?;
                     local_sids.entry(tail.to_string()).or_default().insert(
                         tail_sid,
                         LocalSid {
@@ -558,7 +616,7 @@ fn add_pins(
             segments.push(tail_sid);
             for (pair, target) in path.windows(2).zip(&segments) {
                 let (node, next) = (pair[0].as_str(), pair[1].as_str());
-                let (interface, _, gateway) = link_to(graph, addressing, node, next)?;
+                let (interface, gateway) = link_to(graph, hops, node, next, &ANY_V6)?;
                 sid_routes
                     .entry(node.to_string())
                     .or_default()
@@ -567,13 +625,13 @@ fn add_pins(
                         prefix: IpNet::V6(ipnet::Ipv6Net::from(*target)),
                         table: MAIN_TABLE,
                         next_hops: vec![NextHop {
-                            gateway: Some(std::net::IpAddr::V6(gateway)),
+                            gateway: Some(gateway),
                             interface,
                             weight: 1,
                         }],
                     });
             }
-            let (interface, _, _) = link_to(graph, addressing, head, &path[1])?;
+            let (interface, _) = link_to(graph, hops, head, &path[1], &ANY_V6)?;
             let priority = {
                 let next = next_rule
                     .entry(head.clone())
@@ -636,7 +694,7 @@ fn add_pins(
 /// pins.
 fn add_placements(
     graph: &Graph,
-    addressing: &LinkAddressing,
+    hops: &Discovery,
     parsed: &BTreeMap<String, PlannedRoutes>,
     states: &mut BTreeMap<String, NodeState>,
 ) -> Result<(), RenderError> {
@@ -666,6 +724,16 @@ fn add_placements(
                 node: leaf.clone(),
                 reason: format!("more collective flows than aiwan's {what}"),
             };
+            let (interface, gateway) =
+                match link_to(graph, hops, leaf, &flow.spine, &flow.destination) {
+                    Ok(found) => found,
+                    Err(error) => {
+                        // Unresolved since the plan was made: the flow
+                        // follows the routes until a plan is made around it.
+                        tracing::warn!(flow = %flow.key, %error, "collective flow left out");
+                        continue;
+                    }
+                };
             let table = match tables.get(flow.spine.as_str()) {
                 Some(table) => *table,
                 None => {
@@ -678,10 +746,9 @@ fn add_placements(
                     table
                 }
             };
-            let (interface, v4, v6) = link_to(graph, addressing, leaf, &flow.spine)?;
-            let (family, gateway) = match (flow.source, flow.destination) {
-                (IpNet::V4(_), IpNet::V4(_)) => (Family::V4, std::net::IpAddr::V4(v4)),
-                (IpNet::V6(_), IpNet::V6(_)) => (Family::V6, std::net::IpAddr::V6(v6)),
+            let family = match (flow.source, flow.destination) {
+                (IpNet::V4(_), IpNet::V4(_)) => Family::V4,
+                (IpNet::V6(_), IpNet::V6(_)) => Family::V6,
                 _ => {
                     return Err(RenderError::Plan {
                         node: leaf.clone(),
@@ -801,45 +868,38 @@ fn planned_prefixes(topology: &Topology, router: &str, destination: &str) -> Vec
 }
 
 /// One weighted multipath route: each next-hop node's share spread over
-/// the links to it, each link's gateway the neighbour's address on it.
+/// its links that have a next hop of the prefix's family, each link's
+/// gateway the neighbour's address on it. None when no next hop has one
+/// (a family some links do not carry, for a loopback): no route rather
+/// than a wrong one.
 fn route(
     graph: &Graph,
-    addressing: &LinkAddressing,
+    discovery: &Discovery,
     router: &str,
     prefix: IpNet,
     shares: &Shares,
-) -> Result<UcmpRoute, RenderError> {
+) -> Option<UcmpRoute> {
     let mut hops: Vec<(String, Option<std::net::IpAddr>, f64)> = Vec::new();
     for (next_hop, share) in shares {
-        let links = graph.links(router, next_hop);
-        if links.is_empty() {
-            return Err(RenderError::NoLink {
-                node: router.to_string(),
-                next_hop: next_hop.clone(),
-            });
+        let usable: Vec<(&str, std::net::IpAddr)> = graph
+            .links(router, next_hop)
+            .iter()
+            .filter_map(|link| {
+                let gateway = discovery.gateway(router, &link.src_interface, &prefix)?;
+                Some((link.src_interface.as_str(), gateway))
+            })
+            .collect();
+        let count = usable.len() as f64;
+        for (interface, gateway) in usable {
+            hops.push((interface.to_string(), Some(gateway), share / count));
         }
-        for link in links {
-            let (_, _, peer) =
-                addressing
-                    .peer_of(router, &link.src_interface)
-                    .ok_or_else(|| RenderError::NoAddress {
-                        node: router.to_string(),
-                        interface: link.src_interface.clone(),
-                    })?;
-            let gateway = match prefix {
-                IpNet::V4(_) => std::net::IpAddr::V4(peer.v4.addr()),
-                IpNet::V6(_) => std::net::IpAddr::V6(peer.v6.addr()),
-            };
-            hops.push((
-                link.src_interface.clone(),
-                Some(gateway),
-                share / links.len() as f64,
-            ));
-        }
+    }
+    if hops.is_empty() {
+        return None;
     }
     let ratios: Vec<f64> = hops.iter().map(|(_, _, share)| *share).collect();
     let weights = weights_from_ratios(&ratios);
-    Ok(UcmpRoute {
+    Some(UcmpRoute {
         prefix,
         table: MAIN_TABLE,
         next_hops: hops
@@ -961,17 +1021,21 @@ impl<'a> Graph<'a> {
 mod tests {
     use super::*;
     use aiwan_collectors::store::{DscpRange, default_class_rules};
+    use aiwan_lab::addressing::LinkAddressing;
 
-    fn with_addressing(topology: Topology) -> (Topology, LinkAddressing) {
+    /// The topology, what discovery finds on it as the lab numbers it,
+    /// and the lab's plan (to check gateways against).
+    fn with_addressing(topology: Topology) -> (Topology, Discovery, LinkAddressing) {
         let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
-        (topology, addressing)
+        let discovery = crate::southbound::fixtures::lab_discovery(&topology);
+        (topology, discovery, addressing)
     }
 
-    fn diamond() -> (Topology, LinkAddressing) {
+    fn diamond() -> (Topology, Discovery, LinkAddressing) {
         with_addressing(crate::southbound::fixtures::diamond())
     }
 
-    fn diamond_with_host() -> (Topology, LinkAddressing) {
+    fn diamond_with_host() -> (Topology, Discovery, LinkAddressing) {
         with_addressing(crate::southbound::fixtures::diamond_with_hosts())
     }
 
@@ -999,10 +1063,10 @@ mod tests {
 
     #[test]
     fn without_a_plan_routes_follow_the_shortest_paths() {
-        let (topology, addressing) = diamond();
+        let (topology, discovery, addressing) = diamond();
         let states = render(
             &topology,
-            &addressing,
+            &discovery,
             &BTreeMap::new(),
             &default_class_rules(),
         )
@@ -1022,14 +1086,14 @@ mod tests {
 
     #[test]
     fn the_plan_splits_a_site_s_prefixes_by_its_weights() {
-        let (topology, addressing) = diamond();
+        let (topology, discovery, _) = diamond();
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r2", "weight": 0.7}, {"next_hop": "r3", "weight": 0.3}]}]}),
         )]);
         let states =
-            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
+            render(&topology, &discovery, &planned, &default_class_rules()).expect("renders");
         let via: Vec<(String, u32)> = hops(&states["r1"], "10.4.0.0/24")
             .into_iter()
             .map(|(interface, _, weight)| (interface, weight))
@@ -1053,7 +1117,8 @@ mod tests {
 
     #[test]
     fn collective_flows_become_rules_into_per_spine_tables() {
-        let (topology, addressing) = with_addressing(crate::southbound::fixtures::fabric());
+        let (topology, discovery, addressing) =
+            with_addressing(crate::southbound::fixtures::fabric());
         let flow = |key: &str, spine: &str, to: u8, port: u16| {
             serde_json::json!({"key": key, "spine": spine, "source": "10.0.1.1/32",
                 "destination": format!("10.0.{to}.1/32"), "ip_protocol": 6,
@@ -1068,7 +1133,7 @@ mod tests {
             ]}),
         )]);
         let states =
-            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
+            render(&topology, &discovery, &planned, &default_class_rules()).expect("renders");
         let leaf1 = &states["leaf1"];
         assert_eq!(leaf1.flow_rules.len(), 3);
         // One table per spine, in the order flows first name them.
@@ -1120,13 +1185,13 @@ mod tests {
 
     #[test]
     fn a_plan_naming_a_missing_link_is_refused() {
-        let (topology, addressing) = diamond();
+        let (topology, discovery, _) = diamond();
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [
                 {"next_hop": "r4", "weight": 1.0}]}]}),
         )]);
-        let error = render(&topology, &addressing, &planned, &default_class_rules())
+        let error = render(&topology, &discovery, &planned, &default_class_rules())
             .expect_err("no r1-r4 link");
         assert_eq!(
             error.to_string(),
@@ -1136,7 +1201,7 @@ mod tests {
 
     #[test]
     fn a_pinned_path_becomes_srv6_link_by_link() {
-        let (topology, addressing) = diamond_with_host();
+        let (topology, discovery, addressing) = diamond_with_host();
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [], "pins": [{
@@ -1148,7 +1213,7 @@ mod tests {
             }]}),
         )]);
         let states =
-            render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
+            render(&topology, &discovery, &planned, &default_class_rules()).expect("renders");
         // Locators by sorted node id: h1 1, h4 2, r1 3, r2 4, r3 5, r4 6.
         let end_r3: Ipv6Addr = "fd00:5e6:5::1".parse().unwrap();
         // r4 delivers 10.4.0.0/24 itself (to its loopback), 10.4.1.0/24
@@ -1257,7 +1322,7 @@ mod tests {
 
     #[test]
     fn a_pin_must_start_at_its_router() {
-        let (topology, addressing) = diamond_with_host();
+        let (topology, discovery, _) = diamond_with_host();
         let planned = BTreeMap::from([(
             "r2".to_string(),
             serde_json::json!({"routes": [], "pins": [{
@@ -1265,7 +1330,7 @@ mod tests {
                 "ip_protocol": null, "destination_ports": null,
             }]}),
         )]);
-        let error = render(&topology, &addressing, &planned, &default_class_rules())
+        let error = render(&topology, &discovery, &planned, &default_class_rules())
             .expect_err("r2 is not the head");
         assert_eq!(
             error.to_string(),
@@ -1275,7 +1340,7 @@ mod tests {
 
     #[test]
     fn rate_limits_give_best_effort_and_bulk_what_ai_sync_leaves() {
-        let (topology, addressing) = diamond();
+        let (topology, discovery, _) = diamond();
         let limit = |sync: f64| {
             serde_json::json!({"routes": [], "rate_limits": [{
                 "next_hop": "r2", "capacity_bps": 10e9, "ai_sync_bps": sync,
@@ -1285,7 +1350,7 @@ mod tests {
         let rates = |sync: f64| -> Vec<(u16, u64, usize)> {
             let planned = BTreeMap::from([("r1".to_string(), limit(sync))]);
             let states =
-                render(&topology, &addressing, &planned, &default_class_rules()).expect("renders");
+                render(&topology, &discovery, &planned, &default_class_rules()).expect("renders");
             let limits = &states["r1"].rate_limits;
             assert_eq!(limits.len(), 1);
             assert_eq!(limits[0].interface, "eth1");
@@ -1340,7 +1405,7 @@ mod tests {
 
     #[test]
     fn rate_limits_steer_by_the_configured_dscp_classes() {
-        let (topology, addressing) = diamond();
+        let (topology, discovery, _) = diamond();
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [], "rate_limits": [{
@@ -1356,7 +1421,7 @@ mod tests {
             }],
             class: ClassOfService::AiSync,
         }];
-        let states = render(&topology, &addressing, &planned, &classes).expect("renders");
+        let states = render(&topology, &discovery, &planned, &classes).expect("renders");
         states["r1"].check().expect("valid node state");
         let dscp: Vec<(u16, Vec<u8>)> = states["r1"].rate_limits[0]
             .classes
@@ -1375,7 +1440,7 @@ mod tests {
 
     #[test]
     fn a_prefix_in_the_sid_block_is_refused_when_pins_need_it() {
-        let (mut topology, addressing) = diamond_with_host();
+        let (mut topology, discovery, _) = diamond_with_host();
         if let Some(r4) = topology.nodes.iter_mut().find(|n| n.id == "r4") {
             r4.prefixes.push("fd00:5e6:5::/64".parse().expect("prefix"));
         }
@@ -1387,7 +1452,7 @@ mod tests {
             }]}),
         )]);
         let error =
-            render(&topology, &addressing, &planned, &default_class_rules()).expect_err("overlap");
+            render(&topology, &discovery, &planned, &default_class_rules()).expect_err("overlap");
         assert_eq!(
             error.to_string(),
             "plan for node r4: prefix fd00:5e6:5::/64 overlaps fd00:5e6::/32, where aiwan's SRv6 SIDs live"

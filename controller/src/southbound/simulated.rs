@@ -8,6 +8,10 @@
 //! prefix match, splitting a flow's rate by the weights, hop by hop. Flow
 //! rules, SRv6 policies and rate limits are stored and reported back but
 //! do not steer the simulated traffic.
+//!
+//! The simulated routers are numbered as `aiwan lab` numbers real ones
+//! (`aiwan_lab::addressing`), and report their interfaces as an agent
+//! does, so the controller finds their next hops by the same discovery.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,7 +21,7 @@ use aiwan_planner::Topology;
 use ipnet::IpNet;
 
 use super::{Driver, DriverError, Observed};
-use crate::agent::{ApplyReport, NodeState, Version};
+use crate::agent::{ApplyReport, InterfaceReport, NodeState, Version};
 
 /// Most hops a simulated packet takes before it counts as looping.
 const MAX_HOPS: usize = 64;
@@ -53,6 +57,8 @@ struct NodeEntry {
 /// See the module documentation.
 pub struct SimulatedDataplane {
     topology: Mutex<Topology>,
+    /// What each simulated router reports of its interfaces.
+    interfaces: Mutex<BTreeMap<String, Vec<InterfaceReport>>>,
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
     /// Nodes whose (simulated) agent does not answer.
     unreachable: Mutex<std::collections::BTreeSet<String>>,
@@ -64,6 +70,7 @@ pub struct SimulatedDataplane {
 impl SimulatedDataplane {
     pub fn new(topology: Topology) -> SimulatedDataplane {
         SimulatedDataplane {
+            interfaces: Mutex::new(lab_interfaces(&topology)),
             topology: Mutex::new(topology),
             nodes: Mutex::new(BTreeMap::new()),
             unreachable: Mutex::new(Default::default()),
@@ -74,6 +81,10 @@ impl SimulatedDataplane {
     /// The topology changed (imported again): forwarding follows the new
     /// links from now on; the nodes keep the state they were given.
     pub fn set_topology(&self, topology: Topology) {
+        *self
+            .interfaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = lab_interfaces(&topology);
         *self.topology.lock().unwrap_or_else(PoisonError::into_inner) = topology;
     }
 
@@ -109,6 +120,50 @@ impl SimulatedDataplane {
         }
         loads
     }
+}
+
+/// The interfaces every router of `topology` has when `aiwan lab`
+/// numbers it: each link end with its /31 and /127, `lo` with the
+/// loopback and the first host of each of the node's prefixes. None for a
+/// topology the lab cannot number (its links are then unresolved, and
+/// say why).
+pub fn lab_interfaces(topology: &Topology) -> BTreeMap<String, Vec<InterfaceReport>> {
+    let addressing = match aiwan_lab::addressing::link_addresses(topology) {
+        Ok(addressing) => addressing,
+        Err(error) => {
+            tracing::warn!(%error, "the simulated routers cannot be numbered as the lab would");
+            return BTreeMap::new();
+        }
+    };
+    let mut reports = BTreeMap::new();
+    for node in &topology.nodes {
+        let mut interfaces = Vec::new();
+        if let Some(own) = addressing.node(&node.id) {
+            let mut addresses = vec![
+                IpNet::V4(ipnet::Ipv4Net::from(own.loopback.v4.addr())),
+                IpNet::V6(ipnet::Ipv6Net::from(own.loopback.v6.addr())),
+            ];
+            addresses.extend(own.prefix_hosts.iter().copied());
+            interfaces.push(InterfaceReport {
+                name: "lo".into(),
+                ifindex: 1,
+                up: true,
+                addresses,
+                neighbours: Vec::new(),
+            });
+        }
+        for (index, (name, address)) in addressing.interfaces_of(&node.id).into_iter().enumerate() {
+            interfaces.push(InterfaceReport {
+                name: name.to_string(),
+                ifindex: u32::try_from(index + 2).unwrap_or(u32::MAX),
+                up: true,
+                addresses: vec![IpNet::V4(address.v4), IpNet::V6(address.v6)],
+                neighbours: Vec::new(),
+            });
+        }
+        reports.insert(node.id.clone(), interfaces);
+    }
+    reports
 }
 
 /// Puts `node` on `list` or takes it off.
@@ -286,14 +341,23 @@ impl Driver for SimulatedDataplane {
                 reason: "the simulated agent is switched off".into(),
             });
         }
-        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(nodes
+        let interfaces = self
+            .interfaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(node)
-            .map(|entry| Observed {
-                version: entry.version,
-                state: entry.state.clone(),
-            })
-            .unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let (version, state) = nodes
+            .get(node)
+            .map(|entry| (entry.version, entry.state.clone()))
+            .unwrap_or_default();
+        Ok(Observed {
+            version,
+            state,
+            interfaces,
+        })
     }
 }
 
@@ -337,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn traffic_splits_as_the_applied_weights_say() {
         let topology = diamond();
-        let addressing = aiwan_lab::addressing::link_addresses(&topology).expect("addresses");
+        let addressing = crate::southbound::fixtures::lab_discovery(&topology);
         let planned = BTreeMap::from([(
             "r1".to_string(),
             serde_json::json!({"routes": [{"destination": "r4", "next_hops": [

@@ -3,10 +3,12 @@
 //! and field; the `load_*` functions read a file and name it in errors.
 
 pub mod abilene;
+pub mod clab;
 pub mod graphml;
 pub mod nodelink;
 pub mod series;
 pub mod sndlib;
+pub mod topology;
 pub mod tunnels;
 
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aiwan_planner::{Link, Node, NodeRole, Site, Topology, TopologyError};
+use crate::{Link, Node, NodeRole, Site, Topology, TopologyError};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -519,7 +519,7 @@ topology:
     /// different capacity between the datacentres' edge routers.
     #[test]
     fn ai_wan_lab_file() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ai-wan.clab.yml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/ai-wan.clab.yml");
         let topology = load_clab(&path).expect("ai-wan.clab.yml parses");
         assert_eq!(topology.name, "ai-wan");
         let sites: Vec<&str> = topology.sites.iter().map(|s| s.id.as_str()).collect();
