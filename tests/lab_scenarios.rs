@@ -224,15 +224,27 @@ async fn route_every_topology(test: &str) {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Every node reaches every other node's loopback from its own: a
-        // TCP connection to a closed port is refused by the target, and the
-        // refusal comes back only if the path back is routed too.
+        // Every node reaches every other node from its own address: a
+        // router's is its loopback, a host's the first of its prefixes'
+        // (hosts run no agent: the controller knows them by their
+        // prefixes, not by the lab's loopbacks). A TCP connection to a
+        // closed port is refused by the target, and the refusal comes
+        // back only if the path back is routed too.
         let nodes: Vec<(String, String, std::net::Ipv4Addr)> = up["deployment"]["nodes"]
             .as_array()
             .expect("nodes")
             .iter()
             .map(|n| {
-                let loopback = n["loopback"]["v4"].as_str().expect("loopback");
+                let prefix_host = n["prefix_hosts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str())
+                    .find(|p| !p.contains(':'));
+                let loopback = match (n["role"].as_str(), prefix_host) {
+                    (Some("host"), Some(address)) => address,
+                    _ => n["loopback"]["v4"].as_str().expect("loopback"),
+                };
                 (
                     n["node"].as_str().expect("node").to_string(),
                     n["namespace"].as_str().expect("namespace").to_string(),
