@@ -4,9 +4,10 @@
 //! reason elsewhere, failed under `AIWAN_REQUIRE_LAB=1`.
 //!
 //! The lab: namespace `node` (the router the agent programs) with `veth1`
-//! (10.0.1.1/24) and `veth2` (10.0.2.1/24), whose peers sit in namespace
-//! `peer` as 10.0.1.2 and 10.0.2.2, so that the routes' gateways answer and
-//! packets really cross the veths.
+//! (10.0.1.1/24, fc00:1::1/64) and `veth2` (10.0.2.1/24, fc00:2::1/64),
+//! whose peers sit in namespace `peer` as 10.0.1.2 and 10.0.2.2 (fc00:1::2,
+//! fc00:2::2), so that the routes' gateways answer and packets really
+//! cross the veths.
 
 mod support;
 
@@ -79,6 +80,50 @@ impl Lab {
             vec!["ip", "-n", n, "addr", "add", "10.0.2.1/24", "dev", "veth2"],
             vec!["ip", "-n", p, "addr", "add", "10.0.1.2/24", "dev", "veth1p"],
             vec!["ip", "-n", p, "addr", "add", "10.0.2.2/24", "dev", "veth2p"],
+            vec![
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                "fc00:1::1/64",
+                "dev",
+                "veth1",
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                "fc00:2::1/64",
+                "dev",
+                "veth2",
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                p,
+                "addr",
+                "add",
+                "fc00:1::2/64",
+                "dev",
+                "veth1p",
+                "nodad",
+            ],
+            vec![
+                "ip",
+                "-n",
+                p,
+                "addr",
+                "add",
+                "fc00:2::2/64",
+                "dev",
+                "veth2p",
+                "nodad",
+            ],
             vec!["ip", "-n", n, "link", "set", "veth1", "up"],
             vec!["ip", "-n", n, "link", "set", "veth2", "up"],
             vec!["ip", "-n", p, "link", "set", "veth1p", "up"],
@@ -814,4 +859,64 @@ async fn a_controller_with_a_fresh_database_takes_over_and_the_old_one_is_told()
     let weights: Vec<u64> = hops(&route).iter().map(|h| h.2).collect();
     assert_eq!(weights, vec![30, 70], "{route}");
     assert!(agent.terminate().await.success());
+}
+
+/// One diff engine: over the shared cases, the kernel agent (its `Kernel`
+/// in the lab's namespace) and the simulated dataplane carry out the same
+/// changes in the same phases, the ones the golden file
+/// (`agent/tests/golden/diff.txt`) holds.
+#[tokio::test]
+async fn the_simulated_dataplane_and_the_kernel_take_the_same_steps() {
+    use aiwan_controller::agent::Version;
+    use aiwan_controller::agent::diff::{diff, shared_cases};
+    let test = "the_simulated_dataplane_and_the_kernel_take_the_same_steps";
+    let Some(lab) = Lab::new(test) else {
+        return;
+    };
+    let kernel = aiwan_controller::agent::Kernel::in_namespace(&lab.node).expect("kernel");
+    let simulated = aiwan_controller::southbound::simulated::SimulatedDataplane::new(
+        aiwan_planner::Topology::default(),
+    );
+    let mut generation = 0;
+    for case in shared_cases() {
+        kernel
+            .apply(&case.observed)
+            .await
+            .expect("the observed state");
+        let (_, by_kernel) = kernel
+            .apply_steps(&case.desired)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        for state in [&case.observed, &case.desired] {
+            generation += 1;
+            let version = Version {
+                epoch: 1,
+                generation,
+            };
+            simulated
+                .apply("node", version, state)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        }
+        let by_simulator = simulated.last_diff("node").expect("applied");
+        assert_eq!(
+            by_kernel.to_string(),
+            by_simulator.to_string(),
+            "{}: the kernel and the simulated dataplane differ",
+            case.name
+        );
+        assert_eq!(
+            by_kernel,
+            diff(&case.observed, &case.desired),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            kernel.observe().await.expect("observe"),
+            case.desired.normalized(),
+            "{}: the kernel holds the desired state",
+            case.name
+        );
+    }
+    kernel.purge().await.expect("purge");
 }

@@ -36,6 +36,7 @@ use super::state::{
     ClassLimit, Family, FlowRule, NodeState, PARENT_CLASS_ID, QDISC_MAJOR, RateLimit, StateError,
 };
 use super::tc::{self, ObservedClass, ObservedFilter, ObservedQdisc};
+use crate::diff::{Change, Diff, Phase};
 use crate::inventory::InterfaceReport;
 
 /// How many requests go in one datagram at most. The kernel answers each
@@ -779,6 +780,15 @@ impl Kernel {
     /// before any deletion; a failed phase stops the rest, so a failure
     /// never leaves less forwarding state than before.
     pub async fn apply(&self, desired: &NodeState) -> Result<ApplyReport, KernelError> {
+        Ok(self.apply_steps(desired).await?.0)
+    }
+
+    /// [`Self::apply`], with the diff it carried out (the shared
+    /// [`crate::diff`], phase by phase).
+    pub async fn apply_steps(
+        &self,
+        desired: &NodeState,
+    ) -> Result<(ApplyReport, Diff), KernelError> {
         desired.check()?;
         let snap = self.snapshot().await?;
         self.apply_to(desired, &snap).await
@@ -794,24 +804,15 @@ impl Kernel {
         &self,
         desired: &NodeState,
         snap: &Snapshot,
-    ) -> Result<ApplyReport, KernelError> {
-        let mut report = ApplyReport::default();
+    ) -> Result<(ApplyReport, Diff), KernelError> {
         let ifaces = &snap.interfaces;
+        // The shared diff decides what changes and in which phase; this
+        // backend makes each change into netlink requests.
+        let diff = crate::diff::diff(&snap.node_state(), desired);
+        let mut report = diff.routes_and_rules_report();
 
-        // Routes.
-        let mut wanted: BTreeMap<RouteKey, RouteObject> = BTreeMap::new();
-        for r in &desired.routes {
-            let o = RouteObject::Ucmp(r.normalized());
-            wanted.insert(o.key(), o);
-        }
-        for p in &desired.srv6_policies {
-            let o = RouteObject::Srv6(p.clone());
-            wanted.insert(o.key(), o);
-        }
-        for s in &desired.local_sids {
-            let o = RouteObject::Sid(s.clone());
-            wanted.insert(o.key(), o);
-        }
+        // Routes aiwan holds by key, and others' at the default metric
+        // (which a route of aiwan's would replace).
         let mut ours: BTreeMap<RouteKey, &ObservedRoute> = BTreeMap::new();
         let mut foreign: BTreeMap<RouteKey, &ObservedRoute> = BTreeMap::new();
         for route in &snap.routes {
@@ -822,8 +823,13 @@ impl Kernel {
             }
         }
         let mut route_ops = Vec::new();
-        for (key, object) in &wanted {
-            if let Some(other) = foreign.get(key) {
+        let mut stale_routes = Vec::new();
+        for change in diff.phase(Phase::Routes) {
+            let (Change::CreateRoute(object) | Change::ReplaceRoute(object)) = change else {
+                continue;
+            };
+            let key = object.key();
+            if let Some(other) = foreign.get(&key) {
                 return Err(KernelError::Conflict {
                     object: key.to_string(),
                     owner: format!(
@@ -837,23 +843,17 @@ impl Kernel {
                     ),
                 });
             }
-            let verb = match ours.get(key) {
-                Some(seen)
-                    if seen.object.as_ref().map(RouteObject::normalized).as_ref()
-                        == Some(object) =>
-                {
-                    report.unchanged += 1;
-                    continue;
-                }
-                Some(_) => {
-                    report.replaced += 1;
-                    "replace"
-                }
-                None => {
-                    report.created += 1;
-                    "create"
-                }
+            // A route of aiwan's that could not be read (a shape aiwan never
+            // installs) is replaced in place too.
+            let verb = if ours.contains_key(&key) {
+                "replace"
+            } else {
+                "create"
             };
+            if verb == "replace" && matches!(change, Change::CreateRoute(_)) {
+                report.created -= 1;
+                report.replaced += 1;
+            }
             let mut op = Op::new(Request::new(
                 format!("{verb} {object}"),
                 RouteNetlinkMessage::NewRoute(object.message(ifaces)?),
@@ -862,63 +862,68 @@ impl Kernel {
             op.feature = route_feature(object);
             route_ops.push(op);
         }
-        let stale_routes: Vec<Op> = ours
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .map(|k| {
-                Op::new(Request::new(
-                    format!("delete {k}"),
-                    RouteNetlinkMessage::DelRoute(messages::route_delete(k)),
-                    FLAGS_DELETE,
-                ))
+        let mut deleted: BTreeSet<RouteKey> = BTreeSet::new();
+        for change in diff.phase(Phase::StaleRoutes) {
+            if let Change::DeleteRoute(key) = change {
+                deleted.insert(*key);
+            }
+        }
+        // And aiwan's routes that could not be read and are not wanted.
+        let wanted: BTreeSet<RouteKey> = diff
+            .phase(Phase::Routes)
+            .filter_map(|c| match c {
+                Change::CreateRoute(o) | Change::ReplaceRoute(o) => Some(o.key()),
+                _ => None,
             })
             .collect();
-
-        // Rules: a changed rule is added anew, then its old version deleted.
-        let mut kept = BTreeSet::new();
-        let mut rule_ops = Vec::new();
-        let our_rules: Vec<(usize, &ObservedRule)> = snap
-            .rules
-            .iter()
-            .filter(|r| r.is_aiwan())
-            .enumerate()
-            .collect();
-        for rule in &desired.flow_rules {
-            if let Some((i, _)) = our_rules
-                .iter()
-                .find(|(i, o)| !kept.contains(i) && o.rule.as_ref() == Some(rule))
-            {
-                kept.insert(*i);
-                report.unchanged += 1;
-                continue;
-            }
-            let replacing = our_rules
-                .iter()
-                .any(|(_, o)| o.family == rule.family && o.priority == rule.priority);
-            if replacing {
-                report.replaced += 1;
-            } else {
-                report.created += 1;
-            }
-            rule_ops.push(rule_add(rule, replacing));
-        }
-        let mut stale_rules = Vec::new();
-        for (i, o) in &our_rules {
-            if kept.contains(i) {
-                continue;
-            }
-            let superseded = desired
-                .flow_rules
-                .iter()
-                .any(|r| r.family == o.family && r.priority == o.priority);
-            if !superseded {
+        for (key, route) in &ours {
+            if route.object.is_none() && !wanted.contains(key) && deleted.insert(*key) {
                 report.deleted += 1;
             }
-            stale_rules.push(Op::new(Request::new(
+        }
+        for key in &deleted {
+            stale_routes.push(Op::new(Request::new(
+                format!("delete {key}"),
+                RouteNetlinkMessage::DelRoute(messages::route_delete(key)),
+                FLAGS_DELETE,
+            )));
+        }
+
+        // Rules: added anew, the old version (or a stale one) deleted after.
+        let rule_ops: Vec<Op> = diff
+            .phase(Phase::Rules)
+            .filter_map(|change| match change {
+                Change::AddRule { rule, replacing } => Some(rule_add(rule, *replacing)),
+                _ => None,
+            })
+            .collect();
+        let our_rules: Vec<&ObservedRule> = snap.rules.iter().filter(|r| r.is_aiwan()).collect();
+        let mut taken = BTreeSet::new();
+        let mut stale_rules = Vec::new();
+        let delete_rule = |o: &ObservedRule| {
+            Op::new(Request::new(
                 format!("delete {} flow rule {}", o.family, o.priority),
                 RouteNetlinkMessage::DelRule(o.delete_message()),
                 FLAGS_DELETE,
-            )));
+            ))
+        };
+        for change in diff.phase(Phase::StaleRules) {
+            let Change::DeleteRule(rule) = change else {
+                continue;
+            };
+            if let Some((i, o)) = our_rules
+                .iter()
+                .enumerate()
+                .find(|(i, o)| !taken.contains(i) && o.rule.as_ref() == Some(rule))
+            {
+                taken.insert(i);
+                stale_rules.push(delete_rule(o));
+            }
+        }
+        // And aiwan's rules that could not be read.
+        for o in our_rules.iter().filter(|o| o.rule.is_none()) {
+            report.deleted += 1;
+            stale_rules.push(delete_rule(o));
         }
 
         // Rate limits.
@@ -936,9 +941,8 @@ impl Kernel {
         self.run(tc_plan.stale_filters).await?;
         self.run(tc_plan.stale_classes).await?;
         self.run(tc_plan.stale_qdiscs).await?;
-        report.deleted += stale_routes.len();
         self.run(stale_routes).await?;
-        Ok(report)
+        Ok((report, diff))
     }
 }
 

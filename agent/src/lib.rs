@@ -45,6 +45,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod convert;
+pub mod diff;
 pub mod inventory;
 pub mod kernel;
 pub mod messages;

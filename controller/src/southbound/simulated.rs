@@ -7,7 +7,9 @@
 //! Forwarding follows each node's weighted multipath routes by longest
 //! prefix match, splitting a flow's rate by the weights, hop by hop. Flow
 //! rules, SRv6 policies and rate limits are stored and reported back but
-//! do not steer the simulated traffic.
+//! do not steer the simulated traffic. A state is taken as the agent takes
+//! it: the same generation acceptance ([`crate::agent::accept`]) and the
+//! same diff and phases ([`crate::agent::diff`]), carried out in memory.
 //!
 //! The simulated routers are numbered as `aiwan lab` numbers real ones
 //! (`aiwan_lab::addressing`), and report their interfaces as an agent
@@ -21,6 +23,7 @@ use aiwan_planner::Topology;
 use ipnet::IpNet;
 
 use super::{Driver, DriverError, Observed};
+use crate::agent::diff::{Diff, apply_in_memory, diff};
 use crate::agent::{ApplyReport, InterfaceReport, NodeState, Version};
 
 /// Most hops a simulated packet takes before it counts as looping.
@@ -52,6 +55,8 @@ pub struct SimulatedLoads {
 struct NodeEntry {
     version: Version,
     state: NodeState,
+    /// What the last apply changed.
+    last: Diff,
 }
 
 /// See the module documentation.
@@ -97,6 +102,13 @@ impl SimulatedDataplane {
     /// Gives a node's kernel SRv6 or takes it away, to exercise refusals.
     pub fn set_srv6(&self, node: &str, available: bool) {
         set_listed(&self.without_srv6, node, !available);
+    }
+
+    /// What the last apply to `node` changed, phase by phase (the agent's
+    /// diff, [`crate::agent::diff`]).
+    pub fn last_diff(&self, node: &str) -> Option<Diff> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.get(node).map(|entry| entry.last.clone())
     }
 
     /// Link loads of `flows` under the state applied so far.
@@ -311,8 +323,8 @@ impl Driver for SimulatedDataplane {
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = nodes.entry(node.to_string()).or_default();
         // The agent's own rule.
-        let held =
-            (entry.version != Version::default()).then(|| (entry.version, entry.state == *state));
+        let held = (entry.version != Version::default())
+            .then(|| (entry.version, entry.state == state.normalized()));
         if let Err(refusal) = crate::agent::accept(held, version) {
             let node = node.to_string();
             let reason = refusal.to_string();
@@ -323,9 +335,12 @@ impl Driver for SimulatedDataplane {
                 _ => DriverError::Refused { node, reason },
             });
         }
-        let report = diff_report(&entry.state, state);
+        // The agent's own diff and phases, carried out in memory.
+        let changes = diff(&entry.state, state);
+        apply_in_memory(&mut entry.state, &changes);
         entry.version = version;
-        entry.state = state.clone();
+        let report = changes.report();
+        entry.last = changes;
         Ok(report)
     }
 
@@ -359,29 +374,6 @@ impl Driver for SimulatedDataplane {
             interfaces,
         })
     }
-}
-
-/// What applying `new` over `old` changes, counted as the kernel layer
-/// counts it (routes only: the rest is not simulated).
-fn diff_report(old: &NodeState, new: &NodeState) -> ApplyReport {
-    let key = |route: &crate::agent::UcmpRoute| (route.table, route.prefix);
-    let old_routes: BTreeMap<(u32, IpNet), &crate::agent::UcmpRoute> =
-        old.routes.iter().map(|r| (key(r), r)).collect();
-    let new_routes: BTreeMap<(u32, IpNet), &crate::agent::UcmpRoute> =
-        new.routes.iter().map(|r| (key(r), r)).collect();
-    let mut report = ApplyReport::default();
-    for (k, route) in &new_routes {
-        match old_routes.get(k) {
-            None => report.created += 1,
-            Some(old) if old == route => report.unchanged += 1,
-            Some(_) => report.replaced += 1,
-        }
-    }
-    report.deleted = old_routes
-        .keys()
-        .filter(|k| !new_routes.contains_key(k))
-        .count();
-    report
 }
 
 #[cfg(test)]
