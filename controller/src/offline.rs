@@ -433,6 +433,106 @@ pub fn bench_topology(data: &Path, name: &str) -> anyhow::Result<(PathBuf, Optio
     })
 }
 
+/// The candidate paths after a link fails (both directions): the paths
+/// kept from before and those computed again, timed against the cold
+/// computation (`cold_paths_s`) of the same run, and checked against a
+/// cold computation on the failed network for a sample of pairs. Two
+/// failures, each from the cold paths: the link most paths use (the worst
+/// case for the update) and the link of median use among those used (a
+/// typical one).
+fn paths_after_failure(
+    network: &Network,
+    problem: &Problem,
+    k: usize,
+    cold_paths_s: f64,
+) -> serde_json::Value {
+    let mut uses = vec![0usize; network.edges.len()];
+    for &e in problem
+        .demands
+        .iter()
+        .flat_map(|d| d.paths.iter().flatten())
+    {
+        uses[e] += 1;
+    }
+    let mut used: Vec<usize> = (0..uses.len()).filter(|&e| uses[e] > 0).collect();
+    used.sort_by_key(|&e| (uses[e], e));
+    let (Some(&busiest), Some(&median)) = (used.last(), used.get(used.len() / 2)) else {
+        return serde_json::json!(null);
+    };
+    serde_json::json!({
+        "busiest_link": one_failure(network, problem, k, cold_paths_s, busiest, &uses),
+        "median_link": one_failure(network, problem, k, cold_paths_s, median, &uses),
+    })
+}
+
+fn one_failure(
+    network: &Network,
+    problem: &Problem,
+    k: usize,
+    cold_paths_s: f64,
+    failed_edge: usize,
+    uses: &[usize],
+) -> serde_json::Value {
+    use aiwan_planner::classes::PathCache;
+    let options = PathOptions::k_shortest(k);
+    // The cache starts with the paths the cold computation found.
+    let mut cache = PathCache::default();
+    cache.follow(network);
+    for demand in &problem.demands {
+        cache.remember(demand.src, demand.dst, &options, demand.paths.clone());
+    }
+    let pairs: Vec<(usize, usize)> = problem.demands.iter().map(|d| (d.src, d.dst)).collect();
+    let edge = &network.edges[failed_edge];
+    let gone = |e: &aiwan_planner::network::Edge| {
+        (e.src == edge.src && e.dst == edge.dst) || (e.src == edge.dst && e.dst == edge.src)
+    };
+    let mut failed = network.clone();
+    failed.edges.retain(|e| !gone(e));
+    let started = Instant::now();
+    cache.follow(&failed);
+    let recomputed = cache.fill(&failed, &pairs, &options);
+    let update_s = started.elapsed().as_secs_f64();
+    // A sample of pairs (every 97th) computed cold on the failed network
+    // must get the same paths.
+    let sample: Vec<(usize, usize)> = pairs.iter().copied().step_by(97).collect();
+    let cold = aiwan_planner::paths::candidate_paths_of_pairs(&failed, &sample, &options);
+    let mut finder = aiwan_planner::paths::ShortestPaths::new(&failed);
+    let cost = |paths: &[Vec<usize>]| -> Vec<f64> {
+        paths
+            .iter()
+            .map(|p| p.iter().map(|&e| failed.edges[e].weight).sum())
+            .collect()
+    };
+    let (mut same, mut same_costs) = (0, 0);
+    for (&(src, dst), cold) in sample.iter().zip(&cold) {
+        let updated = cache.get_or_compute(&failed, &mut finder, src, dst, &options);
+        if updated == *cold {
+            same += 1;
+        }
+        let (a, b) = (cost(&updated), cost(cold));
+        if a.len() == b.len()
+            && a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-9 * y.abs().max(1.0))
+        {
+            same_costs += 1;
+        }
+    }
+    serde_json::json!({
+        "link": format!("{}-{}", network.nodes[edge.src], network.nodes[edge.dst]),
+        "paths_using_it": uses[failed_edge],
+        "pairs_kept": cache.kept_after_change,
+        "pairs_recomputed": recomputed,
+        "update_s": update_s,
+        "update_over_cold": update_s / cold_paths_s.max(1e-9),
+        // Equal paths, or (ties among equally short paths broken another
+        // way) paths of equal costs, as a cold computation.
+        "sample_pairs": sample.len(),
+        "sample_same_paths": same,
+        "sample_same_costs": same_costs,
+    })
+}
+
 /// `aiwan bench planner`: per topology, a gravity matrix over K shortest
 /// paths, solved by the reference LP and the fast solver in the same run;
 /// MLU and time of each, and their ratios.
@@ -451,6 +551,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             &PathOptions::k_shortest(args.paths),
         )?;
         let paths_s = started.elapsed().as_secs_f64();
+        let failure = paths_after_failure(&network, &problem, args.paths, paths_s);
         let options = FastOptions {
             iterations: args.fast_iterations,
             gap_tolerance: args.gap_tolerance,
@@ -469,6 +570,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             "demands": problem.demands.len(),
             "lp_variables": variables,
             "paths_s": paths_s,
+            "paths_after_failure": failure,
             "fast_mlu": fast_mlu,
             "fast_s": fast_s,
             "fast_iterations": fast.iterations,

@@ -81,51 +81,10 @@ impl Problem {
         options: &PathOptions,
     ) -> Result<Problem, AllocationError> {
         let pairs = matrix.demands();
-        // Destinations are dealt to threads (dst modulo the thread count)
-        // so that each thread's distances-to-destination cache serves all
-        // the pairs it gets.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 16);
-        let mut found: Vec<Option<Vec<Vec<usize>>>> = vec![None; pairs.len()];
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|worker| {
-                    let network = &network;
-                    let pairs = &pairs;
-                    scope.spawn(move || {
-                        let mut finder = ShortestPaths::new(network);
-                        let mut out = Vec::new();
-                        for (i, &(src, dst, _)) in pairs.iter().enumerate() {
-                            if dst % threads != worker {
-                                continue;
-                            }
-                            let paths: Vec<Vec<usize>> =
-                                candidate_paths(network, &mut finder, src, dst, options)
-                                    .into_iter()
-                                    .map(|p| p.edges)
-                                    .collect();
-                            out.push((i, paths));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            for worker in workers {
-                // A worker cannot panic on input (no indexing it does not
-                // check); if one did, its pairs stay unfound and are
-                // reported below as having no path.
-                if let Ok(results) = worker.join() {
-                    for (i, paths) in results {
-                        found[i] = Some(paths);
-                    }
-                }
-            }
-        });
+        let ends: Vec<(usize, usize)> = pairs.iter().map(|&(src, dst, _)| (src, dst)).collect();
+        let found = crate::paths::candidate_paths_of_pairs(&network, &ends, options);
         let mut demands = Vec::with_capacity(pairs.len());
         for ((src, dst, rate), paths) in pairs.into_iter().zip(found) {
-            let paths = paths.unwrap_or_default();
             if paths.is_empty() {
                 return Err(AllocationError::NoPath {
                     src: network.nodes.get(src).cloned().unwrap_or_default(),

@@ -139,14 +139,49 @@ type NetworkFingerprint = (usize, Vec<(usize, usize, u64)>);
 /// Candidate paths a planner already computed, by (source, destination,
 /// latency bound, k): a network's paths do not change between plans, so a
 /// re-plan on the same topology reuses them (`reused`) instead of running
-/// Yen's algorithm again (`computed`). A cache belongs to one network: used
-/// with another (other nodes or links) it empties itself first.
+/// Yen's algorithm again (`computed`).
+///
+/// A cache belongs to one network. When links are only taken away (a
+/// failure, a drain), the paths that used none of them are kept, their
+/// edges renumbered (`kept_after_change`), and only the others are
+/// computed again (`dropped_after_change`): removing links removes paths
+/// and adds none, so the k shortest that survive are still the k
+/// shortest. An entry that held fewer than k paths under a latency bound
+/// is computed again too (a path past the bound's filter may now be
+/// among the first k). Any other change (a node, a link added, a weight)
+/// empties the cache.
 #[derive(Debug, Clone, Default)]
 pub struct PathCache {
     paths: std::collections::HashMap<PathKey, Vec<Vec<usize>>>,
     network: Option<NetworkFingerprint>,
     pub computed: usize,
     pub reused: usize,
+    pub kept_after_change: usize,
+    pub dropped_after_change: usize,
+}
+
+/// For each edge of `old`, its index in `new`, or `None` where it is gone;
+/// `None` overall when `new` is not `old` with some edges taken away (in
+/// the same order). Twin edges (same ends and weight) are matched first
+/// to first: interchangeable for paths.
+fn removal_map(
+    old: &[(usize, usize, u64)],
+    new: &[(usize, usize, u64)],
+) -> Option<Vec<Option<usize>>> {
+    if new.len() > old.len() {
+        return None;
+    }
+    let mut map = Vec::with_capacity(old.len());
+    let mut j = 0;
+    for edge in old {
+        if new.get(j) == Some(edge) {
+            map.push(Some(j));
+            j += 1;
+        } else {
+            map.push(None);
+        }
+    }
+    (j == new.len()).then_some(map)
 }
 
 impl PathCache {
@@ -163,13 +198,102 @@ impl PathCache {
                 .map(|e| (e.src, e.dst, e.weight.to_bits()))
                 .collect::<Vec<_>>(),
         );
-        if self.network.as_ref() != Some(&fingerprint) {
-            self.paths.clear();
+        let Some(old) = self.network.as_ref() else {
             self.network = Some(fingerprint);
+            return;
+        };
+        if *old == fingerprint {
+            return;
         }
+        let map = (old.0 == fingerprint.0)
+            .then(|| removal_map(&old.1, &fingerprint.1))
+            .flatten();
+        match map {
+            Some(map) => {
+                let (mut kept, mut dropped) = (0, 0);
+                self.paths.retain(|&(_, _, bound, k), paths| {
+                    let survives = paths.iter().flatten().all(|&e| map[e].is_some())
+                        && (bound.is_none() || paths.len() >= k);
+                    if !survives {
+                        dropped += 1;
+                        return false;
+                    }
+                    for e in paths.iter_mut().flatten() {
+                        *e = map[*e].unwrap_or(*e);
+                    }
+                    kept += 1;
+                    true
+                });
+                self.kept_after_change += kept;
+                self.dropped_after_change += dropped;
+            }
+            None => self.paths.clear(),
+        }
+        self.network = Some(fingerprint);
     }
 
-    fn get_or_compute(
+    /// Makes the cache belong to `network` (see the type's documentation);
+    /// [`plan_classes_with`] does it first.
+    pub fn follow(&mut self, network: &Network) {
+        self.check(network);
+    }
+
+    /// Takes paths computed elsewhere (with `options`, on the network the
+    /// cache follows: call [`Self::follow`] first) as the cache's own.
+    pub fn remember(
+        &mut self,
+        src: usize,
+        dst: usize,
+        options: &PathOptions,
+        paths: Vec<Vec<usize>>,
+    ) {
+        if self.paths.len() >= Self::LIMIT {
+            self.paths.clear();
+        }
+        let key = (
+            src,
+            dst,
+            options.max_latency_us.map(f64::to_bits),
+            options.k,
+        );
+        self.paths.insert(key, paths);
+    }
+
+    /// Computes, on every core, the paths of the `pairs` the cache does not
+    /// hold under `options` (after [`Self::follow`]); returns how many.
+    pub fn fill(
+        &mut self,
+        network: &Network,
+        pairs: &[(usize, usize)],
+        options: &PathOptions,
+    ) -> usize {
+        let key = |(src, dst): (usize, usize)| {
+            (
+                src,
+                dst,
+                options.max_latency_us.map(f64::to_bits),
+                options.k,
+            )
+        };
+        let missing: Vec<(usize, usize)> = pairs
+            .iter()
+            .copied()
+            .filter(|&(src, dst)| src != dst && !self.paths.contains_key(&key((src, dst))))
+            .collect();
+        let found = crate::paths::candidate_paths_of_pairs(network, &missing, options);
+        if self.paths.len() + missing.len() > Self::LIMIT {
+            self.paths.clear();
+        }
+        for (pair, paths) in missing.iter().zip(found) {
+            self.paths.insert(key(*pair), paths);
+        }
+        self.computed += missing.len();
+        missing.len()
+    }
+
+    /// The candidate paths of one pair, from the cache or computed (call
+    /// [`Self::follow`] with `network` first).
+    pub fn get_or_compute(
         &mut self,
         network: &Network,
         finder: &mut ShortestPaths,
@@ -960,6 +1084,94 @@ pub(crate) mod tests {
         other.edges[0].weight = 9999.0;
         plan_classes_cached(&other, &[demands.to_vec()], 0, 2, &fast, &mut cache);
         assert_eq!(cache.computed, 2);
+    }
+
+    /// After links are taken away, the paths the cache keeps and those it
+    /// computes again are exactly what a cold cache computes on the new
+    /// network, with and without a latency bound; and only the pairs
+    /// whose paths used a removed link are computed again.
+    #[test]
+    fn a_failure_recomputes_only_the_paths_that_used_the_link() {
+        // A 4x4 grid with two diagonals, weights and latencies varied.
+        let mut links = Vec::new();
+        for r in 0..4 {
+            for c in 0..4 {
+                let n = r * 4 + c;
+                if c < 3 {
+                    links.push((n, n + 1, 1.0 + ((n * 7) % 5) as f64));
+                }
+                if r < 3 {
+                    links.push((n, n + 4, 1.0 + ((n * 3) % 4) as f64));
+                }
+            }
+        }
+        links.push((0, 5, 1.5));
+        links.push((10, 15, 1.5));
+        let build = |links: &[(usize, usize, f64)]| {
+            let mut edges = Vec::new();
+            for &(a, b, w) in links {
+                both_ways(&mut edges, a, b, 10.0, w * 1000.0);
+                let n = edges.len();
+                edges[n - 1].weight = w;
+                edges[n - 2].weight = w;
+            }
+            Network {
+                name: "grid".into(),
+                nodes: (0..16).map(|i| i.to_string()).collect(),
+                edges,
+            }
+        };
+        let options = [
+            PathOptions::k_shortest(3),
+            PathOptions {
+                max_latency_us: Some(6000.0),
+                ..PathOptions::k_shortest(3)
+            },
+        ];
+        let all_pairs = |network: &Network, cache: &mut PathCache| {
+            cache.follow(network);
+            let mut finder = ShortestPaths::new(network);
+            let mut out = Vec::new();
+            for option in &options {
+                for src in 0..16 {
+                    for dst in (0..16).filter(|&d| d != src) {
+                        out.push(cache.get_or_compute(network, &mut finder, src, dst, option));
+                    }
+                }
+            }
+            out
+        };
+        let whole = build(&links);
+        // And the same grid with every weight 1: ties everywhere.
+        let even: Vec<(usize, usize, f64)> = links.iter().map(|&(a, b, _)| (a, b, 1.0)).collect();
+        for (links, failed) in (0..links.len())
+            .map(|f| (&links, f))
+            .chain((0..even.len()).map(|f| (&even, f)))
+        {
+            let whole = build(links);
+            let mut cache = PathCache::default();
+            all_pairs(&whole, &mut cache);
+            let computed = cache.computed;
+            let mut left = links.clone();
+            left.remove(failed);
+            let after = build(&left);
+            let updated = all_pairs(&after, &mut cache);
+            let cold = all_pairs(&after, &mut PathCache::default());
+            assert_eq!(updated, cold, "link {failed} removed");
+            assert!(cache.kept_after_change > 0, "link {failed}: nothing kept");
+            assert_eq!(
+                cache.computed - computed,
+                cache.dropped_after_change,
+                "link {failed}: only the dropped pairs are computed again"
+            );
+        }
+        // A weight change empties the cache.
+        let mut cache = PathCache::default();
+        all_pairs(&whole, &mut cache);
+        let mut heavier = links.clone();
+        heavier[0].2 = 9.0;
+        all_pairs(&build(&heavier), &mut cache);
+        assert_eq!(cache.kept_after_change, 0);
     }
 
     /// The MLU of `plan`'s first class's split under other rates.

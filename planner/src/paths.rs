@@ -408,6 +408,53 @@ pub fn candidate_paths(
     kept
 }
 
+/// [`candidate_paths`] of many pairs, as edge lists, in the pairs' order,
+/// on every core: destinations are dealt to threads (destination modulo
+/// the thread count) so that each thread's distances to a destination
+/// serve all the pairs it gets. A pair a worker could not do (it cannot
+/// panic on input; if it did) has no paths.
+pub fn candidate_paths_of_pairs(
+    network: &Network,
+    pairs: &[(usize, usize)],
+    options: &PathOptions,
+) -> Vec<Vec<Vec<usize>>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let mut found: Vec<Vec<Vec<usize>>> = vec![Vec::new(); pairs.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || {
+                    let mut finder = ShortestPaths::new(network);
+                    let mut out = Vec::new();
+                    for (i, &(src, dst)) in pairs.iter().enumerate() {
+                        if dst % threads != worker {
+                            continue;
+                        }
+                        let paths: Vec<Vec<usize>> =
+                            candidate_paths(network, &mut finder, src, dst, options)
+                                .into_iter()
+                                .map(|p| p.edges)
+                                .collect();
+                        out.push((i, paths));
+                    }
+                    out
+                })
+            })
+            .collect();
+        for worker in workers {
+            if let Ok(results) = worker.join() {
+                for (i, paths) in results {
+                    found[i] = paths;
+                }
+            }
+        }
+    });
+    found
+}
+
 fn shares_edge(network: &Network, a: &Path, b: &Path) -> bool {
     let key = |e: usize| {
         let edge = &network.edges[e];
