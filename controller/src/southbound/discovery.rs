@@ -169,7 +169,8 @@ pub fn discover(
     let interface = |node: &str, name: &str| -> Option<&InterfaceReport> {
         reports.get(node)?.iter().find(|i| i.name == name)
     };
-    let mut failed: Vec<(String, String)> = Vec::new();
+    // Each failed direction with why (its link at hand, for the reverse).
+    let mut failed: Vec<(&aiwan_planner::Link, String)> = Vec::new();
     for link in topology.links.iter().filter(|l| l.admin_up) {
         if hosts.contains(link.src.as_str()) {
             continue;
@@ -178,20 +179,20 @@ pub fn discover(
         let peer_end = format!("{}:{}", link.dst, link.dst_interface);
         let Some(own) = reports.get(&link.src) else {
             failed.push((
-                end,
+                link,
                 format!("the agent of {} has not reported its interfaces", link.src),
             ));
             continue;
         };
         let Some(own) = own.iter().find(|i| i.name == link.src_interface) else {
             failed.push((
-                end,
+                link,
                 format!("{} has no interface {}", link.src, link.src_interface),
             ));
             continue;
         };
         if !own.up {
-            failed.push((end.clone(), format!("{end} is down")));
+            failed.push((link, format!("{end} is down")));
             continue;
         }
         let peer = match reports.get(&link.dst) {
@@ -200,7 +201,7 @@ pub fn discover(
                 Some(peer) => Some(peer),
                 None => {
                     failed.push((
-                        end,
+                        link,
                         format!("{} has no interface {}", link.dst, link.dst_interface),
                     ));
                     continue;
@@ -244,7 +245,7 @@ pub fn discover(
                 ),
             };
             failed.push((
-                end,
+                link,
                 format!("no {} next hop: {evidence}", missing.join(" or ")),
             ));
             continue;
@@ -254,22 +255,24 @@ pub fn discover(
             .insert((link.src.clone(), link.src_interface.clone()), gateways);
     }
     // Both directions of an unresolved link go.
-    for (end, reason) in failed {
-        if let Some(link) = topology
-            .links
-            .iter()
-            .find(|l| format!("{}:{}", l.src, l.src_interface) == end)
-        {
-            let reverse = format!("{}:{}", link.dst, link.dst_interface);
+    let ends: BTreeSet<(&str, &str)> = topology
+        .links
+        .iter()
+        .map(|l| (l.src.as_str(), l.src_interface.as_str()))
+        .collect();
+    for (link, reason) in failed {
+        if ends.contains(&(link.dst.as_str(), link.dst_interface.as_str())) {
             discovery
                 .gateways
                 .remove(&(link.dst.clone(), link.dst_interface.clone()));
             discovery
                 .unresolved
-                .entry(reverse)
+                .entry(format!("{}:{}", link.dst, link.dst_interface))
                 .or_insert_with(|| format!("the other direction: {reason}"));
         }
-        discovery.unresolved.insert(end, reason);
+        discovery
+            .unresolved
+            .insert(format!("{}:{}", link.src, link.src_interface), reason);
     }
     let prefixes: Vec<IpNet> = topology
         .nodes

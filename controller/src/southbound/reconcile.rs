@@ -287,7 +287,8 @@ impl Reconciler {
         for (router, held) in &observed {
             self.reports.insert(router.clone(), held.interfaces.clone());
         }
-        self.reports.retain(|router, _| routers.contains(router));
+        let known: BTreeSet<&String> = routers.iter().collect();
+        self.reports.retain(|router, _| known.contains(router));
         let discovery = super::discovery::discover(&topology, &self.reports);
         self.note_discovery(&discovery, &mut report);
         let topology = discovery.effective(&topology);
