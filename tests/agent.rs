@@ -76,60 +76,25 @@ impl Lab {
                 "ip", "-n", n, "link", "add", "veth2", "type", "veth", "peer", "name", "veth2p",
                 "netns", p,
             ],
-            vec!["ip", "-n", n, "addr", "add", "10.0.1.1/24", "dev", "veth1"],
-            vec!["ip", "-n", n, "addr", "add", "10.0.2.1/24", "dev", "veth2"],
-            vec!["ip", "-n", p, "addr", "add", "10.0.1.2/24", "dev", "veth1p"],
-            vec!["ip", "-n", p, "addr", "add", "10.0.2.2/24", "dev", "veth2p"],
-            vec![
-                "ip",
-                "-n",
-                n,
-                "addr",
-                "add",
-                "fc00:1::1/64",
-                "dev",
-                "veth1",
-                "nodad",
-            ],
-            vec![
-                "ip",
-                "-n",
-                n,
-                "addr",
-                "add",
-                "fc00:2::1/64",
-                "dev",
-                "veth2",
-                "nodad",
-            ],
-            vec![
-                "ip",
-                "-n",
-                p,
-                "addr",
-                "add",
-                "fc00:1::2/64",
-                "dev",
-                "veth1p",
-                "nodad",
-            ],
-            vec![
-                "ip",
-                "-n",
-                p,
-                "addr",
-                "add",
-                "fc00:2::2/64",
-                "dev",
-                "veth2p",
-                "nodad",
-            ],
             vec!["ip", "-n", n, "link", "set", "veth1", "up"],
             vec!["ip", "-n", n, "link", "set", "veth2", "up"],
             vec!["ip", "-n", p, "link", "set", "veth1p", "up"],
             vec!["ip", "-n", p, "link", "set", "veth2p", "up"],
         ];
-        for cmd in setup {
+        // Each end's addresses: (namespace, interface, IPv4, IPv6).
+        let addresses = [
+            (n, "veth1", "10.0.1.1/24", "fc00:1::1/64"),
+            (n, "veth2", "10.0.2.1/24", "fc00:2::1/64"),
+            (p, "veth1p", "10.0.1.2/24", "fc00:1::2/64"),
+            (p, "veth2p", "10.0.2.2/24", "fc00:2::2/64"),
+        ];
+        let addressing = addresses.iter().flat_map(|&(ns, dev, v4, v6)| {
+            [
+                vec!["ip", "-n", ns, "addr", "add", v4, "dev", dev],
+                vec!["ip", "-n", ns, "addr", "add", v6, "dev", dev, "nodad"],
+            ]
+        });
+        for cmd in setup.into_iter().chain(addressing) {
             if let Err(e) = sh(&cmd) {
                 return support::skip(test, &format!("lab setup failed ({e})"));
             }
