@@ -13,6 +13,7 @@
 //!   killed process and a power cut.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +129,100 @@ macro_rules! select_plans {
             $clauses
         )
     };
+}
+
+/// One column value of a multi-row insert ([`insert_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Text(String),
+    Int(i64),
+    Null,
+}
+
+impl From<&String> for Value {
+    fn from(text: &String) -> Self {
+        Value::Text(text.clone())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.to_string())
+    }
+}
+
+impl From<Option<&String>> for Value {
+    fn from(text: Option<&String>) -> Self {
+        text.map_or(Value::Null, Value::from)
+    }
+}
+
+/// Most bound parameters in one statement: SQLite allows 32,766 and
+/// PostgreSQL 65,535.
+const MAX_PARAMETERS_PER_STATEMENT: usize = 30_000;
+
+/// The columns of `jobs` that [`job_from_row`] reads.
+const JOB_COLUMNS: &str = "job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
+     start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
+     max_latency_us, pin_json, collective_json, admission_policy, admission_json, \
+     burst_json, progress_json";
+
+/// `$1, $2, .., $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `INSERT INTO table (columns) VALUES ($1, ..), ($n, ..)` for `rows`
+/// rows, numbered placeholders (both engines read `$n`).
+fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    let mut parameter = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            parameter += 1;
+            sql.push_str(&format!("${parameter}"));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts `rows` (each one value per column) into `table`, as few
+/// statements as the engines' parameter limits allow. `table` and
+/// `columns` are the store's own names, never input.
+async fn insert_rows(
+    tx: &mut Transaction<'static, Any>,
+    table: &str,
+    columns: &[&str],
+    rows: &[Vec<Value>],
+) -> Result<(), StoreError> {
+    let rows_per_statement = (MAX_PARAMETERS_PER_STATEMENT / columns.len().max(1)).max(1);
+    for chunk in rows.chunks(rows_per_statement) {
+        let sql = multi_row_insert(table, columns, chunk.len());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            debug_assert_eq!(row.len(), columns.len(), "a row of {table}");
+            for value in row {
+                query = match value {
+                    Value::Text(text) => query.bind(text.clone()),
+                    Value::Int(number) => query.bind(*number),
+                    Value::Null => query.bind(None::<String>),
+                };
+            }
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -270,66 +365,91 @@ impl Store {
             };
             sqlx::query(sql).execute(&mut *tx).await?;
         }
+        // Multi-row inserts: a large topology is thousands of rows, and one
+        // round trip each made an import take seconds on PostgreSQL while
+        // every other write waited behind it.
+        let mut sites = Vec::new();
+        let mut prefixes = Vec::new();
         for site in &topology.sites {
-            sqlx::query("INSERT INTO sites (site_id) VALUES ($1)")
-                .bind(&site.id)
-                .execute(&mut *tx)
-                .await?;
+            sites.push(vec![Value::from(&site.id)]);
             for prefix in &site.prefixes {
-                sqlx::query(
-                    "INSERT INTO prefixes (prefix, site_id, node_id) VALUES ($1, $2, NULL)",
-                )
-                .bind(prefix.to_string())
-                .bind(&site.id)
-                .execute(&mut *tx)
-                .await?;
+                prefixes.push(vec![
+                    Value::Text(prefix.to_string()),
+                    Value::from(&site.id),
+                    Value::Null,
+                ]);
             }
         }
+        let mut nodes = Vec::new();
         for node in &topology.nodes {
-            sqlx::query("INSERT INTO nodes (node_id, site_id, role) VALUES ($1, $2, $3)")
-                .bind(&node.id)
-                .bind(node.site.as_deref())
-                .bind(node.role.as_str())
-                .execute(&mut *tx)
-                .await?;
+            nodes.push(vec![
+                Value::from(&node.id),
+                Value::from(node.site.as_ref()),
+                Value::from(node.role.as_str()),
+            ]);
             for prefix in &node.prefixes {
-                sqlx::query("INSERT INTO prefixes (prefix, site_id, node_id) VALUES ($1, $2, $3)")
-                    .bind(prefix.to_string())
-                    .bind(node.site.as_deref())
-                    .bind(&node.id)
-                    .execute(&mut *tx)
-                    .await?;
+                prefixes.push(vec![
+                    Value::Text(prefix.to_string()),
+                    Value::from(node.site.as_ref()),
+                    Value::from(&node.id),
+                ]);
             }
         }
+        let mut links = Vec::new();
+        let mut srlgs = Vec::new();
         for link in &topology.links {
             let capacity = i64::try_from(link.capacity_bps)
                 .map_err(|_| corrupt(format!("capacity of {}:{}", link.src, link.src_interface)))?;
             let latency = i64::try_from(link.latency_us)
                 .map_err(|_| corrupt(format!("latency of {}:{}", link.src, link.src_interface)))?;
-            sqlx::query(
-                "INSERT INTO links (src_node, src_interface, dst_node, dst_interface, \
-                 capacity_bps, latency_us, admin_up) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&link.src)
-            .bind(&link.src_interface)
-            .bind(&link.dst)
-            .bind(&link.dst_interface)
-            .bind(capacity)
-            .bind(latency)
-            .bind(i64::from(link.admin_up))
-            .execute(&mut *tx)
-            .await?;
+            links.push(vec![
+                Value::from(&link.src),
+                Value::from(&link.src_interface),
+                Value::from(&link.dst),
+                Value::from(&link.dst_interface),
+                Value::Int(capacity),
+                Value::Int(latency),
+                Value::Int(i64::from(link.admin_up)),
+            ]);
             for srlg in &link.srlgs {
-                sqlx::query(
-                    "INSERT INTO link_srlgs (src_node, src_interface, srlg) VALUES ($1, $2, $3)",
-                )
-                .bind(&link.src)
-                .bind(&link.src_interface)
-                .bind(srlg)
-                .execute(&mut *tx)
-                .await?;
+                srlgs.push(vec![
+                    Value::from(&link.src),
+                    Value::from(&link.src_interface),
+                    Value::from(srlg),
+                ]);
             }
         }
+        insert_rows(&mut tx, "sites", &["site_id"], &sites).await?;
+        insert_rows(&mut tx, "nodes", &["node_id", "site_id", "role"], &nodes).await?;
+        insert_rows(
+            &mut tx,
+            "prefixes",
+            &["prefix", "site_id", "node_id"],
+            &prefixes,
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            "links",
+            &[
+                "src_node",
+                "src_interface",
+                "dst_node",
+                "dst_interface",
+                "capacity_bps",
+                "latency_us",
+                "admin_up",
+            ],
+            &links,
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            "link_srlgs",
+            &["src_node", "src_interface", "srlg"],
+            &srlgs,
+        )
+        .await?;
         let previous: Option<i64> =
             sqlx::query_scalar("SELECT revision FROM topology_meta WHERE id = 1")
                 .fetch_optional(&mut *tx)
@@ -745,85 +865,102 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<JobRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT job_id FROM jobs WHERE job_id > $1 AND ($2 = '' OR tenant = $2) \
-             ORDER BY job_id LIMIT $3",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id > $1 AND ($2 = '' OR tenant = $2) \
+             ORDER BY job_id LIMIT $3"
+        )))
         .bind(after)
         .bind(tenant.unwrap_or(""))
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            // A job deleted between the two reads is simply not listed.
-            if let Some(job) = Self::read_job(&mut conn, &id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        Self::read_jobs(&mut conn, &rows).await
     }
 
     async fn read_job(
         conn: &mut sqlx::AnyConnection,
         job_id: &str,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT job_id, tenant, traffic_class, rate_bps, volume_bytes, deadline_ms, \
-             start_ms, end_ms, priority, cancelled_ms, created_ms, updated_ms, creator, \
-             max_latency_us, pin_json, collective_json, admission_policy, admission_json, \
-             burst_json, progress_json FROM jobs WHERE job_id = $1",
-        )
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"
+        )))
         .bind(job_id)
         .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(None);
         };
-        let endpoint_rows = sqlx::query(
-            "SELECT side, site_id, prefix FROM job_endpoints WHERE job_id = $1 \
-             ORDER BY side, position",
-        )
-        .bind(job_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut sources = Vec::new();
-        let mut destinations = Vec::new();
-        for endpoint_row in &endpoint_rows {
-            let side: String = endpoint_row.try_get("side")?;
-            let site: Option<String> = endpoint_row.try_get("site_id")?;
-            let prefix: Option<String> = endpoint_row.try_get("prefix")?;
-            let endpoint = match (site, prefix) {
-                (Some(site), None) => Endpoint::Site(site),
-                (None, Some(prefix)) => Endpoint::Prefix(
-                    prefix
-                        .parse()
-                        .map_err(|_| corrupt(format!("prefix {prefix:?} of job {job_id}")))?,
-                ),
-                _ => return Err(corrupt(format!("endpoint of job {job_id}"))),
-            };
-            match side.as_str() {
-                "src" => sources.push(endpoint),
-                _ => destinations.push(endpoint),
+        Ok(Self::read_jobs(conn, std::slice::from_ref(&row))
+            .await?
+            .pop())
+    }
+
+    /// The jobs of `rows` (of [`JOB_COLUMNS`]) with their endpoints and
+    /// demands, in the rows' order: two queries for all of them, not two
+    /// per job (a plan reads every job, and there may be thousands).
+    async fn read_jobs(
+        conn: &mut sqlx::AnyConnection,
+        rows: &[AnyRow],
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("job_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Per job: sources, destinations, demands.
+        type Parts = (Vec<Endpoint>, Vec<Endpoint>, Vec<DemandRecord>);
+        let mut parts: HashMap<String, Parts> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_PARAMETERS_PER_STATEMENT) {
+            let list = placeholders(chunk.len());
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT job_id, side, site_id, prefix FROM job_endpoints \
+                 WHERE job_id IN ({list}) ORDER BY job_id, side, position"
+            )));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let job_id: String = row.try_get("job_id")?;
+                let side: String = row.try_get("side")?;
+                let site: Option<String> = row.try_get("site_id")?;
+                let prefix: Option<String> = row.try_get("prefix")?;
+                let endpoint = match (site, prefix) {
+                    (Some(site), None) => Endpoint::Site(site),
+                    (None, Some(prefix)) => Endpoint::Prefix(
+                        prefix
+                            .parse()
+                            .map_err(|_| corrupt(format!("prefix {prefix:?} of job {job_id}")))?,
+                    ),
+                    _ => return Err(corrupt(format!("endpoint of job {job_id}"))),
+                };
+                let (sources, destinations, _) = parts.entry(job_id).or_default();
+                match side.as_str() {
+                    "src" => sources.push(endpoint),
+                    _ => destinations.push(endpoint),
+                }
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT job_id, src_position, dst_position, rate_bps FROM demands \
+                 WHERE job_id IN ({list}) ORDER BY job_id, src_position, dst_position"
+            )));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let job_id: String = row.try_get("job_id")?;
+                parts.entry(job_id).or_default().2.push(DemandRecord {
+                    src_position: row.try_get("src_position")?,
+                    dst_position: row.try_get("dst_position")?,
+                    rate_bps: row.try_get("rate_bps")?,
+                });
             }
         }
-        let demands = sqlx::query(
-            "SELECT src_position, dst_position, rate_bps FROM demands WHERE job_id = $1 \
-             ORDER BY src_position, dst_position",
-        )
-        .bind(job_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|demand| {
-            Ok(DemandRecord {
-                src_position: demand.try_get("src_position")?,
-                dst_position: demand.try_get("dst_position")?,
-                rate_bps: demand.try_get("rate_bps")?,
+        rows.iter()
+            .zip(&ids)
+            .map(|(row, id)| {
+                let (sources, destinations, demands) = parts.remove(id).unwrap_or_default();
+                job_from_row(row, sources, destinations, demands)
             })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        job_from_row(&row, sources, destinations, demands).map(Some)
+            .collect()
     }
 
     // Plans ----------------------------------------------------------------
@@ -832,18 +969,12 @@ impl Store {
     /// is computed from (the caller filters by time).
     pub async fn uncancelled_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT job_id FROM jobs WHERE cancelled_ms IS NULL ORDER BY job_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE cancelled_ms IS NULL ORDER BY job_id"
+        )))
         .fetch_all(&mut *conn)
         .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = Self::read_job(&mut conn, &id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        Self::read_jobs(&mut conn, &rows).await
     }
 
     /// Stores a new plan version as the desired state: the plan row, one
@@ -1505,4 +1636,21 @@ fn job_from_row(
         admission: json_column(row, "admission_json", &job_id)?,
         progress: json_column(row, "progress_json", &job_id)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_row_insert_numbers_its_placeholders_across_rows() {
+        assert_eq!(
+            multi_row_insert("nodes", &["node_id", "role"], 3),
+            "INSERT INTO nodes (node_id, role) VALUES ($1, $2), ($3, $4), ($5, $6)"
+        );
+        assert_eq!(
+            multi_row_insert("sites", &["site_id"], 1),
+            "INSERT INTO sites (site_id) VALUES ($1)"
+        );
+    }
 }
