@@ -21,8 +21,19 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// The controller process, killed when dropped: a failing assertion must
+/// not leave it running.
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `aiwan controller` as a child process and waits until it serves.
-async fn spawn_controller(db: &TestDb, addr: SocketAddr, log_name: &str) -> Child {
+async fn spawn_controller(db: &TestDb, addr: SocketAddr, log_name: &str) -> Controller {
     let log = std::fs::File::create(db.dir.path().join(log_name)).expect("log file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_aiwan"));
     command
@@ -42,14 +53,16 @@ async fn spawn_controller(db: &TestDb, addr: SocketAddr, log_name: &str) -> Chil
     if let Some(url) = &db.database_url {
         command.arg("--database-url").arg(url);
     }
-    let mut child = command.spawn().expect("spawn aiwan controller");
-    support::wait_until_serving(&mut child, addr, &db.dir.path().join(log_name)).await;
-    child
+    let child = command.spawn().expect("spawn aiwan controller");
+    let mut controller = Controller(child);
+    support::wait_until_serving(&mut controller.0, addr, &db.dir.path().join(log_name)).await;
+    controller
 }
 
-fn sigkill(child: &mut Child) {
+fn sigkill(controller: &mut Controller) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
+    let child = &mut controller.0;
     let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     kill(pid, Signal::SIGKILL).expect("SIGKILL");
     child.wait().expect("reap");
