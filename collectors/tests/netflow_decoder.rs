@@ -37,10 +37,24 @@ fn flow(n: u8, bytes: u64, packets: u64) -> FlowRecord {
     }
 }
 
+/// Decodes `datagrams` in order. Every datagram of every test here is
+/// also decoded by a copy of the decoder that reads records through the
+/// generic walk only: the templates' compiled readers must give the same
+/// records, outcomes and counters.
 fn decode(decoder: &mut NetflowDecoder, from: &str, datagrams: &[Vec<u8>]) -> FlowBatch {
     let mut batch = FlowBatch::default();
     for datagram in datagrams {
-        let _ = decoder.decode(source(from), NOW_MS, datagram, &mut batch);
+        let mut generic = decoder.generic_copy();
+        let mut generic_batch = batch.clone();
+        let outcome = decoder.decode(source(from), NOW_MS, datagram, &mut batch);
+        let generic_outcome = generic.decode(source(from), NOW_MS, datagram, &mut generic_batch);
+        assert_eq!(
+            format!("{outcome:?}"),
+            format!("{generic_outcome:?}"),
+            "outcome"
+        );
+        assert_eq!(batch, generic_batch, "records of the compiled readers");
+        assert_eq!(decoder.reports(), generic.reports(), "counters");
     }
     batch
 }

@@ -454,6 +454,7 @@ impl CollectorLimits {
                 .max_template_fields
                 .min(aiwan_collectors::netflow::template::MAX_TEMPLATE_FIELDS),
             pending_max_total_bytes: self.pending_max_total_bytes,
+            generic_records_only: false,
         }
     }
 }

@@ -63,6 +63,10 @@ pub struct NetflowOptions {
     /// Bytes of held data sets of all exporters together: each exporter
     /// holds at most its share of it (and at most `pending_max_bytes`).
     pub pending_max_total_bytes: usize,
+    /// Decode every record through the generic walk over its template's
+    /// fields, not through the reader compiled for fixed layouts: the
+    /// reference the compiled readers are tested against.
+    pub generic_records_only: bool,
 }
 
 impl Default for NetflowOptions {
@@ -77,12 +81,26 @@ impl Default for NetflowOptions {
             max_templates_total: 20_000,
             max_template_fields: 128,
             pending_max_total_bytes: 32 << 20,
+            generic_records_only: false,
         }
     }
 }
 
+/// `definition` compiled for decoding under `options`.
+fn compile_template(
+    definition: TemplateDefinition,
+    options: &NetflowOptions,
+) -> Result<CompiledTemplate, template::TemplateProblem> {
+    let template = CompiledTemplate::compile(definition)?;
+    Ok(if options.generic_records_only {
+        template.generic()
+    } else {
+        template
+    })
+}
+
 /// The state of the NetFlow/IPFIX collector of one shard.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct NetflowDecoder {
     options: NetflowOptions,
     exporters: HashMap<ExporterKey, ExporterState>,
@@ -250,6 +268,21 @@ impl NetflowDecoder {
         TemplateSnapshot { exporters }
     }
 
+    /// A copy of this decoder, in the same state, that decodes every
+    /// record through the generic walk (as with
+    /// [`NetflowOptions::generic_records_only`]): what tests compare the
+    /// compiled readers against, datagram by datagram.
+    pub fn generic_copy(&self) -> NetflowDecoder {
+        let mut copy = self.clone();
+        copy.options.generic_records_only = true;
+        for state in copy.exporters.values_mut() {
+            for template in state.templates.values_mut() {
+                *template = template.clone().generic();
+            }
+        }
+        copy
+    }
+
     /// Loads saved templates and sampling rates. Templates that no longer
     /// compile are skipped; returns how many were restored.
     pub fn restore(&mut self, snapshot: &TemplateSnapshot) -> usize {
@@ -267,7 +300,7 @@ impl NetflowDecoder {
                 {
                     continue;
                 }
-                if let Ok(template) = CompiledTemplate::compile(definition.clone())
+                if let Ok(template) = compile_template(definition.clone(), &limits)
                     && state.templates.insert(definition.id, template).is_none()
                 {
                     total += 1;
@@ -507,7 +540,7 @@ fn walk_sets(
                             note(state, &mut outcome.error, error);
                             continue;
                         }
-                        match CompiledTemplate::compile(definition) {
+                        match compile_template(definition, &limits) {
                             Ok(template) => {
                                 if state.templates.insert(id, template).is_none() {
                                     *template_total += 1;
