@@ -533,6 +533,59 @@ fn one_failure(
     })
 }
 
+/// A re-plan after a 10% traffic change: every demand's rate times a
+/// seeded factor between 0.9 and 1.1, solved cold and warm-started from
+/// `before` (the plan of the traffic before), on the same paths; times,
+/// steps, MLUs and proven gaps of both, and the warm time over the cold.
+fn warm_replan(
+    problem: &mut Problem,
+    before: &aiwan_planner::fast::FastSolution,
+    options: &FastOptions,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    // Scaled in place and put back after (a copy of Kdl's or ASN2k's
+    // paths would double the bench's peak memory).
+    let rates: Vec<f64> = problem.demands.iter().map(|d| d.rate).collect();
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for demand in &mut problem.demands {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+        demand.rate *= 0.9 + 0.2 * unit;
+    }
+    let changed = &*problem;
+    let run = |warm_start: Option<Allocation>| {
+        let options = FastOptions {
+            warm_start,
+            ..options.clone()
+        };
+        let started = Instant::now();
+        let solution = solve_fast(changed, &options);
+        let seconds = started.elapsed().as_secs_f64();
+        let mlu = changed.evaluate(&solution.allocation)?.mlu;
+        anyhow::Ok((solution, seconds, mlu))
+    };
+    let (cold, cold_s, cold_mlu) = run(None)?;
+    let (warm, warm_s, warm_mlu) = run(Some(before.allocation.clone()))?;
+    for (demand, rate) in problem.demands.iter_mut().zip(rates) {
+        demand.rate = rate;
+    }
+    Ok(serde_json::json!({
+        "change": "every demand's rate times a factor in [0.9, 1.1]",
+        "cold_s": cold_s,
+        "cold_mlu": cold_mlu,
+        "cold_iterations": cold.iterations,
+        "cold_gap": cold_mlu / cold.lower_bound,
+        "warm_s": warm_s,
+        "warm_mlu": warm_mlu,
+        "warm_iterations": warm.iterations,
+        "warm_gap": warm_mlu / warm.lower_bound,
+        "warm_over_cold_s": warm_s / cold_s,
+        "warm_over_cold_mlu": warm_mlu / cold_mlu,
+    }))
+}
+
 /// `aiwan bench planner`: per topology, a gravity matrix over K shortest
 /// paths, solved by the reference LP and the fast solver in the same run;
 /// MLU and time of each, and their ratios.
@@ -545,7 +598,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             .pop()
             .context("gravity model gave no matrix")?;
         let started = Instant::now();
-        let problem = Problem::with_k_paths(
+        let mut problem = Problem::with_k_paths(
             network.clone(),
             &matrix,
             &PathOptions::k_shortest(args.paths),
@@ -561,6 +614,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         let fast = solve_fast(&problem, &options);
         let fast_s = started.elapsed().as_secs_f64();
         let fast_mlu = problem.evaluate(&fast.allocation)?.mlu;
+        let warm_replan = warm_replan(&mut problem, &fast, &options, args.seed)?;
 
         let variables: usize = problem.demands.iter().map(|d| d.paths.len()).sum::<usize>() + 1;
         let mut entry = serde_json::json!({
@@ -578,6 +632,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             // paths does better, so fast_gap bounds fast / LP from above.
             "fast_lower_bound": fast.lower_bound,
             "fast_gap": fast_mlu / fast.lower_bound,
+            "warm_replan": warm_replan,
         });
         if variables > args.max_lp_vars {
             entry["lp_status"] = serde_json::json!(format!(
