@@ -175,6 +175,21 @@ fn placeholders(n: usize) -> String {
         .join(", ")
 }
 
+/// The rows `sql` returns with `{ids}` replaced by one placeholder per
+/// job ID of `ids`, bound in order. `sql` is the store's own text.
+async fn rows_for_ids(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    ids: &[String],
+) -> Result<Vec<AnyRow>, StoreError> {
+    let sql = sql.replace("{ids}", &placeholders(ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.as_str());
+    }
+    Ok(query.fetch_all(&mut *conn).await?)
+}
+
 /// `INSERT INTO table (columns) VALUES ($1, ..), ($n, ..)` for `rows`
 /// rows, numbered placeholders (both engines read `$n`).
 fn multi_row_insert(table: &str, columns: &[&str], rows: usize) -> String {
@@ -910,15 +925,14 @@ impl Store {
         type Parts = (Vec<Endpoint>, Vec<Endpoint>, Vec<DemandRecord>);
         let mut parts: HashMap<String, Parts> = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_PARAMETERS_PER_STATEMENT) {
-            let list = placeholders(chunk.len());
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let endpoints = rows_for_ids(
+                conn,
                 "SELECT job_id, side, site_id, prefix FROM job_endpoints \
-                 WHERE job_id IN ({list}) ORDER BY job_id, side, position"
-            )));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            for row in query.fetch_all(&mut *conn).await? {
+                 WHERE job_id IN ({ids}) ORDER BY job_id, side, position",
+                chunk,
+            )
+            .await?;
+            for row in endpoints {
                 let job_id: String = row.try_get("job_id")?;
                 let side: String = row.try_get("side")?;
                 let site: Option<String> = row.try_get("site_id")?;
@@ -938,14 +952,14 @@ impl Store {
                     _ => destinations.push(endpoint),
                 }
             }
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let demands = rows_for_ids(
+                conn,
                 "SELECT job_id, src_position, dst_position, rate_bps FROM demands \
-                 WHERE job_id IN ({list}) ORDER BY job_id, src_position, dst_position"
-            )));
-            for id in chunk {
-                query = query.bind(id.as_str());
-            }
-            for row in query.fetch_all(&mut *conn).await? {
+                 WHERE job_id IN ({ids}) ORDER BY job_id, src_position, dst_position",
+                chunk,
+            )
+            .await?;
+            for row in demands {
                 let job_id: String = row.try_get("job_id")?;
                 parts.entry(job_id).or_default().2.push(DemandRecord {
                     src_position: row.try_get("src_position")?,
