@@ -289,6 +289,41 @@ async fn topology_import_takes_the_planners_formats() {
     controller.shutdown().await.expect("shutdown");
 }
 
+/// `aiwan plan --solver highs`: HiGHS and the fast solver side by side in
+/// a build with HiGHS; without, a refusal that says how to build it.
+#[test]
+fn plan_with_highs_or_how_to_get_it() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let output = aiwan(&[
+        "plan",
+        "--topology",
+        fixtures.join("diamond.json").to_str().expect("utf-8"),
+        "--traffic",
+        fixtures.join("diamond.hist").to_str().expect("utf-8"),
+        "--snapshot",
+        "1",
+        "--tunnels",
+        fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
+        "--solver",
+        "highs",
+        "--json",
+    ]);
+    if cfg!(feature = "highs") {
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("one JSON document");
+        let solvers = report["solvers"].as_array().expect("solvers");
+        let names: Vec<&str> = solvers.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["highs", "fast"]);
+        let highs = solvers[0]["mlu"].as_f64().expect("mlu");
+        assert!((highs - 1.0).abs() < 1e-6, "{report}");
+    } else {
+        assert!(!output.status.success());
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("--features highs"), "{stderr}");
+    }
+}
+
 /// `aiwan plan` on the project's own fixture: both solvers reach the hand
 /// optimum, and the written allocation recomputes to the reported MLU.
 #[test]

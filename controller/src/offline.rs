@@ -16,10 +16,39 @@ use anyhow::{Context, bail};
 /// Which solvers `aiwan plan` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SolverChoice {
+    /// The reference LP (Clarabel).
     Lp,
     Fast,
+    /// The reference LP and the fast solver.
     Both,
+    /// HiGHS over the same paths, and the fast solver beside it (an aiwan
+    /// built with `--features highs`).
+    Highs,
 }
+
+/// The path LP solved by HiGHS; the outer error when this build has no
+/// HiGHS.
+#[cfg(feature = "highs")]
+fn highs_path_lp(
+    problem: &Problem,
+    time_limit_s: f64,
+) -> anyhow::Result<Result<(Allocation, f64), LpError>> {
+    Ok(aiwan_planner::highs_lp::path_lp_highs(
+        problem,
+        Some(time_limit_s),
+    ))
+}
+
+#[cfg(not(feature = "highs"))]
+fn highs_path_lp(
+    _problem: &Problem,
+    _time_limit_s: f64,
+) -> anyhow::Result<Result<(Allocation, f64), LpError>> {
+    bail!(HIGHS_MISSING)
+}
+
+const HIGHS_MISSING: &str = "--solver highs: this aiwan was built without HiGHS; build it \
+     with `cargo build --release --features highs` (needs cmake, a C++ compiler and libclang)";
 
 /// Arguments of `aiwan plan`.
 #[derive(Debug, Clone, clap::Args)]
@@ -159,6 +188,10 @@ fn add_what_if(entry: &mut serde_json::Value, problem: &Problem, allocation: &Al
 
 /// `aiwan plan`.
 pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
+    // Said before the paths are computed, which may take minutes.
+    if args.solver == SolverChoice::Highs && !cfg!(feature = "highs") {
+        bail!(HIGHS_MISSING);
+    }
     let network = formats::load_network(&args.topology, args.capacity)?;
     let series = formats::load_traffic(&args.traffic, &network, args.traffic_scale)?;
     let Some(matrix) = series.get(args.snapshot) else {
@@ -181,32 +214,36 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
 
     let mut solvers = Vec::new();
     let mut allocations = serde_json::Map::new();
-    if matches!(args.solver, SolverChoice::Lp | SolverChoice::Both) {
+    if args.solver != SolverChoice::Fast {
         let started = Instant::now();
-        let solved = path_lp(&problem, Some(args.lp_time_limit));
+        let (name, solved) = if args.solver == SolverChoice::Highs {
+            ("highs", highs_path_lp(&problem, args.lp_time_limit)?)
+        } else {
+            ("lp", path_lp(&problem, Some(args.lp_time_limit)))
+        };
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
         match solved {
             Ok((allocation, _)) => {
                 let mlu = problem.evaluate(&allocation)?.mlu;
                 let mut entry = serde_json::json!({
-                    "name": "lp", "status": "solved", "mlu": mlu, "solve_ms": solve_ms,
+                    "name": name, "status": "solved", "mlu": mlu, "solve_ms": solve_ms,
                 });
                 if args.what_if {
                     add_what_if(&mut entry, &problem, &allocation);
                 }
                 solvers.push(entry);
-                allocations.insert("lp".into(), allocation_json(&problem, &allocation));
+                allocations.insert(name.into(), allocation_json(&problem, &allocation));
             }
             // With the fast solver beside it, an LP that does not finish
             // is a result to report, not a reason to print nothing.
-            Err(error) if args.solver == SolverChoice::Both => {
+            Err(error) if args.solver != SolverChoice::Lp => {
                 let status = match &error {
                     LpError::NotSolved(reason) if reason == "MaxTime" => "timed_out",
                     _ => "failed",
                 };
                 tracing::warn!(%error, "the reference LP has no plan; the fast solver's follows");
                 solvers.push(serde_json::json!({
-                    "name": "lp",
+                    "name": name,
                     "status": status,
                     "error": error.to_string(),
                     "solve_ms": solve_ms,
@@ -221,7 +258,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if matches!(args.solver, SolverChoice::Fast | SolverChoice::Both) {
+    if args.solver != SolverChoice::Lp {
         let started = Instant::now();
         let solution = solve_fast(&problem, &FastOptions::default());
         let solve_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -586,6 +623,48 @@ fn warm_replan(
     }))
 }
 
+/// HiGHS on the same problem, in the same run, when this build has it:
+/// the outside solver the fast one is compared with (`highs_s`,
+/// `highs_mlu`, `speedup_over_highs`, `mlu_over_highs`).
+#[cfg(feature = "highs")]
+fn add_highs(
+    entry: &mut serde_json::Value,
+    problem: &Problem,
+    fast_s: f64,
+    fast_mlu: f64,
+    time_limit_s: f64,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let solved = aiwan_planner::highs_lp::path_lp_highs(problem, Some(time_limit_s));
+    let highs_s = started.elapsed().as_secs_f64();
+    match solved {
+        Ok((_, highs_mlu)) => {
+            entry["highs_status"] = serde_json::json!("solved");
+            entry["highs_mlu"] = serde_json::json!(highs_mlu);
+            entry["highs_s"] = serde_json::json!(highs_s);
+            entry["speedup_over_highs"] = serde_json::json!(highs_s / fast_s);
+            entry["mlu_over_highs"] = serde_json::json!(fast_mlu / highs_mlu);
+        }
+        Err(error) => {
+            entry["highs_status"] = serde_json::json!(format!("{error} after {highs_s:.0} s"));
+            entry["speedup_over_highs_at_least"] = serde_json::json!(highs_s / fast_s);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "highs"))]
+fn add_highs(
+    entry: &mut serde_json::Value,
+    _problem: &Problem,
+    _fast_s: f64,
+    _fast_mlu: f64,
+    _time_limit_s: f64,
+) -> anyhow::Result<()> {
+    entry["highs_status"] = serde_json::json!("not in this build (--features highs)");
+    Ok(())
+}
+
 /// `aiwan bench planner`: per topology, a gravity matrix over K shortest
 /// paths, solved by the reference LP and the fast solver in the same run;
 /// MLU and time of each, and their ratios.
@@ -660,6 +739,11 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
                     entry["speedup_at_least"] = serde_json::json!(lp_s / fast_s);
                 }
             }
+        }
+        if variables > args.max_lp_vars {
+            entry["highs_status"] = entry["lp_status"].clone();
+        } else {
+            add_highs(&mut entry, &problem, fast_s, fast_mlu, args.lp_time_limit)?;
         }
         eprintln!("{entry}");
         results.push(entry);

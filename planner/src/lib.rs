@@ -14,6 +14,8 @@ pub mod failures;
 pub mod fast;
 pub mod forecast;
 pub mod formats;
+#[cfg(feature = "highs")]
+pub mod highs_lp;
 pub mod lp;
 pub mod network;
 pub mod paths;
