@@ -289,25 +289,34 @@ async fn topology_import_takes_the_planners_formats() {
     controller.shutdown().await.expect("shutdown");
 }
 
+/// `aiwan plan` on the planner's diamond fixture (its topology, traffic
+/// and tunnels), with `extra` arguments.
+fn plan_on_the_diamond(extra: &[&str]) -> Output {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
+    let file = |name: &str| fixtures.join(name).to_str().expect("utf-8").to_string();
+    let (topology, traffic, tunnels) = (
+        file("diamond.json"),
+        file("diamond.hist"),
+        file("diamond.tunnels"),
+    );
+    let mut args = vec![
+        "plan",
+        "--topology",
+        &topology,
+        "--traffic",
+        &traffic,
+        "--tunnels",
+        &tunnels,
+    ];
+    args.extend_from_slice(extra);
+    aiwan(&args)
+}
+
 /// `aiwan plan --solver highs`: HiGHS and the fast solver side by side in
 /// a build with HiGHS; without, a refusal that says how to build it.
 #[test]
 fn plan_with_highs_or_how_to_get_it() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
-    let output = aiwan(&[
-        "plan",
-        "--topology",
-        fixtures.join("diamond.json").to_str().expect("utf-8"),
-        "--traffic",
-        fixtures.join("diamond.hist").to_str().expect("utf-8"),
-        "--snapshot",
-        "1",
-        "--tunnels",
-        fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
-        "--solver",
-        "highs",
-        "--json",
-    ]);
+    let output = plan_on_the_diamond(&["--snapshot", "1", "--solver", "highs", "--json"]);
     if cfg!(feature = "highs") {
         assert!(output.status.success(), "{}", text(&output.stderr));
         let report: serde_json::Value =
@@ -328,20 +337,11 @@ fn plan_with_highs_or_how_to_get_it() {
 /// optimum, and the written allocation recomputes to the reported MLU.
 #[test]
 fn plan_on_the_diamond_fixture() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("allocation.json");
-    let topology = fixtures.join("diamond.json");
-    let output = aiwan(&[
-        "plan",
-        "--topology",
-        topology.to_str().expect("utf-8"),
-        "--traffic",
-        fixtures.join("diamond.hist").to_str().expect("utf-8"),
+    let output = plan_on_the_diamond(&[
         "--snapshot",
         "1",
-        "--tunnels",
-        fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
         "--solver",
         "both",
         "--lower-bound",
@@ -447,10 +447,11 @@ fn plan_on_the_diamond_fixture() {
         "{}",
         text(&output.stderr)
     );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
     let output = aiwan(&[
         "plan",
         "--topology",
-        topology.to_str().expect("utf-8"),
+        fixtures.join("diamond.json").to_str().expect("utf-8"),
         "--traffic",
         fixtures.join("diamond.hist").to_str().expect("utf-8"),
         "--snapshot",
@@ -642,22 +643,8 @@ fn eval_scores_the_methods() {
 /// the LP alone still fails, saying what to do.
 #[test]
 fn plan_reports_an_lp_that_times_out_and_prints_the_fast_plan() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../planner/tests/fixtures");
     let args = |solver: &str| {
-        aiwan(&[
-            "plan",
-            "--topology",
-            fixtures.join("diamond.json").to_str().expect("utf-8"),
-            "--traffic",
-            fixtures.join("diamond.hist").to_str().expect("utf-8"),
-            "--tunnels",
-            fixtures.join("diamond.tunnels").to_str().expect("utf-8"),
-            "--solver",
-            solver,
-            "--lp-time-limit",
-            "0.0000001",
-            "--json",
-        ])
+        plan_on_the_diamond(&["--solver", solver, "--lp-time-limit", "0.0000001", "--json"])
     };
     let output = args("both");
     assert!(output.status.success(), "{}", text(&output.stderr));

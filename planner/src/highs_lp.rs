@@ -7,7 +7,7 @@
 use highs::{ColProblem, HighsModelStatus, Row, Sense};
 
 use crate::allocation::{Allocation, Problem};
-use crate::lp::LpError;
+use crate::lp::{LpError, split_of};
 
 /// Solves `problem`'s path LP with HiGHS (its default, the dual simplex on
 /// an LP), stopping after `time_limit_s` when given. Returns the allocation
@@ -92,17 +92,9 @@ pub fn path_lp_highs(
         .demands
         .iter()
         .map(|demand| {
-            let raw: Vec<f64> = columns[next..next + demand.paths.len()]
-                .iter()
-                .map(|v| v.max(0.0))
-                .collect();
+            let split = split_of(&columns[next..next + demand.paths.len()]);
             next += demand.paths.len();
-            let sum: f64 = raw.iter().sum();
-            if sum > 0.0 {
-                raw.iter().map(|v| v / sum).collect()
-            } else {
-                vec![1.0 / raw.len() as f64; raw.len()]
-            }
+            split
         })
         .collect();
     let allocation = Allocation { splits };

@@ -61,7 +61,7 @@ pub(crate) fn solve(
 /// A demand's split from the LP's values of its path variables (shares or
 /// reservations): negatives (solver tolerance) clipped to zero, then scaled
 /// to sum to 1; all zero gives an even split.
-fn split_of(values: &[f64]) -> Vec<f64> {
+pub(crate) fn split_of(values: &[f64]) -> Vec<f64> {
     let raw: Vec<f64> = values.iter().map(|v| v.max(0.0)).collect();
     let sum: f64 = raw.iter().sum();
     if sum > 0.0 {
