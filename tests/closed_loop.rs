@@ -32,7 +32,7 @@ impl Drop for Demo {
 
 /// One demo at a time: two at once on a 2-core machine starve each
 /// other's 1 s intervals (an interval with no flow records made the first
-/// test's newest matrix empty in CI).
+/// test's newest matrix empty in CI; one alone still may, now and then).
 static ONE_DEMO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The first event on `stream` that `wanted` picks, if one comes within
@@ -174,7 +174,15 @@ async fn the_loop_through_the_api_in_recommend_mode() {
         .into_inner()
         .matrices;
     assert_eq!(matrices.len(), 5);
-    let newest = matrices.last().expect("one");
+    // The simulated exporters send every second, as the interval closes:
+    // on a busy 2-core machine a 1 s interval now and then closes before
+    // its datagrams land (the loop reads two intervals for this reason),
+    // so the newest interval with flow records is the one checked.
+    let newest = matrices
+        .iter()
+        .rev()
+        .find(|m| !m.entries.is_empty())
+        .expect("flow records in one of the last five intervals");
     assert!(
         newest.entries.iter().any(|e| e.src_node == "nodes/dc1-edge"
             && e.dst_node == "nodes/dc2-edge"
@@ -182,7 +190,10 @@ async fn the_loop_through_the_api_in_recommend_mode() {
             && e.rate_bps > 1e9),
         "{newest:?}"
     );
-    assert_eq!(newest.unknown_exporter_bytes, 0);
+    assert!(
+        matrices.iter().all(|m| m.unknown_exporter_bytes == 0),
+        "{matrices:?}"
+    );
 
     let forecasts = clients
         .telemetry
