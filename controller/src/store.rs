@@ -1291,6 +1291,40 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a plan that is still the desired state failed and, in the same
+    /// transaction when it was, stores `rollback` as the new desired state:
+    /// a reader never sees a moment with no current plan while the routers
+    /// still run the one before. True, and the rollback's record, when the
+    /// status changed; a superseded or failed plan stays as it is.
+    pub async fn fail_plan(
+        &self,
+        version: i64,
+        rollback: Option<&NewPlan<'_>>,
+        actor: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<(bool, Option<PlanRecord>), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE plans SET status = 'failed' WHERE version = $1 \
+             AND status IN ('applying', 'applied', 'partial')",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok((false, None));
+        }
+        let record = match rollback {
+            Some(plan) => Some(Self::insert_plan_in(&mut tx, plan, actor, action, now_ms).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        Ok((true, record))
+    }
+
     /// Moves a plan that is still the desired state (applying, applied or
     /// partial) to `status`; a superseded or failed plan stays as it is.
     /// True when the status changed.
@@ -1655,6 +1689,77 @@ fn job_from_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan<'a>(
+        reason: &'a str,
+        rows: &'a [(String, String)],
+        trigger: PlanTrigger,
+    ) -> NewPlan<'a> {
+        NewPlan {
+            mlu: 0.5,
+            metrics_json: "{}",
+            allocation_json: "{}",
+            desired_state: rows,
+            reason,
+            trigger,
+            reason_json: "{}",
+            proposal: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_plan_and_its_rollback_are_stored_together_and_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("aiwan.db").display()
+        );
+        let store = Store::open(&url).await.expect("store");
+        let rows = vec![("r1".to_string(), "{}".to_string())];
+        let v1 = store
+            .insert_plan(
+                &plan("first", &rows, PlanTrigger::Operator),
+                "test",
+                "test",
+                1,
+            )
+            .await
+            .expect("v1");
+        let v2 = store
+            .insert_plan(
+                &plan("second", &rows, PlanTrigger::Operator),
+                "test",
+                "test",
+                2,
+            )
+            .await
+            .expect("v2");
+        let rollback = plan("back to the first", &rows, PlanTrigger::AutomaticRollback);
+        let (changed, record) = store
+            .fail_plan(v2.version, Some(&rollback), "test", "test", 3)
+            .await
+            .expect("fail");
+        assert!(changed);
+        let record = record.expect("rollback stored");
+        assert_eq!(record.version, v2.version + 1);
+        let current = store.current_plan().await.expect("read").expect("current");
+        assert_eq!(
+            (current.version, current.reason.as_str()),
+            (record.version, "back to the first")
+        );
+        let v2 = store.get_plan(v2.version).await.expect("read").expect("v2");
+        assert_eq!(v2.status, PlanStatus::Failed);
+        let v1 = store.get_plan(v1.version).await.expect("read").expect("v1");
+        assert_eq!(v1.status, PlanStatus::Superseded);
+        // Failing it again changes nothing and stores no second rollback.
+        let again = store
+            .fail_plan(v2.version, Some(&rollback), "test", "test", 4)
+            .await
+            .expect("fail again");
+        assert_eq!(again, (false, None));
+        let newest = store.list_plans(i64::MAX, 1).await.expect("list");
+        assert_eq!(newest[0].version, record.version);
+    }
 
     #[test]
     fn a_multi_row_insert_numbers_its_placeholders_across_rows() {

@@ -323,14 +323,8 @@ impl Reconciler {
             }
             Err(error) => {
                 tracing::error!(plan = version, %error, "the plan cannot be made into router state");
-                if self
-                    .store
-                    .set_plan_status(version, PlanStatus::Failed)
-                    .await?
-                {
-                    self.roll_back(version, "cannot be made into router state")
-                        .await?;
-                }
+                self.fail_and_roll_back(version, "cannot be made into router state")
+                    .await?;
                 return Err(ReconcileError::Render(error.to_string()));
             }
         };
@@ -422,7 +416,15 @@ impl Reconciler {
         } else {
             PlanStatus::Partial
         };
-        if self.store.set_plan_status(version, status).await? {
+        // A refused plan fails and the one before comes back in one store
+        // transaction; taken over is not refused: going back would be
+        // refused as well.
+        let changed = if report.refused.is_empty() {
+            self.store.set_plan_status(version, status).await?
+        } else {
+            self.fail_and_roll_back(version, "was refused").await?
+        };
+        if changed {
             tracing::info!(plan = version, status = status.as_str(), "plan status");
             match status {
                 PlanStatus::Applied => self.publish(
@@ -444,10 +446,6 @@ impl Reconciler {
                 ),
                 _ => {}
             }
-        }
-        // Taken over is not refused: going back would be refused as well.
-        if !report.refused.is_empty() {
-            self.roll_back(version, "was refused").await?;
         }
         Ok(report)
     }
@@ -473,71 +471,92 @@ impl Reconciler {
         }
     }
 
-    /// Puts the newest earlier plan that was applied back as a new version,
-    /// once: when that rollback is refused too, it stays `failed` for an
-    /// operator (rolling back again would only repeat it, a new plan each
-    /// round).
-    async fn roll_back(&self, failed: i64, why: &str) -> Result<(), ReconcileError> {
-        if let Some(plan) = self.store.get_plan(failed).await?
-            && (plan.trigger == PlanTrigger::AutomaticRollback
-                || plan.reason.starts_with(AUTOMATIC_ROLLBACK))
-        {
-            tracing::error!(
-                plan = failed,
-                "the automatic rollback was refused as well; it stays failed until an operator applies or rolls back a plan"
-            );
-            self.metrics.rollbacks_refused.inc();
-            return Ok(());
-        }
-        let earlier = self.store.list_plans(failed, 50).await?;
-        let Some(previous) = earlier.iter().find(|plan| {
-            matches!(
-                plan.status,
-                PlanStatus::Applied | PlanStatus::Partial | PlanStatus::Superseded
-            )
-        }) else {
-            tracing::warn!(
-                plan = failed,
-                "plan failed and there is no earlier plan to go back to"
-            );
-            return Ok(());
+    /// Marks plan `failed` failed and, in the same store transaction, puts
+    /// the newest earlier plan that was applied back as a new version, once:
+    /// when that rollback fails too, it stays `failed` for an operator
+    /// (rolling back again would only repeat it, a new plan each round).
+    /// True when the plan's status changed (it was still the desired state).
+    async fn fail_and_roll_back(&self, failed: i64, why: &str) -> Result<bool, ReconcileError> {
+        let again = self.store.get_plan(failed).await?.is_some_and(|plan| {
+            plan.trigger == PlanTrigger::AutomaticRollback
+                || plan.reason.starts_with(AUTOMATIC_ROLLBACK)
+        });
+        let earlier = if again {
+            None
+        } else {
+            self.store
+                .list_plans(failed, 50)
+                .await?
+                .into_iter()
+                .find(|plan| {
+                    matches!(
+                        plan.status,
+                        PlanStatus::Applied | PlanStatus::Partial | PlanStatus::Superseded
+                    )
+                })
         };
-        let Some((allocation, rows)) = self.store.plan_content(previous.version).await? else {
-            return Ok(());
+        let content = match &earlier {
+            Some(previous) => self.store.plan_content(previous.version).await?,
+            None => None,
         };
         let reason = format!("{AUTOMATIC_ROLLBACK}: plans/{failed} {why}");
-        let figures = serde_json::json!({
-            "failed_plan": format!("plans/{failed}"),
-            "restored_plan": format!("plans/{}", previous.version),
-            "error": why,
-        })
-        .to_string();
-        let record = self
+        let figures = earlier.as_ref().map(|previous| {
+            serde_json::json!({
+                "failed_plan": format!("plans/{failed}"),
+                "restored_plan": format!("plans/{}", previous.version),
+                "error": why,
+            })
+            .to_string()
+        });
+        let rollback = match (&earlier, &content, &figures) {
+            (Some(previous), Some((allocation, rows)), Some(figures)) => Some(NewPlan {
+                mlu: previous.mlu.unwrap_or(0.0),
+                metrics_json: &previous.metrics_json,
+                allocation_json: allocation,
+                desired_state: rows,
+                reason: &reason,
+                trigger: PlanTrigger::AutomaticRollback,
+                reason_json: figures,
+                proposal: false,
+            }),
+            _ => None,
+        };
+        let (changed, record) = self
             .store
-            .insert_plan(
-                &NewPlan {
-                    mlu: previous.mlu.unwrap_or(0.0),
-                    metrics_json: &previous.metrics_json,
-                    allocation_json: &allocation,
-                    desired_state: &rows,
-                    reason: &reason,
-                    trigger: PlanTrigger::AutomaticRollback,
-                    reason_json: &figures,
-                    proposal: false,
-                },
+            .fail_plan(
+                failed,
+                rollback.as_ref(),
                 "aiwan controller",
                 "reconcile/RollbackPlan",
                 now_ms(),
             )
             .await?;
-        tracing::warn!(
-            failed,
-            restored = previous.version,
-            new = record.version,
-            "rolled back"
-        );
-        self.metrics.rollbacks.inc();
-        Ok(())
+        if !changed {
+            return Ok(false);
+        }
+        match (record, &earlier) {
+            (Some(record), Some(previous)) => {
+                tracing::warn!(
+                    failed,
+                    restored = previous.version,
+                    new = record.version,
+                    "rolled back"
+                );
+                self.metrics.rollbacks.inc();
+            }
+            _ if again => {
+                tracing::error!(
+                    plan = failed,
+                    "the automatic rollback failed as well; it stays failed until an operator applies or rolls back a plan"
+                );
+                self.metrics.rollbacks_refused.inc();
+            }
+            _ => tracing::warn!(
+                plan = failed,
+                "plan failed and there is no earlier plan to go back to"
+            ),
+        }
+        Ok(true)
     }
 }
 
