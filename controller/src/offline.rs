@@ -623,6 +623,91 @@ fn warm_replan(
     }))
 }
 
+/// The same matrix planned with paths on demand (column generation) in
+/// the same run: time to the first paths and to the plan, rounds, paths
+/// given, MLU, the bound over all paths, and the ratios to the K-path
+/// computation and solve (`k_paths_s` is both).
+fn on_demand(
+    network: &aiwan_planner::network::Network,
+    matrix: &TrafficMatrix,
+    fast: &FastOptions,
+    k_paths_s: f64,
+    k_paths_mlu: f64,
+) -> anyhow::Result<serde_json::Value> {
+    use aiwan_planner::on_demand::{OnDemandOptions, solve_on_demand};
+    let options = OnDemandOptions {
+        fast: fast.clone(),
+        ..OnDemandOptions::default()
+    };
+    let started = Instant::now();
+    let solved = solve_on_demand(network.clone(), &matrix.demands(), &options)?;
+    let total_s = started.elapsed().as_secs_f64();
+    let mlu = solved.problem.evaluate(&solved.solution.allocation)?.mlu;
+    // Link failures as for the K paths: the link most paths use and the
+    // one of median use, both directions.
+    let mut uses = vec![0usize; network.edges.len()];
+    for &e in solved
+        .problem
+        .demands
+        .iter()
+        .flat_map(|d| d.paths.iter().flatten())
+    {
+        uses[e] += 1;
+    }
+    let mut used: Vec<usize> = (0..uses.len()).filter(|&e| uses[e] > 0).collect();
+    used.sort_by_key(|&e| (uses[e], e));
+    let mut failures = serde_json::Map::new();
+    for (name, edge) in [
+        ("busiest_link", used.last()),
+        ("median_link", used.get(used.len() / 2)),
+    ] {
+        let Some(&edge) = edge else { continue };
+        let (a, b) = (network.edges[edge].src, network.edges[edge].dst);
+        let failed: Vec<bool> = network
+            .edges
+            .iter()
+            .map(|e| (e.src, e.dst) == (a, b) || (e.src, e.dst) == (b, a))
+            .collect();
+        let mut problem = solved.problem.clone();
+        let mut allocation = solved.solution.allocation.clone();
+        let started = Instant::now();
+        let stranded =
+            aiwan_planner::on_demand::after_link_failure(&mut problem, &mut allocation, &failed)?;
+        let update_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let replan = aiwan_planner::on_demand::improve(problem, Some(allocation), &options);
+        let replan_s = started.elapsed().as_secs_f64();
+        failures.insert(
+            name.to_string(),
+            serde_json::json!({
+                "link": format!("{} - {}", network.nodes[a], network.nodes[b]),
+                "paths_using_it": uses[edge],
+                "pairs_given_a_new_path": stranded,
+                "update_s": update_s,
+                "replan_s": replan_s,
+                "replan_rounds": replan.rounds,
+                "replan_mlu": replan.solution.mlu,
+                "replan_gap_all_paths": replan.solution.mlu / replan.lower_bound,
+            }),
+        );
+    }
+    Ok(serde_json::json!({
+        "after_failure": failures,
+        "first_paths_s": solved.first_paths_s,
+        "pricing_s": solved.pricing_s,
+        "solving_s": solved.solving_s,
+        "total_s": total_s,
+        "rounds": solved.rounds,
+        "paths": solved.paths,
+        "paths_per_pair": solved.paths as f64 / solved.problem.demands.len().max(1) as f64,
+        "mlu": mlu,
+        "lower_bound_all_paths": solved.lower_bound,
+        "gap_all_paths": mlu / solved.lower_bound,
+        "mlu_over_k_paths": mlu / k_paths_mlu,
+        "total_over_k_paths": total_s / k_paths_s,
+    }))
+}
+
 /// HiGHS on the same problem, in the same run, when this build has it:
 /// the outside solver the fast one is compared with (`highs_s`,
 /// `highs_mlu`, `speedup_over_highs`, `mlu_over_highs`).
@@ -695,6 +780,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         let fast_mlu = problem.evaluate(&fast.allocation)?.mlu;
         let warm_replan = warm_replan(&mut problem, &fast, &options, args.seed)?;
 
+        let on_demand = on_demand(&network, &matrix, &options, paths_s + fast_s, fast_mlu)?;
         let variables: usize = problem.demands.iter().map(|d| d.paths.len()).sum::<usize>() + 1;
         let mut entry = serde_json::json!({
             "topology": name,
@@ -712,6 +798,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             "fast_lower_bound": fast.lower_bound,
             "fast_gap": fast_mlu / fast.lower_bound,
             "warm_replan": warm_replan,
+            "on_demand": on_demand,
         });
         if variables > args.max_lp_vars {
             entry["lp_status"] = serde_json::json!(format!(

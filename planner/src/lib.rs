@@ -18,6 +18,7 @@ pub mod formats;
 pub mod highs_lp;
 pub mod lp;
 pub mod network;
+pub mod on_demand;
 pub mod paths;
 pub mod placement;
 pub mod scenario;
