@@ -483,7 +483,20 @@ fn paths_after_failure(
     k: usize,
     cold_paths_s: f64,
 ) -> serde_json::Value {
-    let mut uses = vec![0usize; network.edges.len()];
+    let (uses, used) = edges_by_use(problem);
+    let (Some(&busiest), Some(&median)) = (used.last(), used.get(used.len() / 2)) else {
+        return serde_json::json!(null);
+    };
+    serde_json::json!({
+        "busiest_link": one_failure(network, problem, k, cold_paths_s, busiest, &uses),
+        "median_link": one_failure(network, problem, k, cold_paths_s, median, &uses),
+    })
+}
+
+/// How many paths of `problem` use each edge, and the used edges from
+/// least to most used (ties by index).
+fn edges_by_use(problem: &Problem) -> (Vec<usize>, Vec<usize>) {
+    let mut uses = vec![0usize; problem.network.edges.len()];
     for &e in problem
         .demands
         .iter()
@@ -493,13 +506,7 @@ fn paths_after_failure(
     }
     let mut used: Vec<usize> = (0..uses.len()).filter(|&e| uses[e] > 0).collect();
     used.sort_by_key(|&e| (uses[e], e));
-    let (Some(&busiest), Some(&median)) = (used.last(), used.get(used.len() / 2)) else {
-        return serde_json::json!(null);
-    };
-    serde_json::json!({
-        "busiest_link": one_failure(network, problem, k, cold_paths_s, busiest, &uses),
-        "median_link": one_failure(network, problem, k, cold_paths_s, median, &uses),
-    })
+    (uses, used)
 }
 
 fn one_failure(
@@ -645,17 +652,7 @@ fn on_demand(
     let mlu = solved.problem.evaluate(&solved.solution.allocation)?.mlu;
     // Link failures as for the K paths: the link most paths use and the
     // one of median use, both directions.
-    let mut uses = vec![0usize; network.edges.len()];
-    for &e in solved
-        .problem
-        .demands
-        .iter()
-        .flat_map(|d| d.paths.iter().flatten())
-    {
-        uses[e] += 1;
-    }
-    let mut used: Vec<usize> = (0..uses.len()).filter(|&e| uses[e] > 0).collect();
-    used.sort_by_key(|&e| (uses[e], e));
+    let (uses, used) = edges_by_use(&solved.problem);
     let mut failures = serde_json::Map::new();
     for (name, edge) in [
         ("busiest_link", used.last()),
@@ -663,11 +660,7 @@ fn on_demand(
     ] {
         let Some(&edge) = edge else { continue };
         let (a, b) = (network.edges[edge].src, network.edges[edge].dst);
-        let failed: Vec<bool> = network
-            .edges
-            .iter()
-            .map(|e| (e.src, e.dst) == (a, b) || (e.src, e.dst) == (b, a))
-            .collect();
+        let failed = aiwan_planner::on_demand::link_of(network, edge);
         let mut problem = solved.problem.clone();
         let mut allocation = solved.solution.allocation.clone();
         let started = Instant::now();

@@ -83,8 +83,18 @@ impl Problem {
         let pairs = matrix.demands();
         let ends: Vec<(usize, usize)> = pairs.iter().map(|&(src, dst, _)| (src, dst)).collect();
         let found = crate::paths::candidate_paths_of_pairs(&network, &ends, options);
+        Problem::over_paths(network, &pairs, found)
+    }
+
+    /// Demands of `pairs` (source, destination, rate) over the paths found
+    /// for each, in the same order; fails naming the first pair with none.
+    pub fn over_paths(
+        network: Network,
+        pairs: &[(usize, usize, f64)],
+        found: Vec<Vec<Vec<usize>>>,
+    ) -> Result<Problem, AllocationError> {
         let mut demands = Vec::with_capacity(pairs.len());
-        for ((src, dst, rate), paths) in pairs.into_iter().zip(found) {
+        for (&(src, dst, rate), paths) in pairs.iter().zip(found) {
             if paths.is_empty() {
                 return Err(AllocationError::NoPath {
                     src: network.nodes.get(src).cloned().unwrap_or_default(),

@@ -673,18 +673,7 @@ mod tests {
     #[test]
     fn a_warm_start_after_a_small_change_takes_fewer_steps_for_the_same_quality() {
         let side = 6;
-        let mut links = Vec::new();
-        for r in 0..side {
-            for c in 0..side {
-                let node = r * side + c;
-                if c + 1 < side {
-                    links.push((node, node + 1, 10.0 + ((node * 7) % 5) as f64));
-                }
-                if r + 1 < side {
-                    links.push((node, node + side, 12.0 + ((node * 3) % 4) as f64));
-                }
-            }
-        }
+        let links = crate::lp::tests::grid_links(side);
         let n = side * side;
         let network = crate::lp::tests::network(n, &links);
         let mut state = 7u64;

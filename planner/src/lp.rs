@@ -701,6 +701,23 @@ pub(crate) mod tests {
     use crate::paths::PathOptions;
 
     /// Undirected links (a, b, capacity) as two directed edges each.
+    /// The links of a `side` x `side` grid with uneven capacities.
+    pub(crate) fn grid_links(side: usize) -> Vec<(usize, usize, f64)> {
+        let mut links = Vec::new();
+        for r in 0..side {
+            for c in 0..side {
+                let node = r * side + c;
+                if c + 1 < side {
+                    links.push((node, node + 1, 10.0 + ((node * 7) % 5) as f64));
+                }
+                if r + 1 < side {
+                    links.push((node, node + side, 12.0 + ((node * 3) % 4) as f64));
+                }
+            }
+        }
+        links
+    }
+
     pub(crate) fn network(n: usize, links: &[(usize, usize, f64)]) -> Network {
         let mut edges = Vec::new();
         for &(a, b, capacity) in links {

@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use crate::allocation::{Allocation, AllocationError, Demand, Problem};
+use crate::allocation::{Allocation, AllocationError, Problem};
 use crate::fast::{FastOptions, FastSolution, solve_fast};
 use crate::network::{Edge, Network};
 
@@ -198,6 +198,20 @@ pub fn improve(
     }
 }
 
+/// One flag per edge of `network`: set for `edge` and the edges between
+/// the same two nodes in either direction (a link fails both ways).
+pub fn link_of(network: &Network, edge: usize) -> Vec<bool> {
+    let Some(link) = network.edges.get(edge) else {
+        return vec![false; network.edges.len()];
+    };
+    let (a, b) = (link.src, link.dst);
+    network
+        .edges
+        .iter()
+        .map(|e| (e.src, e.dst) == (a, b) || (e.src, e.dst) == (b, a))
+        .collect()
+}
+
 /// After the edges marked in `failed` (one flag per edge of `problem`'s
 /// network) went down: removes them from the network, drops the paths
 /// that crossed them (their shares in `allocation` go to the pair's other
@@ -261,11 +275,7 @@ pub fn after_link_failure(
                     .all(|&e| renumbered.get(e).is_some_and(|&n| n != usize::MAX))
             })
             .collect();
-        let mut index = 0;
-        demand.paths.retain(|_| {
-            index += 1;
-            keep[index - 1]
-        });
+        retain_marked(&mut demand.paths, &keep);
         for path in &mut demand.paths {
             for e in path.iter_mut() {
                 *e = renumbered[*e];
@@ -274,11 +284,7 @@ pub fn after_link_failure(
         if let Some(split) = split
             && split.len() == keep.len()
         {
-            let mut index = 0;
-            split.retain(|_| {
-                index += 1;
-                keep[index - 1]
-            });
+            retain_marked(split, &keep);
             let sum: f64 = split.iter().sum();
             let kept = split.len() as f64;
             for share in split.iter_mut() {
@@ -310,19 +316,19 @@ fn drop_unused_paths(problem: &mut Problem, current: &mut Allocation, best: &mut
         if keep.iter().all(|k| *k) || !keep.iter().any(|k| *k) {
             continue;
         }
-        let mut index = 0;
-        demand.paths.retain(|_| {
-            index += 1;
-            keep[index - 1]
-        });
-        for split in [now, then] {
-            let mut index = 0;
-            split.retain(|_| {
-                index += 1;
-                keep[index - 1]
-            });
-        }
+        retain_marked(&mut demand.paths, &keep);
+        retain_marked(now, &keep);
+        retain_marked(then, &keep);
     }
+}
+
+/// Keeps the items whose flag in `keep` is set (`keep` has one per item).
+fn retain_marked<T>(items: &mut Vec<T>, keep: &[bool]) {
+    let mut index = 0;
+    items.retain(|_| {
+        index += 1;
+        keep.get(index - 1).copied().unwrap_or(true)
+    });
 }
 
 /// Every pair with its shortest path by routing weight.
@@ -339,28 +345,13 @@ fn first_paths(
             .map(|&d| tree.path_to(pairs[d].1))
             .collect::<Vec<_>>()
     });
-    let mut paths: Vec<Option<Vec<usize>>> = vec![None; pairs.len()];
+    let mut paths: Vec<Vec<Vec<usize>>> = vec![Vec::new(); pairs.len()];
     for ((_, demands), found) in sources.iter().zip(found) {
         for (&d, path) in demands.iter().zip(found) {
-            paths[d] = path;
+            paths[d] = path.into_iter().collect();
         }
     }
-    let mut demands = Vec::with_capacity(pairs.len());
-    for (&(src, dst, rate), path) in pairs.iter().zip(paths) {
-        let Some(path) = path else {
-            return Err(AllocationError::NoPath {
-                src: network.nodes.get(src).cloned().unwrap_or_default(),
-                dst: network.nodes.get(dst).cloned().unwrap_or_default(),
-            });
-        };
-        demands.push(Demand {
-            src,
-            dst,
-            rate,
-            paths: vec![path],
-        });
-    }
-    Ok(Problem { network, demands })
+    Problem::over_paths(network, pairs, paths)
 }
 
 /// One pricing pass: the bound over all paths, and the paths pairs ask for.
@@ -693,18 +684,7 @@ mod tests {
     /// A `side` x `side` grid with uneven capacities and a seeded demand
     /// between every two nodes.
     fn grid(side: usize, seed: u64) -> (Network, Vec<(usize, usize, f64)>) {
-        let mut links = Vec::new();
-        for r in 0..side {
-            for c in 0..side {
-                let node = r * side + c;
-                if c + 1 < side {
-                    links.push((node, node + 1, 10.0 + ((node * 7) % 5) as f64));
-                }
-                if r + 1 < side {
-                    links.push((node, node + side, 12.0 + ((node * 3) % 4) as f64));
-                }
-            }
-        }
+        let links = crate::lp::tests::grid_links(side);
         let n = side * side;
         let network = crate::lp::tests::network(n, &links);
         let mut state = seed | 1;
@@ -790,12 +770,7 @@ mod tests {
         let busiest = (0..loads.len())
             .max_by(|&a, &b| loads[a].total_cmp(&loads[b]))
             .expect("edges");
-        let (a, b) = (network.edges[busiest].src, network.edges[busiest].dst);
-        let failed: Vec<bool> = network
-            .edges
-            .iter()
-            .map(|e| (e.src, e.dst) == (a, b) || (e.src, e.dst) == (b, a))
-            .collect();
+        let failed = link_of(&network, busiest);
         let mut problem = solved.problem.clone();
         let mut allocation = solved.solution.allocation.clone();
         let stranded = after_link_failure(&mut problem, &mut allocation, &failed).expect("paths");
