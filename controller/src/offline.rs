@@ -633,7 +633,8 @@ fn warm_replan(
 /// The same matrix planned with paths on demand (column generation) in
 /// the same run: time to the first paths and to the plan, rounds, paths
 /// given, MLU, the bound over all paths, and the ratios to the K-path
-/// computation and solve (`k_paths_s` is both).
+/// route (`k_paths_s`: Yen's paths plus their fast solve; `k_paths_mlu`:
+/// that plan's MLU).
 fn on_demand(
     network: &aiwan_planner::network::Network,
     matrix: &TrafficMatrix,

@@ -701,6 +701,20 @@ mod tests {
         (network, pairs)
     }
 
+    /// Every demand has a path, and each of its paths is a chain of the
+    /// network's edges from its source to its destination.
+    fn assert_paths_join(problem: &Problem) {
+        let edges = &problem.network.edges;
+        for demand in &problem.demands {
+            assert!(!demand.paths.is_empty());
+            for path in &demand.paths {
+                assert_eq!(edges[path[0]].src, demand.src);
+                assert_eq!(edges[path[path.len() - 1]].dst, demand.dst);
+                assert!(path.windows(2).all(|w| edges[w[0]].dst == edges[w[1]].src));
+            }
+        }
+    }
+
     /// The paths given on demand reach the optimum over all paths (the
     /// edge LP) within the tolerance, and the bound they report is never
     /// above that optimum; four shortest paths per pair do worse.
@@ -743,14 +757,9 @@ mod tests {
             assert!(solved.paths < 4 * pairs.len());
             for (demand, &(src, dst, rate)) in solved.problem.demands.iter().zip(&pairs) {
                 assert_eq!((demand.src, demand.dst, demand.rate), (src, dst, rate));
-                assert!(!demand.paths.is_empty() && demand.paths.len() <= options.max_paths);
-                for path in &demand.paths {
-                    let edges = &solved.problem.network.edges;
-                    assert_eq!(edges[path[0]].src, src);
-                    assert_eq!(edges[path[path.len() - 1]].dst, dst);
-                    assert!(path.windows(2).all(|w| edges[w[0]].dst == edges[w[1]].src));
-                }
+                assert!(demand.paths.len() <= options.max_paths);
             }
+            assert_paths_join(&solved.problem);
         }
     }
 
@@ -776,16 +785,10 @@ mod tests {
         let stranded = after_link_failure(&mut problem, &mut allocation, &failed).expect("paths");
         assert!(stranded > 0, "the busiest link is some pair's only path");
         assert_eq!(problem.network.edges.len(), network.edges.len() - 2);
-        let edges = &problem.network.edges;
+        assert_paths_join(&problem);
         for (demand, split) in problem.demands.iter().zip(&allocation.splits) {
-            assert!(!demand.paths.is_empty());
             assert_eq!(split.len(), demand.paths.len());
             assert!((split.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-            for path in &demand.paths {
-                assert_eq!(edges[path[0]].src, demand.src);
-                assert_eq!(edges[path[path.len() - 1]].dst, demand.dst);
-                assert!(path.windows(2).all(|w| edges[w[0]].dst == edges[w[1]].src));
-            }
         }
         let replan = improve(problem, Some(allocation), &options);
         let n = network.nodes.len();

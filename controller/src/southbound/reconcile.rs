@@ -495,12 +495,17 @@ impl Reconciler {
                     )
                 })
         };
-        let content = match &earlier {
-            Some(previous) => self.store.plan_content(previous.version).await?,
+        // The plan to restore, with its content.
+        let restore = match earlier {
+            Some(previous) => self
+                .store
+                .plan_content(previous.version)
+                .await?
+                .map(|content| (previous, content)),
             None => None,
         };
         let reason = format!("{AUTOMATIC_ROLLBACK}: plans/{failed} {why}");
-        let figures = earlier.as_ref().map(|previous| {
+        let figures = restore.as_ref().map(|(previous, _)| {
             serde_json::json!({
                 "failed_plan": format!("plans/{failed}"),
                 "restored_plan": format!("plans/{}", previous.version),
@@ -508,8 +513,8 @@ impl Reconciler {
             })
             .to_string()
         });
-        let rollback = match (&earlier, &content, &figures) {
-            (Some(previous), Some((allocation, rows)), Some(figures)) => Some(NewPlan {
+        let rollback = restore.as_ref().zip(figures.as_ref()).map(
+            |((previous, (allocation, rows)), figures)| NewPlan {
                 mlu: previous.mlu.unwrap_or(0.0),
                 metrics_json: &previous.metrics_json,
                 allocation_json: allocation,
@@ -518,9 +523,8 @@ impl Reconciler {
                 trigger: PlanTrigger::AutomaticRollback,
                 reason_json: figures,
                 proposal: false,
-            }),
-            _ => None,
-        };
+            },
+        );
         let (changed, record) = self
             .store
             .fail_plan(
@@ -534,8 +538,8 @@ impl Reconciler {
         if !changed {
             return Ok(false);
         }
-        match (record, &earlier) {
-            (Some(record), Some(previous)) => {
+        match (record, &restore) {
+            (Some(record), Some((previous, _))) => {
                 tracing::warn!(
                     failed,
                     restored = previous.version,
