@@ -569,6 +569,47 @@ fn bench_planner_reports_both_solvers() {
     assert!(gap >= ratio * (1.0 - 1e-7), "{result}");
 }
 
+/// `aiwan bench planner --topologies SNDlib`: on every SNDlib network
+/// with its own demands, the fast solver's plan is within 1% of the LP's
+/// (the quality target, checked on the LP's own optimum).
+#[test]
+fn bench_planner_sndlib_is_within_one_percent_of_the_lp() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if !data.is_dir() {
+        if support::lab_required() {
+            panic!("AIWAN_REQUIRE_LAB=1 but {} is missing", data.display());
+        }
+        eprintln!(
+            "SKIPPED bench_planner_sndlib_is_within_one_percent_of_the_lp: {} not found",
+            data.display()
+        );
+        return;
+    }
+    let output = aiwan(&[
+        "bench",
+        "planner",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--topologies",
+        "SNDlib",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let result = &report["results"][0];
+    assert_eq!(result["topology"], "SNDlib");
+    let networks = result["networks"].as_array().expect("networks");
+    assert_eq!(networks.len(), 25, "{result}");
+    for network in networks {
+        let ratio = network["mlu_ratio"].as_f64().expect("ratio");
+        assert!((1.0 - 1e-6..=1.01).contains(&ratio), "{network}");
+        let gap = network["fast_gap"].as_f64().expect("gap");
+        assert!(gap >= ratio * (1.0 - 1e-7), "{network}");
+    }
+    assert_eq!(result["networks_within_1pct"], 25, "{result}");
+}
+
 /// `aiwan eval` scores every method on a generated series.
 #[test]
 fn eval_scores_the_methods() {

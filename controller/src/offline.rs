@@ -270,6 +270,7 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<()> {
             "mlu": mlu,
             "solve_ms": solve_ms,
             "iterations": solution.iterations,
+            "finished_exactly": solution.finished_exactly,
             // A weak-duality bound over these candidate paths: the LP
             // cannot do better.
             "path_lower_bound_mlu": solution.lower_bound,
@@ -424,11 +425,12 @@ pub struct BenchPlannerArgs {
     /// The shared data folder.
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
-    /// Which benchmark topologies, by name.
+    /// Which benchmark topologies, by name; `SNDlib` is every network of
+    /// `sndlib/topologies` with its own demands.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "GEANT,Cogentco,Kdl,ASN2k"
+        default_value = "GEANT,Cogentco,Kdl,ASN2k,SNDlib"
     )]
     pub topologies: Vec<String>,
     /// Candidate paths per pair.
@@ -465,7 +467,7 @@ pub fn bench_topology(data: &Path, name: &str) -> anyhow::Result<(PathBuf, Optio
         "Kdl" => (data.join("topologies/teal/Kdl.json"), None),
         "ASN2k" => (data.join("topologies/teal/ASN2k.json"), None),
         other => bail!(
-            "unknown benchmark topology {other:?}: GEANT, Cogentco, UsCarrier, B4, Kdl, ASN2k"
+            "unknown benchmark topology {other:?}: GEANT, Cogentco, UsCarrier, B4, Kdl, ASN2k, SNDlib"
         ),
     })
 }
@@ -750,6 +752,12 @@ fn add_highs(
 pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for name in &args.topologies {
+        if name == "SNDlib" {
+            let entry = bench_sndlib(args)?;
+            eprintln!("{entry}");
+            results.push(entry);
+            continue;
+        }
         let (path, capacity) = bench_topology(&args.data, name)?;
         let network = formats::load_network(&path, capacity)?;
         let matrix = aiwan_planner::traffic::gravity(&network, args.seed, 1, 0.3)
@@ -840,6 +848,74 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         "results": results,
     });
     crate::client::print_out(&format!("{report}\n"))
+}
+
+/// `bench planner`'s SNDlib entry: every network of `sndlib/topologies`
+/// with the demands its file carries, over K shortest paths, solved by the
+/// fast solver and the reference LP in the same run: the fast solver's
+/// quality where the optimum is known, on many small networks.
+fn bench_sndlib(args: &BenchPlannerArgs) -> anyhow::Result<serde_json::Value> {
+    let folder = args.data.join("sndlib/topologies");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    files.sort();
+    let options = FastOptions {
+        iterations: args.fast_iterations,
+        gap_tolerance: args.gap_tolerance,
+        ..FastOptions::default()
+    };
+    let mut networks = Vec::new();
+    let mut worst: f64 = 0.0;
+    let mut within_1pct = 0;
+    for file in &files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let network = formats::load_network(file, None)?;
+        let matrix = formats::load_traffic(file, &network, 1.0)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} holds no demands", file.display()))?;
+        let problem =
+            Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(args.paths))?;
+        let started = Instant::now();
+        let fast = solve_fast(&problem, &options);
+        let fast_s = started.elapsed().as_secs_f64();
+        let fast_mlu = problem.evaluate(&fast.allocation)?.mlu;
+        let started = Instant::now();
+        let (allocation, _) = path_lp(&problem, Some(args.lp_time_limit))
+            .with_context(|| format!("reference LP on {name}"))?;
+        let lp_s = started.elapsed().as_secs_f64();
+        let lp_mlu = problem.evaluate(&allocation)?.mlu;
+        let ratio = fast_mlu / lp_mlu;
+        worst = worst.max(ratio);
+        if ratio <= 1.01 {
+            within_1pct += 1;
+        }
+        networks.push(serde_json::json!({
+            "network": name,
+            "demands": problem.demands.len(),
+            "fast_mlu": fast_mlu,
+            "fast_s": fast_s,
+            "fast_iterations": fast.iterations,
+            "fast_finished_exactly": fast.finished_exactly,
+            "fast_gap": fast_mlu / fast.lower_bound,
+            "lp_mlu": lp_mlu,
+            "lp_s": lp_s,
+            "mlu_ratio": ratio,
+        }));
+    }
+    Ok(serde_json::json!({
+        "topology": "SNDlib",
+        "networks": networks,
+        "worst_mlu_ratio": worst,
+        "networks_within_1pct": within_1pct,
+        "networks_total": files.len(),
+    }))
 }
 
 /// Arguments of `aiwan eval`.

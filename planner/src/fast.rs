@@ -68,6 +68,19 @@ const NEGLIGIBLE_PRICE: f64 = 1e-6;
 /// network (its LP has at most a few hundred rows).
 const CHEAP_TIGHT_EDGES: usize = 32;
 
+/// A problem whose restricted LP (see [`finish_exactly`]) has at most
+/// this many path shares is finished exactly when the steps leave the gap
+/// open: the LP then takes tens of milliseconds, as long as the steps.
+pub const EXACT_FINISH_MAX_SHARES: usize = 20_000;
+
+/// A path within this (relative) of its demand's cheapest under the final
+/// prices may carry flow in an optimum those prices prove: it is kept in
+/// the restricted LP.
+const NEAR_CHEAPEST: f64 = 1e-3;
+
+/// The restricted LP's time limit: it is a finish, never a wait.
+const EXACT_FINISH_TIME_LIMIT_S: f64 = 5.0;
+
 /// Tuning of the fast solver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastOptions {
@@ -84,6 +97,10 @@ pub struct FastOptions {
     /// every [`CHECK_EVERY`] steps; 0 runs every step. The default, 0.5%,
     /// is a quarter of the quality the planner promises (2% of the LP).
     pub gap_tolerance: f64,
+    /// When the steps end with the gap above `gap_tolerance`, finish with
+    /// the LP restricted to the paths in use and those cheapest under the
+    /// bound's prices, if it has at most this many path shares (0: never).
+    pub exact_finish_max_shares: usize,
 }
 
 /// What the fast solver returns.
@@ -99,6 +116,9 @@ pub struct FastSolution {
     pub prices: Vec<f64>,
     /// Gradient steps taken.
     pub iterations: usize,
+    /// Whether the restricted LP gave the allocation (the steps left the
+    /// gap open and the LP did better).
+    pub finished_exactly: bool,
 }
 
 impl Default for FastOptions {
@@ -108,6 +128,7 @@ impl Default for FastOptions {
             step: 0.5,
             warm_start: None,
             gap_tolerance: 0.005,
+            exact_finish_max_shares: EXACT_FINISH_MAX_SHARES,
         }
     }
 }
@@ -197,6 +218,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             lower_bound: 0.0,
             prices: vec![0.0; problem.network.edges.len()],
             iterations: 0,
+            finished_exactly: false,
         };
     };
     let n_paths = flat.path_start.len() - 1;
@@ -410,10 +432,26 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             .map(|&(first, last)| best[first..last].to_vec())
             .collect(),
     };
-    let mlu = problem
+    let mut mlu = problem
         .evaluate(&allocation)
         .map(|e| e.mlu)
         .unwrap_or(f64::INFINITY);
+    let mut allocation = allocation;
+    let mut finished_exactly = false;
+    if options.gap_tolerance > 0.0
+        && mlu > (1.0 + options.gap_tolerance) * best_bound
+        && let Some((exact, exact_mlu)) = finish_exactly(
+            problem,
+            &allocation,
+            &best_prices,
+            options.exact_finish_max_shares,
+        )
+        && exact_mlu < mlu
+    {
+        allocation = exact;
+        mlu = exact_mlu;
+        finished_exactly = true;
+    }
     FastSolution {
         allocation,
         mlu,
@@ -422,7 +460,81 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
         lower_bound: best_bound.min(mlu),
         prices: best_prices,
         iterations: taken,
+        finished_exactly,
     }
+}
+
+/// The path LP over a subset of each demand's paths: those `allocation`
+/// uses and those within [`NEAR_CHEAPEST`] of the demand's cheapest under
+/// `prices`. When the prices are optimal duals (the bound then equals the
+/// optimum), complementary slackness says an optimum uses only the
+/// cheapest paths, so the restricted LP reaches it; when they are not, it
+/// is still at least as good as `allocation`, which it contains. `None`
+/// when the subset has more than `max_shares` shares or the LP gives no
+/// answer. Returns the allocation over all paths and its MLU from the
+/// shared evaluator.
+fn finish_exactly(
+    problem: &Problem,
+    allocation: &Allocation,
+    prices: &[f64],
+    max_shares: usize,
+) -> Option<(Allocation, f64)> {
+    let price_of = |path: &[usize]| -> f64 {
+        path.iter()
+            .map(|&e| prices.get(e).copied().unwrap_or(0.0).max(0.0))
+            .sum()
+    };
+    let mut kept: Vec<Vec<usize>> = Vec::with_capacity(problem.demands.len());
+    let mut shares = 0;
+    for (demand, split) in problem.demands.iter().zip(&allocation.splits) {
+        let path_prices: Vec<f64> = demand.paths.iter().map(|p| price_of(p)).collect();
+        let cheapest = path_prices.iter().copied().fold(f64::INFINITY, f64::min);
+        let near = cheapest * (1.0 + NEAR_CHEAPEST) + f64::EPSILON;
+        let paths: Vec<usize> = (0..demand.paths.len())
+            .filter(|&p| split.get(p).is_some_and(|s| *s > 0.0) || path_prices[p] <= near)
+            .collect();
+        shares += paths.len();
+        if shares > max_shares {
+            return None;
+        }
+        kept.push(paths);
+    }
+    let restricted = Problem {
+        network: problem.network.clone(),
+        demands: problem
+            .demands
+            .iter()
+            .zip(&kept)
+            .map(|(demand, paths)| crate::allocation::Demand {
+                paths: paths.iter().map(|&p| demand.paths[p].clone()).collect(),
+                ..demand.clone()
+            })
+            .collect(),
+    };
+    let (restricted_allocation, _) =
+        crate::lp::path_lp(&restricted, Some(EXACT_FINISH_TIME_LIMIT_S)).ok()?;
+    let splits = problem
+        .demands
+        .iter()
+        .zip(&kept)
+        .zip(&restricted_allocation.splits)
+        .map(|((demand, paths), split)| {
+            let mut full = vec![0.0; demand.paths.len()];
+            for (&p, &share) in paths.iter().zip(split) {
+                // Shares below a millionth are rounded away, as the
+                // steps' are.
+                full[p] = if share < 1e-6 { 0.0 } else { share };
+            }
+            let sum: f64 = full.iter().sum();
+            if sum > 0.0 {
+                full.iter_mut().for_each(|s| *s /= sum);
+            }
+            full
+        })
+        .collect();
+    let exact = Allocation { splits };
+    let mlu = problem.evaluate(&exact).ok()?.mlu;
+    Some((exact, mlu))
 }
 
 /// Whether `allocation` has a split for every demand of `problem`, with
@@ -729,6 +841,52 @@ mod tests {
             },
         );
         assert_eq!(ignored.iterations, cold.iterations);
+    }
+
+    /// Steps cut short leave the gap open; the restricted LP then finishes
+    /// at the optimum over all the candidate paths, and only when allowed.
+    #[test]
+    fn an_open_gap_is_finished_exactly_by_the_restricted_lp() {
+        let side = 5;
+        let links = crate::lp::tests::grid_links(side);
+        let n = side * side;
+        let network = crate::lp::tests::network(n, &links);
+        let entries: Vec<(usize, usize, f64)> = (0..n)
+            .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
+            .map(|(s, t)| (s, t, 0.1 + ((s * 7 + t * 3) % 11) as f64 / 10.0))
+            .collect();
+        let matrix = crate::lp::tests::matrix(n, &entries);
+        let problem = Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(4)).unwrap();
+        let (_, optimum) = crate::lp::path_lp(&problem, None).unwrap();
+        let short = FastOptions {
+            iterations: 3,
+            ..FastOptions::default()
+        };
+        let steps_only = solve_fast(
+            &problem,
+            &FastOptions {
+                exact_finish_max_shares: 0,
+                ..short.clone()
+            },
+        );
+        assert!(!steps_only.finished_exactly);
+        assert!(
+            steps_only.mlu > optimum * 1.01,
+            "three steps reached {} against the optimum {optimum}",
+            steps_only.mlu
+        );
+        let finished = solve_fast(&problem, &short);
+        assert!(finished.finished_exactly);
+        assert!(
+            (finished.mlu / optimum - 1.0).abs() < 1e-6,
+            "{} against the optimum {optimum}",
+            finished.mlu
+        );
+        assert_eq!(
+            problem.evaluate(&finished.allocation).unwrap().mlu,
+            finished.mlu
+        );
+        assert!(finished.lower_bound <= optimum * (1.0 + 1e-9));
     }
 
     #[test]
