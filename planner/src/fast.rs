@@ -150,9 +150,19 @@ impl Flat {
     /// `None` when the paths have more than `u32::MAX` edges in all (16
     /// GB of indices, beyond any machine this runs on).
     fn new(problem: &Problem) -> Option<Flat> {
+        // Sized up front: growing the edge array (hundreds of megabytes on
+        // ASN2k) would copy it again and again.
+        let n_paths: usize = problem.demands.iter().map(|d| d.paths.len()).sum();
+        let n_edges: usize = problem
+            .demands
+            .iter()
+            .flat_map(|d| &d.paths)
+            .map(Vec::len)
+            .sum();
         let mut demand_paths = Vec::with_capacity(problem.demands.len());
-        let mut path_start = vec![0];
-        let mut edges = Vec::new();
+        let mut path_start = Vec::with_capacity(n_paths + 1);
+        path_start.push(0);
+        let mut edges = Vec::with_capacity(n_edges);
         for demand in &problem.demands {
             let first = path_start.len() - 1;
             for path in &demand.paths {
@@ -176,21 +186,26 @@ impl Flat {
         &self.edges[self.path_start[path] as usize..self.path_start[path + 1] as usize]
     }
 
-    /// Utilisation of every edge under `shares` (one per path).
-    fn utilisation(&self, shares: &[f64], out: &mut [f64]) {
-        out.iter_mut().for_each(|u| *u = 0.0);
-        for (d, &(first, last)) in self.demand_paths.iter().enumerate() {
+    /// Sets `loads` (bit/s per edge) to what the demands `demands` (path
+    /// ranges, the first of them demand `first_demand`) put on the edges
+    /// under `shares` (one per path of the whole problem).
+    fn chunk_loads(
+        &self,
+        demands: &[(usize, usize)],
+        first_demand: usize,
+        shares: &[f64],
+        loads: &mut [f64],
+    ) {
+        loads.iter_mut().for_each(|l| *l = 0.0);
+        for (i, &(first, last)) in demands.iter().enumerate() {
             for p in first..last {
-                let flow = self.rate[d] * shares[p];
+                let flow = self.rate[first_demand + i] * shares[p];
                 if flow > 0.0 {
                     for &e in self.path_edges(p) {
-                        out[e as usize] += flow;
+                        loads[e as usize] += flow;
                     }
                 }
             }
-        }
-        for (u, c) in out.iter_mut().zip(&self.capacity) {
-            *u /= c;
         }
     }
 }
@@ -234,14 +249,18 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
     }
     normalise(&flat, &mut shares);
     let n_edges = flat.capacity.len();
-    let mut util = vec![0.0; n_edges];
-    flat.utilisation(&shares, &mut util);
     let mut weight = vec![0.0; n_edges];
-    let mut best = shares.clone();
+    // Three buffers of shares: the current ones, the best seen, and the
+    // next step's (a step reads the current and writes the spare). When
+    // the current shares are the best seen they are only marked so, not
+    // copied: copying 12 million shares at every step that improves (most
+    // of them) was a sixth of a step on ASN2k.
+    let mut best = vec![0.0; shares.len()];
+    let mut best_is_current = false;
+    let mut spare = vec![0.0; shares.len()];
     let mut best_mlu = f64::INFINITY;
     let mut best_bound = 0.0f64;
     let mut best_prices = vec![0.0; n_edges];
-    let mut best_util = util.clone();
     let mut taken = 0;
     // Whether a check already proved the best allocation within tolerance.
     let mut proven = false;
@@ -273,11 +292,26 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
     let chunk = flat.demand_paths.len().div_ceil(threads).max(1);
     let demand_chunks: Vec<&[(usize, usize)]> = flat.demand_paths.chunks(chunk).collect();
     let mut partial_loads = vec![vec![0.0; n_edges]; demand_chunks.len()];
+    // The starting loads, a chunk per thread as in the steps (on ASN2k a
+    // single pass is a tenth of a warm re-plan).
+    if demand_chunks.len() == 1 {
+        flat.chunk_loads(demand_chunks[0], 0, &shares, &mut partial_loads[0]);
+    } else {
+        std::thread::scope(|scope| {
+            for (c, loads) in partial_loads.iter_mut().enumerate() {
+                let (flat, shares, demands) = (&flat, &shares, demand_chunks[c]);
+                scope.spawn(move || flat.chunk_loads(demands, c * chunk, shares, loads));
+            }
+        });
+    }
+    let mut util = vec![0.0; n_edges];
+    merge_utilisation(&partial_loads, &flat.capacity, &mut util);
+    let mut best_util = util.clone();
     for it in 0..iterations {
         let mlu = util.iter().copied().fold(0.0, f64::max);
         if mlu < best_mlu {
             best_mlu = mlu;
-            best.copy_from_slice(&shares);
+            best_is_current = true;
             best_util.copy_from_slice(&util);
         }
         if options.gap_tolerance > 0.0 && it % check_every == 0 && (it > 0 || warm_started) {
@@ -319,8 +353,9 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             negligible: NEGLIGIBLE_PRICE * weight.iter().copied().fold(0.0, f64::max),
             full: it % CHECK_EVERY == 0,
         };
-        // Split `shares` at the chunks' path boundaries.
-        let mut rest: &mut [f64] = &mut shares;
+        // Split the next shares at the chunks' path boundaries.
+        let mut next = std::mem::take(&mut spare);
+        let mut rest: &mut [f64] = &mut next;
         let mut share_chunks = Vec::with_capacity(demand_chunks.len());
         let mut offset = 0;
         for demands in &demand_chunks {
@@ -330,6 +365,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             rest = tail;
             offset = end;
         }
+        let current = &shares;
         let flat_ref = &flat;
         let weight_ref = &weight;
         let mut bound = 0.0;
@@ -345,6 +381,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
                     flat_ref,
                     weight_ref,
                     &work,
+                    current,
                     chunk_shares,
                     &mut partial_loads[c],
                     rule,
@@ -364,7 +401,15 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
                             offset,
                         };
                         scope.spawn(move || {
-                            update_chunk(flat_ref, weight_ref, &work, chunk_shares, loads, rule)
+                            update_chunk(
+                                flat_ref,
+                                weight_ref,
+                                &work,
+                                current,
+                                chunk_shares,
+                                loads,
+                                rule,
+                            )
                         })
                     })
                     .collect();
@@ -379,26 +424,29 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
                 }
             });
         }
+        // The step's shares become the current ones; the ones before
+        // are kept as the best when they were, else are the next spare.
+        let before = std::mem::replace(&mut shares, next);
+        if best_is_current {
+            spare = std::mem::replace(&mut best, before);
+            best_is_current = false;
+        } else {
+            spare = before;
+        }
         if bound > best_bound {
             best_bound = bound;
             best_prices.copy_from_slice(&weight);
         }
-        util.iter_mut().for_each(|u| *u = 0.0);
-        for loads in &partial_loads {
-            for (u, l) in util.iter_mut().zip(loads) {
-                *u += l;
-            }
-        }
-        for (u, c) in util.iter_mut().zip(&flat.capacity) {
-            *u /= c;
-        }
+        merge_utilisation(&partial_loads, &flat.capacity, &mut util);
     }
     let mlu = util.iter().copied().fold(0.0, f64::max);
     if mlu < best_mlu {
         best_mlu = mlu;
-        best.copy_from_slice(&shares);
+        best_is_current = true;
         best_util.copy_from_slice(&util);
     }
+    drop(spare);
+    let mut best = if best_is_current { shares } else { best };
     // The wider (dearer) sharpening only when the tolerance is not proven
     // yet: on Kdl it costs as much as 50 steps.
     if !proven {
@@ -537,6 +585,20 @@ fn finish_exactly(
     Some((exact, mlu))
 }
 
+/// The utilisation of every edge from the chunks' loads, summed in chunk
+/// order.
+fn merge_utilisation(partial_loads: &[Vec<f64>], capacity: &[f64], util: &mut [f64]) {
+    util.iter_mut().for_each(|u| *u = 0.0);
+    for loads in partial_loads {
+        for (u, l) in util.iter_mut().zip(loads) {
+            *u += l;
+        }
+    }
+    for (u, c) in util.iter_mut().zip(capacity) {
+        *u /= c;
+    }
+}
+
 /// Whether `allocation` has a split for every demand of `problem`, with
 /// one finite, non-negative share per candidate path (a warm start from
 /// another problem's plan is ignored).
@@ -625,13 +687,15 @@ struct StepRule {
     full: bool,
 }
 
-/// One multiplicative step for a chunk of demands; keeps the chunk's
+/// One multiplicative step for a chunk of demands, from the `current`
+/// shares (the whole problem's) into the chunk's `shares`; keeps the chunk's
 /// loads (bit/s) in `loads` up to date and returns the chunk's part of the
 /// lower bound, `sum_d rate_d * min_p price(p)` under the step's prices.
 fn update_chunk(
     flat: &Flat,
     weight: &[f64],
     work: &Chunk<'_>,
+    current: &[f64],
     shares: &mut [f64],
     loads: &mut [f64],
     rule: StepRule,
@@ -641,25 +705,20 @@ fn update_chunk(
     }
     let mut bound = 0.0;
     let mut costs: Vec<f64> = Vec::new();
-    let mut before: Vec<f64> = Vec::new();
     let offset = work.offset;
     for (i, &(first, last)) in work.demands.iter().enumerate() {
         let rate = flat.rate[work.first_demand + i];
         let local = (first - offset)..(last - offset);
+        let before = &current[first..last];
         costs.clear();
         costs.extend((first..last).map(|p| path_cost(flat.path_edges(p), weight)));
         bound += rate * costs.iter().copied().fold(f64::INFINITY, f64::min);
         let dearest = costs.iter().copied().fold(0.0, f64::max);
         let moves = last - first >= 2 && dearest >= rule.negligible;
-        before.clear();
-        before.extend_from_slice(&shares[local.clone()]);
+        shares[local.clone()].copy_from_slice(before);
         if moves {
             // The demand's average path cost under its current split.
-            let average: f64 = shares[local.clone()]
-                .iter()
-                .zip(&costs)
-                .map(|(s, c)| s * c)
-                .sum();
+            let average: f64 = before.iter().zip(&costs).map(|(s, c)| s * c).sum();
             if average > 0.0 {
                 let mut sum = 0.0;
                 for (share, cost) in shares[local.clone()].iter_mut().zip(&costs) {
@@ -682,7 +741,7 @@ fn update_chunk(
                 }
             }
         } else if moves {
-            for ((p, share), old) in (first..last).zip(&shares[local]).zip(&before) {
+            for ((p, share), old) in (first..last).zip(&shares[local]).zip(before) {
                 let change = rate * (share - old);
                 if change != 0.0 {
                     for &e in flat.path_edges(p) {
