@@ -452,9 +452,23 @@ pub struct BenchPlannerArgs {
     /// The fast solver stops once its MLU is within this of its lower bound.
     #[arg(long, default_value_t = FastOptions::default().gap_tolerance)]
     pub gap_tolerance: f64,
+    /// Parts of each topology's run to leave out (their figures are then
+    /// absent): `k-paths` (Yen's paths and everything planned over them:
+    /// the fast solver, its warm re-plan, the LP, HiGHS, the failure
+    /// update), `paths-after-failure`, `on-demand`.
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<BenchPart>,
     /// Print one JSON document (the default output is JSON as well).
     #[arg(long)]
     pub json: bool,
+}
+
+/// A part of `bench planner`'s run per topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    KPaths,
+    PathsAfterFailure,
+    OnDemand,
 }
 
 /// The file and capacity of each benchmark topology.
@@ -635,14 +649,13 @@ fn warm_replan(
 /// The same matrix planned with paths on demand (column generation) in
 /// the same run: time to the first paths and to the plan, rounds, paths
 /// given, MLU, the bound over all paths, and the ratios to the K-path
-/// route (`k_paths_s`: Yen's paths plus their fast solve; `k_paths_mlu`:
-/// that plan's MLU).
+/// route when it ran (`k_paths`: the time of Yen's paths plus their fast
+/// solve, and that plan's MLU).
 fn on_demand(
     network: &aiwan_planner::network::Network,
     matrix: &TrafficMatrix,
     fast: &FastOptions,
-    k_paths_s: f64,
-    k_paths_mlu: f64,
+    k_paths: Option<(f64, f64)>,
 ) -> anyhow::Result<serde_json::Value> {
     use aiwan_planner::on_demand::{OnDemandOptions, solve_on_demand};
     let options = OnDemandOptions {
@@ -687,7 +700,7 @@ fn on_demand(
             }),
         );
     }
-    Ok(serde_json::json!({
+    let mut entry = serde_json::json!({
         "after_failure": failures,
         "first_paths_s": solved.first_paths_s,
         "pricing_s": solved.pricing_s,
@@ -699,9 +712,12 @@ fn on_demand(
         "mlu": mlu,
         "lower_bound_all_paths": solved.lower_bound,
         "gap_all_paths": mlu / solved.lower_bound,
-        "mlu_over_k_paths": mlu / k_paths_mlu,
-        "total_over_k_paths": total_s / k_paths_s,
-    }))
+    });
+    if let Some((k_paths_s, k_paths_mlu)) = k_paths {
+        entry["mlu_over_k_paths"] = serde_json::json!(mlu / k_paths_mlu);
+        entry["total_over_k_paths"] = serde_json::json!(total_s / k_paths_s);
+    }
+    Ok(entry)
 }
 
 /// HiGHS on the same problem, in the same run, when this build has it:
@@ -763,6 +779,25 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         let matrix = aiwan_planner::traffic::gravity(&network, args.seed, 1, 0.3)
             .pop()
             .context("gravity model gave no matrix")?;
+        let options = FastOptions {
+            iterations: args.fast_iterations,
+            gap_tolerance: args.gap_tolerance,
+            ..FastOptions::default()
+        };
+        if args.skip.contains(&BenchPart::KPaths) {
+            let mut entry = serde_json::json!({
+                "topology": name,
+                "nodes": network.nodes.len(),
+                "links": network.edges.len(),
+                "demands": matrix.demands().len(),
+            });
+            if !args.skip.contains(&BenchPart::OnDemand) {
+                entry["on_demand"] = on_demand(&network, &matrix, &options, None)?;
+            }
+            eprintln!("{entry}");
+            results.push(entry);
+            continue;
+        }
         let started = Instant::now();
         let mut problem = Problem::with_k_paths(
             network.clone(),
@@ -770,11 +805,10 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
             &PathOptions::k_shortest(args.paths),
         )?;
         let paths_s = started.elapsed().as_secs_f64();
-        let failure = paths_after_failure(&network, &problem, args.paths, paths_s);
-        let options = FastOptions {
-            iterations: args.fast_iterations,
-            gap_tolerance: args.gap_tolerance,
-            ..FastOptions::default()
+        let failure = if args.skip.contains(&BenchPart::PathsAfterFailure) {
+            serde_json::Value::Null
+        } else {
+            paths_after_failure(&network, &problem, args.paths, paths_s)
         };
         let started = Instant::now();
         let fast = solve_fast(&problem, &options);
@@ -782,7 +816,16 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         let fast_mlu = problem.evaluate(&fast.allocation)?.mlu;
         let warm_replan = warm_replan(&mut problem, &fast, &options, args.seed)?;
 
-        let on_demand = on_demand(&network, &matrix, &options, paths_s + fast_s, fast_mlu)?;
+        let on_demand = if args.skip.contains(&BenchPart::OnDemand) {
+            serde_json::Value::Null
+        } else {
+            on_demand(
+                &network,
+                &matrix,
+                &options,
+                Some((paths_s + fast_s, fast_mlu)),
+            )?
+        };
         let variables: usize = problem.demands.iter().map(|d| d.paths.len()).sum::<usize>() + 1;
         let mut entry = serde_json::json!({
             "topology": name,
