@@ -186,53 +186,14 @@ impl Problem {
         let n_edges = self.network.edges.len();
         // Chunks of a fixed size, summed in their order whatever the number
         // of threads: the loads do not depend on the machine.
-        let n_chunks = self.demands.len().div_ceil(EVALUATE_CHUNK);
-        let part = |c: usize| {
-            let first = c * EVALUATE_CHUNK;
-            let end = (first + EVALUATE_CHUNK).min(self.demands.len());
+        let parts = in_chunks(self.demands.len(), EVALUATE_CHUNK, |range| {
             chunk_loads(
-                first,
-                &self.demands[first..end],
-                &allocation.splits[first..end],
+                range.start,
+                &self.demands[range.clone()],
+                &allocation.splits[range],
                 n_edges,
             )
-        };
-        let parts: Vec<Result<Vec<f64>, AllocationError>> = if n_chunks <= 1 {
-            (0..n_chunks).map(part).collect()
-        } else {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, n_chunks);
-            let mut parts: Vec<Option<Result<Vec<f64>, AllocationError>>> =
-                (0..n_chunks).map(|_| None).collect();
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|w| {
-                        let part = &part;
-                        scope.spawn(move || {
-                            (w..n_chunks)
-                                .step_by(threads)
-                                .map(|c| (c, part(c)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                for worker in workers {
-                    // chunk_loads indexes only what it checked; a panic
-                    // there is a bug, passed on as such.
-                    match worker.join() {
-                        Ok(done) => {
-                            for (c, part) in done {
-                                parts[c] = Some(part);
-                            }
-                        }
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                }
-            });
-            parts.into_iter().flatten().collect()
-        };
+        });
         let mut loads = vec![0.0; n_edges];
         for part in parts {
             // The first chunk with a bad split names it.
@@ -253,6 +214,53 @@ impl Problem {
 /// calling thread; above it, chunks on every core (ASN2k's three million
 /// demands took 0.9 s on one).
 const EVALUATE_CHUNK: usize = 1 << 16;
+
+/// `work` over `0..len` cut into ranges of `chunk` (the last shorter),
+/// the ranges spread over every core (on the calling thread when there is
+/// one); the results in range order. Fixed ranges make any sum over them
+/// the same on every machine, whatever its number of cores.
+pub(crate) fn in_chunks<T: Send>(
+    len: usize,
+    chunk: usize,
+    work: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let chunk = chunk.max(1);
+    let n_chunks = len.div_ceil(chunk);
+    let range = |c: usize| c * chunk..((c + 1) * chunk).min(len);
+    if n_chunks <= 1 {
+        return (0..n_chunks).map(|c| work(range(c))).collect();
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, n_chunks);
+    let mut results: Vec<Option<T>> = (0..n_chunks).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                let (work, range) = (&work, &range);
+                scope.spawn(move || {
+                    (w..n_chunks)
+                        .step_by(threads)
+                        .map(|c| (c, work(range(c))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A panic in `work` is a bug, passed on as such.
+            match worker.join() {
+                Ok(done) => {
+                    for (c, result) in done {
+                        results[c] = Some(result);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results.into_iter().flatten().collect()
+}
 
 /// [`Problem::evaluate`]'s checks and loads (bit/s per edge) for the
 /// demands from index `first`.
