@@ -528,20 +528,17 @@ fn gen_traffic_feeds_plan() {
     assert!(text(&output.stderr).contains("--load"));
 }
 
-/// `aiwan bench planner` on GEANT prints one JSON document with both
-/// solvers' figures (a check of the output, not of speed).
-#[test]
-fn bench_planner_reports_both_solvers() {
+/// `aiwan bench planner --topologies TOPOLOGIES --json` on the shared
+/// data, its one JSON document; `None` (the skip printed, `test` named)
+/// where the data is absent, a failure then under `AIWAN_REQUIRE_LAB=1`.
+fn bench_planner(test: &str, topologies: &str) -> Option<serde_json::Value> {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     if !data.is_dir() {
         if support::lab_required() {
             panic!("AIWAN_REQUIRE_LAB=1 but {} is missing", data.display());
         }
-        eprintln!(
-            "SKIPPED bench_planner_reports_both_solvers: {} not found",
-            data.display()
-        );
-        return;
+        eprintln!("SKIPPED {test}: {} not found", data.display());
+        return None;
     }
     let output = aiwan(&[
         "bench",
@@ -549,12 +546,20 @@ fn bench_planner_reports_both_solvers() {
         "--data",
         data.to_str().expect("utf-8"),
         "--topologies",
-        "GEANT",
+        topologies,
         "--json",
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    Some(serde_json::from_slice(&output.stdout).expect("one JSON document"))
+}
+
+/// `aiwan bench planner` on GEANT prints one JSON document with both
+/// solvers' figures (a check of the output, not of speed).
+#[test]
+fn bench_planner_reports_both_solvers() {
+    let Some(report) = bench_planner("bench_planner_reports_both_solvers", "GEANT") else {
+        return;
+    };
     let result = &report["results"][0];
     assert_eq!(result["topology"], "GEANT");
     assert_eq!(result["lp_status"], "solved");
@@ -574,29 +579,12 @@ fn bench_planner_reports_both_solvers() {
 /// (the quality target, checked on the LP's own optimum).
 #[test]
 fn bench_planner_sndlib_is_within_one_percent_of_the_lp() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    if !data.is_dir() {
-        if support::lab_required() {
-            panic!("AIWAN_REQUIRE_LAB=1 but {} is missing", data.display());
-        }
-        eprintln!(
-            "SKIPPED bench_planner_sndlib_is_within_one_percent_of_the_lp: {} not found",
-            data.display()
-        );
-        return;
-    }
-    let output = aiwan(&[
-        "bench",
-        "planner",
-        "--data",
-        data.to_str().expect("utf-8"),
-        "--topologies",
+    let Some(report) = bench_planner(
+        "bench_planner_sndlib_is_within_one_percent_of_the_lp",
         "SNDlib",
-        "--json",
-    ]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON document");
+    ) else {
+        return;
+    };
     let result = &report["results"][0];
     assert_eq!(result["topology"], "SNDlib");
     let networks = result["networks"].as_array().expect("networks");

@@ -216,33 +216,50 @@ impl Problem {
 const EVALUATE_CHUNK: usize = 1 << 16;
 
 /// `work` over `0..len` cut into ranges of `chunk` (the last shorter),
-/// the ranges spread over every core (on the calling thread when there is
-/// one); the results in range order. Fixed ranges make any sum over them
-/// the same on every machine, whatever its number of cores.
+/// the ranges spread over every core; the results in range order. Fixed
+/// ranges make any sum over them the same on every machine, whatever its
+/// number of cores.
 pub(crate) fn in_chunks<T: Send>(
     len: usize,
     chunk: usize,
     work: impl Fn(std::ops::Range<usize>) -> T + Sync,
 ) -> Vec<T> {
     let chunk = chunk.max(1);
-    let n_chunks = len.div_ceil(chunk);
-    let range = |c: usize| c * chunk..((c + 1) * chunk).min(len);
-    if n_chunks <= 1 {
-        return (0..n_chunks).map(|c| work(range(c))).collect();
+    in_parallel(
+        len.div_ceil(chunk),
+        || (),
+        |_, c| work(c * chunk..((c + 1) * chunk).min(len)),
+    )
+}
+
+/// `work(state, i)` for every `i` in `0..count`, on every core (at most
+/// 16 threads; `i` goes to thread `i` modulo their number, each with its
+/// own `state` from `init`), on the calling thread when `count` is at
+/// most 1; the results in the order of `i`.
+pub(crate) fn in_parallel<S, T: Send>(
+    count: usize,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, usize) -> T + Sync,
+) -> Vec<T> {
+    if count <= 1 {
+        let mut state = init();
+        return (0..count).map(|i| work(&mut state, i)).collect();
     }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, n_chunks);
-    let mut results: Vec<Option<T>> = (0..n_chunks).map(|_| None).collect();
+        .clamp(1, 16)
+        .min(count);
+    let mut results: Vec<Option<T>> = (0..count).map(|_| None).collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|w| {
-                let (work, range) = (&work, &range);
+            .map(|t| {
+                let (init, work) = (&init, &work);
                 scope.spawn(move || {
-                    (w..n_chunks)
+                    let mut state = init();
+                    (t..count)
                         .step_by(threads)
-                        .map(|c| (c, work(range(c))))
+                        .map(|i| (i, work(&mut state, i)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -251,8 +268,8 @@ pub(crate) fn in_chunks<T: Send>(
             // A panic in `work` is a bug, passed on as such.
             match worker.join() {
                 Ok(done) => {
-                    for (c, result) in done {
-                        results[c] = Some(result);
+                    for (i, result) in done {
+                        results[i] = Some(result);
                     }
                 }
                 Err(panic) => std::panic::resume_unwind(panic),

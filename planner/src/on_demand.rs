@@ -496,45 +496,11 @@ fn for_each_source<T: Send>(
     work: impl Fn(&mut Tree<'_>, usize, &[usize]) -> T + Sync,
 ) -> Vec<T> {
     let out = network.out_edges();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-        .min(sources.len().max(1));
-    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None)
-        .take(sources.len())
-        .collect();
-    let work = &work;
-    let out = &out;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mut tree = Tree::new(network, out);
-                    sources
-                        .iter()
-                        .enumerate()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|(i, (src, demands))| (i, work(&mut tree, *src, demands)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for worker in workers {
-            // The work only indexes within the network it was given; a
-            // panic there is a bug, and passing it on is the honest report.
-            match worker.join() {
-                Ok(done) => {
-                    for (i, result) in done {
-                        results[i] = Some(result);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    });
-    results.into_iter().flatten().collect()
+    crate::allocation::in_parallel(
+        sources.len(),
+        || Tree::new(network, &out),
+        |tree, i| work(tree, sources[i].0, &sources[i].1),
+    )
 }
 
 /// A key compared by price, then by routing weight.
