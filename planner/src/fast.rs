@@ -330,8 +330,9 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             it % check_every == 0 && it > 0
         };
         if options.gap_tolerance > 0.0 && check_now {
-            // Only the narrow (cheap) sets here: this is to decide
-            // whether to stop, the end gets the full effort.
+            // Only the narrow (cheap) sets here, and 5% for a warm start:
+            // this is to decide whether to stop, the end gets the full
+            // effort.
             sharpen_bound(
                 problem,
                 &best_util,
@@ -573,8 +574,10 @@ fn finish_exactly(
             .iter()
             .zip(&kept)
             .map(|(demand, paths)| crate::allocation::Demand {
+                src: demand.src,
+                dst: demand.dst,
+                rate: demand.rate,
                 paths: paths.iter().map(|&p| demand.paths[p].clone()).collect(),
-                ..demand.clone()
             })
             .collect(),
     };
