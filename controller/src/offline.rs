@@ -463,6 +463,17 @@ pub struct BenchPlannerArgs {
     pub json: bool,
 }
 
+impl BenchPlannerArgs {
+    /// The fast solver's options these arguments set.
+    fn fast_options(&self) -> FastOptions {
+        FastOptions {
+            iterations: self.fast_iterations,
+            gap_tolerance: self.gap_tolerance,
+            ..FastOptions::default()
+        }
+    }
+}
+
 /// A part of `bench planner`'s run per topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchPart {
@@ -779,11 +790,7 @@ pub fn bench_planner(args: &BenchPlannerArgs) -> anyhow::Result<()> {
         let matrix = aiwan_planner::traffic::gravity(&network, args.seed, 1, 0.3)
             .pop()
             .context("gravity model gave no matrix")?;
-        let options = FastOptions {
-            iterations: args.fast_iterations,
-            gap_tolerance: args.gap_tolerance,
-            ..FastOptions::default()
-        };
+        let options = args.fast_options();
         if args.skip.contains(&BenchPart::KPaths) {
             let mut entry = serde_json::json!({
                 "topology": name,
@@ -905,11 +912,7 @@ fn bench_sndlib(args: &BenchPlannerArgs) -> anyhow::Result<serde_json::Value> {
         .filter(|path| path.extension().is_some_and(|e| e == "xml"))
         .collect();
     files.sort();
-    let options = FastOptions {
-        iterations: args.fast_iterations,
-        gap_tolerance: args.gap_tolerance,
-        ..FastOptions::default()
-    };
+    let options = args.fast_options();
     let mut networks = Vec::new();
     let mut worst: f64 = 0.0;
     let mut within_1pct = 0;

@@ -79,8 +79,9 @@ const CHEAP_TIGHT_EDGES: usize = 32;
 
 /// A problem whose restricted LP (see [`finish_exactly`]) has at most
 /// this many path shares is finished exactly when the steps leave the gap
-/// open: the LP then takes tens of milliseconds, as long as the steps.
-pub const EXACT_FINISH_MAX_SHARES: usize = 20_000;
+/// open: the size up to which the class plans solve by LP outright, where
+/// the LP takes tens of milliseconds, as long as the steps.
+pub const EXACT_FINISH_MAX_SHARES: usize = crate::classes::EXACT_LP_MAX_SHARES;
 
 /// A path within this (relative) of its demand's cheapest under the final
 /// prices may carry flow in an optimum those prices prove: it is kept in

@@ -495,10 +495,7 @@ pub fn tight_edge_dual_bound(
     if tight_edges.is_empty() {
         return Ok((0.0, vec![0.0; edges.len()]));
     }
-    // Per trapped demand: the masks of tight edges its paths cross, without
-    // masks that contain another (such a path is never the cheapest),
-    // sorted; demands with equal patterns are merged.
-    // Scanned in chunks on every core (on Kdl the scan, not the LP, was
+    // The trapped demands' patterns (see trapped_patterns), scanned in chunks on every core (on Kdl the scan, not the LP, was
     // most of a check), merged in chunk order.
     let parts = crate::allocation::in_chunks(problem.demands.len(), SCAN_CHUNK, |range| {
         trapped_patterns(&problem.demands[range.clone()], range.start, &bit_of)
