@@ -145,14 +145,17 @@ impl Classifier {
             .unwrap_or("")
     }
 
-    /// Drops the caches when they have grown too large. Call only between
-    /// uses of [`Place`]s: their prefix ids are invalid afterwards.
+    /// The caches have grown too large: [`Self::trim_caches`] is due.
+    pub fn caches_full(&self) -> bool {
+        self.places.len() > ADDRESS_CACHE_LIMIT || self.prefixes.len() > ADDRESS_CACHE_LIMIT
+    }
+
+    /// Drops the caches. Call only between uses of [`Place`]s: their
+    /// prefix ids are invalid afterwards.
     pub fn trim_caches(&mut self) {
-        if self.places.len() > ADDRESS_CACHE_LIMIT || self.prefixes.len() > ADDRESS_CACHE_LIMIT {
-            self.places.clear();
-            self.prefixes.clear();
-            self.prefix_ids.clear();
-        }
+        self.places.clear();
+        self.prefixes.clear();
+        self.prefix_ids.clear();
     }
 
     /// The site and prefix of `address`, cached.

@@ -1,37 +1,165 @@
 //! Polars frames: a closed 1 s bucket becomes a frame (one row per
-//! distinct flow key), and finer buckets roll up into coarser ones with a
-//! Polars `group_by`.
+//! distinct flow key), and its rows are summed into the 10 s and 1 min
+//! buckets as they close; Polars' `group_by` sums frames where the sums
+//! were flushed early.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use polars::prelude::*;
 
 use super::classify::{Classifier, Place};
 use super::error::StoreError;
-use super::ingest::{Exporters, FlowKey, FlowMap, FlowSums};
+use super::ingest::{Exporters, FingerprintHasher, FlowKey, FlowMap, FlowSums};
 use super::schema::*;
+
+/// What the 10 s and 1 min tiers group by, as the store's exporter ids and
+/// the classifier's site and prefix ids: valid until the classifier's
+/// caches are trimmed or its sites replaced, so the store turns its
+/// pending sums into frames before either (see [`PendingBucket::flush`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CoarseKey {
+    exporter: u32,
+    in_if: u32,
+    out_if: u32,
+    src: Place,
+    dst: Place,
+    protocol: u8,
+    dscp: u8,
+}
+
+impl Hash for CoarseKey {
+    /// Four words rather than nine fields: the hasher is fastest on whole
+    /// `u64`s.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let pair = |high: u32, low: u32| (u64::from(high) << 32) | u64::from(low);
+        state.write_u64(pair(self.exporter, self.in_if));
+        state.write_u64(pair(self.out_if, self.src.site));
+        state.write_u64(pair(self.src.prefix, self.dst.site));
+        state.write_u64(pair(
+            self.dst.prefix,
+            (u32::from(self.protocol) << 8) | u32::from(self.dscp),
+        ));
+    }
+}
+
+pub(crate) type CoarseSums = HashMap<CoarseKey, FlowSums, BuildHasherDefault<FingerprintHasher>>;
+
+fn add_sums(into: &mut FlowSums, sums: &FlowSums) {
+    into.bytes = into.bytes.saturating_add(sums.bytes);
+    into.packets = into.packets.saturating_add(sums.packets);
+    into.flows = into.flows.saturating_add(sums.flows);
+}
+
+/// A 10 s or 1 min bucket still filling: its finer buckets summed by the
+/// coarse key in a plain hash map as they close (a few hash updates per
+/// distinct flow, where a Polars group-by over every finer row at the end
+/// cost several times more), and frames of sums already flushed.
+#[derive(Debug, Default)]
+pub(crate) struct PendingBucket {
+    pub sums: CoarseSums,
+    frames: Vec<DataFrame>,
+}
+
+impl PendingBucket {
+    /// Adds a finer bucket's sums (the coarse bucket is complete when the
+    /// finer one is, so its frames were already flushed into `finer`'s
+    /// frame when it has any: see [`Self::finish`]).
+    pub fn fold(&mut self, finer: &CoarseSums) {
+        for (key, sums) in finer {
+            add_sums(self.sums.entry(*key).or_default(), sums);
+        }
+    }
+
+    /// Adds a finer bucket that is a frame already.
+    pub fn push_frame(&mut self, frame: DataFrame) {
+        self.frames.push(frame);
+    }
+
+    pub fn has_frames(&self) -> bool {
+        !self.frames.is_empty()
+    }
+
+    /// Turns the sums into a frame, so that the ids in their keys may be
+    /// invalidated.
+    pub fn flush(
+        &mut self,
+        bucket_start_ms: i64,
+        exporters: &Exporters,
+        classifier: &Classifier,
+    ) -> Result<(), StoreError> {
+        if !self.sums.is_empty() {
+            let frame = coarse_frame(bucket_start_ms, &self.sums, exporters, classifier)?;
+            self.frames.push(frame);
+            self.sums.clear();
+        }
+        Ok(())
+    }
+
+    /// The bucket's frame, its sums and any flushed frames together.
+    pub fn finish(
+        &self,
+        bucket_start_ms: i64,
+        exporters: &Exporters,
+        classifier: &Classifier,
+    ) -> Result<DataFrame, StoreError> {
+        let summed = coarse_frame(bucket_start_ms, &self.sums, exporters, classifier)?;
+        if self.frames.is_empty() {
+            return Ok(summed);
+        }
+        let mut all = self.frames.clone();
+        all.push(summed);
+        roll_up(&all, bucket_start_ms)
+    }
+
+    pub fn estimated_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(CoarseKey, FlowSums)>() + 1;
+        self.sums.capacity() * entry
+            + self
+                .frames
+                .iter()
+                .map(DataFrame::estimated_size)
+                .sum::<usize>()
+    }
+}
 
 /// The 1 s frame of one closed bucket (emptying its map, which the caller
 /// may reuse): the full flow key with class, sites and prefixes looked up
-/// once per distinct key.
-pub(crate) fn fine_frame(
+/// once per distinct key. Its rows are also added to `coarse` (the 10 s
+/// bucket's sums). `rows` is a buffer reused from one second to the next:
+/// at high flow counts it is megabytes, which fresh would page-fault in.
+pub(crate) fn close_bucket(
     bucket_start_ms: i64,
     map: &mut FlowMap,
+    rows: &mut Vec<(FlowKey, FlowSums, Place, Place)>,
+    coarse: &mut CoarseSums,
     exporters: &Exporters,
     classifier: &mut Classifier,
 ) -> Result<DataFrame, StoreError> {
-    let rows: Vec<(FlowKey, FlowSums)> = map.drain().collect();
-    let places: Vec<(Place, Place)> = rows
-        .iter()
-        .map(|(key, _)| {
-            (
-                classifier.place_of(key.src_addr),
-                classifier.place_of(key.dst_addr),
-            )
-        })
-        .collect();
+    rows.clear();
+    rows.extend(map.drain().map(|(key, sums)| {
+        let src = classifier.place_of(key.src_addr);
+        let dst = classifier.place_of(key.dst_addr);
+        (key, sums, src, dst)
+    }));
+    for (key, sums, src, dst) in rows.iter() {
+        let coarse_key = CoarseKey {
+            exporter: key.exporter,
+            in_if: key.in_if,
+            out_if: key.out_if,
+            src: *src,
+            dst: *dst,
+            protocol: key.protocol,
+            dscp: key.dscp,
+        };
+        add_sums(coarse.entry(coarse_key).or_default(), sums);
+    }
     let classifier = &*classifier;
     let height = rows.len();
-    let keys = || rows.iter().map(|(key, _)| key);
-    let sums = || rows.iter().map(|(_, sums)| sums);
+    let keys = || rows.iter().map(|(key, ..)| key);
+    let sums = || rows.iter().map(|(_, sums, ..)| sums);
+    let sources = || rows.iter().map(|(.., src, _)| src);
+    let destinations = || rows.iter().map(|(.., dst)| dst);
     let columns = vec![
         Column::new_scalar(
             BUCKET_START_MS.into(),
@@ -52,27 +180,67 @@ pub(crate) fn fine_frame(
         numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
         numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
         strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
-        strings(
-            SRC_SITE,
-            places.iter().map(|(s, _)| classifier.site_name(s.site)),
-        ),
+        strings(SRC_SITE, sources().map(|p| classifier.site_name(p.site))),
         strings(
             DST_SITE,
-            places.iter().map(|(_, d)| classifier.site_name(d.site)),
+            destinations().map(|p| classifier.site_name(p.site)),
         ),
         strings(
             SRC_PREFIX,
-            places.iter().map(|(s, _)| classifier.prefix_text(s.prefix)),
+            sources().map(|p| classifier.prefix_text(p.prefix)),
         ),
         strings(
             DST_PREFIX,
-            places.iter().map(|(_, d)| classifier.prefix_text(d.prefix)),
+            destinations().map(|p| classifier.prefix_text(p.prefix)),
         ),
         numbers::<UInt64Type>(BYTES, sums().map(|s| s.bytes)),
         numbers::<UInt64Type>(PACKETS, sums().map(|s| s.packets)),
         numbers::<UInt64Type>(FLOWS, sums().map(|s| s.flows)),
     ];
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a 1 s bucket", e))
+}
+
+/// A coarse bucket's frame from its sums.
+fn coarse_frame(
+    bucket_start_ms: i64,
+    sums: &CoarseSums,
+    exporters: &Exporters,
+    classifier: &Classifier,
+) -> Result<DataFrame, StoreError> {
+    let height = sums.len();
+    let keys = || sums.keys();
+    let values = || sums.values();
+    let columns = vec![
+        Column::new_scalar(
+            BUCKET_START_MS.into(),
+            Scalar::new(DataType::Int64, AnyValue::Int64(bucket_start_ms)),
+            height,
+        ),
+        strings(EXPORTER, keys().map(|k| exporters.address_text(k.exporter))),
+        numbers::<UInt32Type>(
+            EXPORTER_DOMAIN,
+            keys().map(|k| exporters.domain(k.exporter)),
+        ),
+        numbers::<UInt32Type>(IN_IF, keys().map(|k| k.in_if)),
+        numbers::<UInt32Type>(OUT_IF, keys().map(|k| k.out_if)),
+        strings(
+            SRC_PREFIX,
+            keys().map(|k| classifier.prefix_text(k.src.prefix)),
+        ),
+        strings(
+            DST_PREFIX,
+            keys().map(|k| classifier.prefix_text(k.dst.prefix)),
+        ),
+        strings(SRC_SITE, keys().map(|k| classifier.site_name(k.src.site))),
+        strings(DST_SITE, keys().map(|k| classifier.site_name(k.dst.site))),
+        numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
+        numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
+        strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
+        numbers::<UInt64Type>(BYTES, values().map(|s| s.bytes)),
+        numbers::<UInt64Type>(PACKETS, values().map(|s| s.packets)),
+        numbers::<UInt64Type>(FLOWS, values().map(|s| s.flows)),
+    ];
+    DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a coarse bucket", e))
 }
 
 fn strings<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Column {

@@ -6,10 +6,13 @@
 //! - **1 s** (the raw window): one row per full flow key per second. The
 //!   open second is a plain Rust hash map (see `ingest`, the hot path);
 //!   when it closes it becomes a Polars frame.
-//! - **10 s** and **1 min**: rolled up with a Polars `group_by` from the
-//!   finer tier (1 s into 10 s, 10 s into 1 min) once every finer bucket
-//!   they cover has closed, keyed by prefixes and sites instead of
-//!   addresses and ports.
+//! - **10 s** and **1 min**: keyed by prefixes and sites instead of
+//!   addresses and ports, summed in plain hash maps as the finer buckets
+//!   close (each 1 s bucket's rows into its 10 s bucket, each 10 s bucket
+//!   into its minute), and turned into frames once every finer bucket they
+//!   cover has closed. Before the classifier's ids in those maps' keys are
+//!   invalidated (its caches trimmed, its sites replaced) the sums become
+//!   frames, which a Polars `group_by` adds up at the end.
 //!
 //! A 1 s bucket closes when the received time (of records, or the clock
 //! given to [`TelemetryStore::advance`]) reaches its end plus
@@ -46,9 +49,10 @@ pub use query::{
     MatrixCell, SelectedBytes, Talker, TalkerGrouping, average_matrix,
 };
 
-use classify::Classifier;
+use classify::{Classifier, Place};
 use counters::CounterTable;
-use ingest::{Exporters, FINE_BUCKET_MS, OpenBuckets, bucket_start};
+use frames::PendingBucket;
+use ingest::{Exporters, FINE_BUCKET_MS, FlowKey, FlowSums, OpenBuckets, bucket_start};
 
 /// A tier of time buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -271,12 +275,12 @@ pub struct TelemetryStore {
     open: OpenBuckets,
     /// Finest first, indexed by [`Tier::index`].
     tiers: [TierData; 3],
-    /// Closed 1 s frames waiting for their 10 s bucket to complete, by the
-    /// 10 s bucket's start. Frames share their data with the tier's copy,
-    /// so holding them costs nothing until the 1 s tier drops its copy.
-    pending_10s: BTreeMap<i64, Vec<DataFrame>>,
-    /// 10 s frames waiting for their minute to complete.
-    pending_1m: BTreeMap<i64, Vec<DataFrame>>,
+    /// 10 s buckets filling as their 1 s buckets close, by start.
+    pending_10s: BTreeMap<i64, PendingBucket>,
+    /// Minutes filling as their 10 s buckets complete.
+    pending_1m: BTreeMap<i64, PendingBucket>,
+    /// The rows of the 1 s bucket being closed, reused.
+    close_rows: Vec<(FlowKey, FlowSums, Place, Place)>,
     counters: CounterTable,
 }
 
@@ -292,6 +296,7 @@ impl TelemetryStore {
             tiers: Tier::ALL.map(TierData::new),
             pending_10s: BTreeMap::new(),
             pending_1m: BTreeMap::new(),
+            close_rows: Vec::new(),
             counters: CounterTable::default(),
         })
     }
@@ -306,6 +311,8 @@ impl TelemetryStore {
         let mut config = self.config.clone();
         config.sites = sites;
         config.check()?;
+        // The pending sums are keyed by the old classifier's ids.
+        self.flush_pending()?;
         self.classifier = Classifier::new(&config);
         self.config = config;
         Ok(())
@@ -398,6 +405,12 @@ impl TelemetryStore {
     fn estimated_bytes(&self) -> usize {
         self.tiers.iter().map(|t| t.estimated_bytes).sum::<usize>()
             + self.open.estimated_bytes()
+            + self
+                .pending_10s
+                .values()
+                .chain(self.pending_1m.values())
+                .map(PendingBucket::estimated_bytes)
+                .sum::<usize>()
             + self.counters.estimated_bytes()
     }
 
@@ -410,17 +423,24 @@ impl TelemetryStore {
             return Ok(());
         }
         for (start, mut map) in self.open.close_before(boundary) {
-            let built = frames::fine_frame(start, &mut map, &self.exporters, &mut self.classifier);
-            self.open.recycle(map);
-            let frame = built?;
             let window = bucket_start(start, Tier::TenSeconds.bucket_ms());
-            self.pending_10s
-                .entry(window)
-                .or_default()
-                .push(frame.clone());
-            self.tier_mut(Tier::OneSecond).insert(start, frame)?;
+            let pending = self.pending_10s.entry(window).or_default();
+            let built = frames::close_bucket(
+                start,
+                &mut map,
+                &mut self.close_rows,
+                &mut pending.sums,
+                &self.exporters,
+                &mut self.classifier,
+            );
+            self.open.recycle(map);
+            self.tier_mut(Tier::OneSecond).insert(start, built?)?;
         }
-        self.classifier.trim_caches();
+        if self.classifier.caches_full() {
+            // The pending sums are keyed by ids the trim invalidates.
+            self.flush_pending()?;
+            self.classifier.trim_caches();
+        }
         self.roll_up_due(boundary)?;
         self.enforce_budget();
         Ok(())
@@ -428,19 +448,30 @@ impl TelemetryStore {
 
     fn roll_up_due(&mut self, boundary: i64) -> Result<(), StoreError> {
         let ten = Tier::TenSeconds.bucket_ms();
-        for (start, finer) in take_complete(&mut self.pending_10s, ten, boundary) {
-            let frame = frames::roll_up(&finer, start)?;
+        for (start, pending) in take_complete(&mut self.pending_10s, ten, boundary) {
+            let frame = pending.finish(start, &self.exporters, &self.classifier)?;
             let minute = bucket_start(start, Tier::OneMinute.bucket_ms());
-            self.pending_1m
-                .entry(minute)
-                .or_default()
-                .push(frame.clone());
+            let into = self.pending_1m.entry(minute).or_default();
+            if pending.has_frames() {
+                into.push_frame(frame.clone());
+            } else {
+                into.fold(&pending.sums);
+            }
             self.tier_mut(Tier::TenSeconds).insert(start, frame)?;
         }
         let sixty = Tier::OneMinute.bucket_ms();
-        for (start, finer) in take_complete(&mut self.pending_1m, sixty, boundary) {
-            let frame = frames::roll_up(&finer, start)?;
+        for (start, pending) in take_complete(&mut self.pending_1m, sixty, boundary) {
+            let frame = pending.finish(start, &self.exporters, &self.classifier)?;
             self.tier_mut(Tier::OneMinute).insert(start, frame)?;
+        }
+        Ok(())
+    }
+
+    /// Turns every pending bucket's sums into frames, before the ids
+    /// their keys hold are invalidated.
+    fn flush_pending(&mut self) -> Result<(), StoreError> {
+        for (start, pending) in self.pending_10s.iter_mut().chain(&mut self.pending_1m) {
+            pending.flush(*start, &self.exporters, &self.classifier)?;
         }
         Ok(())
     }
@@ -470,11 +501,7 @@ impl TelemetryStore {
 
 /// Removes and returns the pending groups whose bucket of `width_ms` ends
 /// at or before `boundary` (all their finer buckets have closed).
-fn take_complete(
-    pending: &mut BTreeMap<i64, Vec<DataFrame>>,
-    width_ms: i64,
-    boundary: i64,
-) -> Vec<(i64, Vec<DataFrame>)> {
+fn take_complete<T>(pending: &mut BTreeMap<i64, T>, width_ms: i64, boundary: i64) -> Vec<(i64, T)> {
     let mut complete = Vec::new();
     while let Some(entry) = pending.first_entry() {
         if entry.key().saturating_add(width_ms) > boundary {
