@@ -4,8 +4,10 @@
 //! MLU), timed on the demo topology with the demo's traffic and on the
 //! shared data's larger networks with gravity traffic. Cold is the first
 //! interval on a topology (candidate paths computed); warm the next ones
-//! (paths reused). Each figure is also given as a share of the telemetry
-//! interval it must fit in.
+//! (paths reused, and the fast solver started from the last plan's split
+//! where a class is above the exact LP's size), each with one more
+//! interval of traffic than the one before. Each figure is also given as
+//! a share of the telemetry interval it must fit in.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,7 +44,8 @@ pub struct BenchReplanArgs {
     /// Seed of the gravity traffic.
     #[arg(long, default_value_t = 5)]
     pub seed: u64,
-    /// Warm intervals timed (the median counts).
+    /// Warm intervals timed (the median counts), each one interval later
+    /// than the one before.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Print one JSON document (the output is JSON either way).
@@ -135,13 +138,14 @@ fn median(values: &mut [f64]) -> f64 {
 /// `aiwan bench replan`.
 pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
     let mut cases = Vec::new();
+    let runs = args.runs.max(1);
     for name in &args.topologies {
         let (topology, history, interval_ms) = if name == "demo" {
             let topology = aiwan_planner::formats::clab::parse_clab(include_str!(
                 "../../../lab/ai-wan.clab.yml"
             ))
             .context("the built-in topology")?;
-            let history = demo_history(&topology, args.history)?;
+            let history = demo_history(&topology, args.history + runs)?;
             (topology, history, 1000.0)
         } else {
             let (path, capacity) = crate::offline::bench_topology(&args.data, name)?;
@@ -154,11 +158,15 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             }
             let network = aiwan_planner::formats::load_network(&path, capacity)
                 .with_context(|| format!("{}", path.display()))?;
-            let history = gravity_history(&network, args.seed, args.history);
+            let history = gravity_history(&network, args.seed, args.history + runs);
             (topology_of(&network), history, 10_000.0)
         };
         let network = Network::from_topology(&topology);
-        let work = Work {
+        // Interval `r` (0 cold, then the warm ones) sees the history up to
+        // its own newest interval: each re-plan has one new interval of
+        // traffic, as in the loop.
+        let seen = |r: usize| history[r..r + args.history].to_vec();
+        let mut work = Work {
             link_names: super::link_names(&topology),
             covered: super::covered_links(&topology),
             counters: vec![None; network.edges.len()],
@@ -166,7 +174,7 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             network: network.clone(),
             jobs: Vec::new(),
             now_ms: 0,
-            history,
+            history: seen(0),
             sampling: 1.0,
             congestion_threshold: 0.8,
             method: args.method,
@@ -181,13 +189,27 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
         let cold_ms = started.elapsed().as_secs_f64() * 1e3;
         let computed = paths.computed;
         let mut warm = Vec::new();
+        let mut solver_cold = Vec::new();
+        let mut solver_cold_plan_mlu = f64::NAN;
         let mut last = cold;
-        for _ in 0..args.runs.max(1) {
+        for r in 1..=runs {
+            work.history = seen(r);
+            // The reference: the same interval with the paths reused but
+            // the solver started cold (the splits forgotten).
+            let mut without_splits = paths.clone();
+            without_splits.forget_splits();
+            let started = Instant::now();
+            let reference = run(&work, &mut forwarding.clone(), &mut without_splits);
+            solver_cold.push(started.elapsed().as_secs_f64() * 1e3);
+            if let Some(Ok((plan, _))) = &reference.candidate {
+                solver_cold_plan_mlu = plan.mlu;
+            }
             let started = Instant::now();
             last = run(&work, &mut forwarding, &mut paths);
             warm.push(started.elapsed().as_secs_f64() * 1e3);
         }
         let warm_ms = median(&mut warm);
+        let solver_cold_ms = median(&mut solver_cold);
         let (plan_mlu, candidate_mlu) = match &last.candidate {
             Some(Ok((plan, mlu))) => (plan.mlu, *mlu),
             Some(Err(error)) => anyhow::bail!("{name}: {error}"),
@@ -209,13 +231,20 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             "interval_ms": interval_ms,
             "cold_ms": cold_ms,
             "warm_ms": warm_ms,
+            "warm_solver_cold_ms": solver_cold_ms,
+            "warm_over_solver_cold": warm_ms / solver_cold_ms,
             "cold_share_of_interval": cold_ms / interval_ms,
             "warm_share_of_interval": warm_ms / interval_ms,
             "paths_computed": computed,
-            "paths_reused_per_replan": paths.reused / args.runs.max(1),
+            "paths_reused_per_replan": paths.reused / runs,
+            // Class solves above the exact LP's size that started from the
+            // last plan's split, over the warm intervals.
+            "warm_started_solves": paths.warm_starts,
             "predicted_mlu_current": last.prediction.current_mlu,
             "predicted_mlu_candidate": candidate_mlu,
             "candidate_plan_mlu": plan_mlu,
+            // The last interval's plan with the solver started cold.
+            "solver_cold_plan_mlu": solver_cold_plan_mlu,
         }));
     }
     let report = serde_json::json!({ "cases": cases });

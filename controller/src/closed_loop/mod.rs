@@ -264,7 +264,9 @@ pub struct ClosedLoop {
     /// The last measured interval's demand, bit/s over all classes.
     last_demand_bps: f64,
     events: tokio::sync::broadcast::Receiver<crate::events::Event>,
-    /// Candidate paths of the current topology, reused by every re-plan.
+    /// Candidate paths of the current topology, reused by every re-plan,
+    /// and the last plan's splits, where the next one's fast solver starts
+    /// (a warm start).
     paths: aiwan_planner::classes::PathCache,
 }
 
