@@ -548,7 +548,9 @@ pub async fn bench_collector(args: &BenchCollectorArgs) -> anyhow::Result<()> {
         "loopback_at_half_rate": loopback,
         "nfacctd": nfacctd,
         "ratio_vs_nfacctd": ratio,
-        "goal": {"records_per_sec": 2_000_000, "ratio_vs_nfacctd": 3.0},
+        // Per core into the store (issue 17's 5 M); against nfacctd, the
+        // earlier 3x (issue 17 asks 2.5x).
+        "goal": {"records_per_sec": 5_000_000, "ratio_vs_nfacctd": 3.0},
     });
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
