@@ -1173,13 +1173,7 @@ pub(crate) mod tests {
         let side = 9;
         let n = side * side;
         let network = crate::lp::tests::network(n, &crate::lp::tests::grid_links(side));
-        let mut state = 11u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::lp::tests::uniform(11u64);
         let mut demands: Vec<ClassDemand> = (0..n)
             .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
             .map(|(src, dst)| ClassDemand {

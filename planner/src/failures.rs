@@ -193,13 +193,7 @@ mod tests {
         let side = 5;
         let n = side * side;
         let links = crate::lp::tests::grid_links(side);
-        let mut state = 3u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::lp::tests::uniform(3u64);
         let entries: Vec<(usize, usize, f64)> = (0..n)
             .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
             .map(|(s, t)| (s, t, 0.1 + next()))

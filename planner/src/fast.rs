@@ -870,13 +870,7 @@ mod tests {
         let links = crate::lp::tests::grid_links(side);
         let n = side * side;
         let network = crate::lp::tests::network(n, &links);
-        let mut state = 7u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::lp::tests::uniform(7u64);
         let entries: Vec<(usize, usize, f64)> = (0..n)
             .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
             .map(|(s, t)| (s, t, 0.05 + next()))

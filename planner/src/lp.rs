@@ -758,6 +758,18 @@ pub(crate) mod tests {
         links
     }
 
+    /// Seeded numbers in [0, 1) (xorshift64; `seed` not 0): the same
+    /// sequence for the same seed, for tests' random instances.
+    pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     pub(crate) fn network(n: usize, links: &[(usize, usize, f64)]) -> Network {
         let mut edges = Vec::new();
         for &(a, b, capacity) in links {

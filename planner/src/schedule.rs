@@ -1178,13 +1178,7 @@ mod tests {
         // tenants (some far beyond the network), either preference.
         use crate::classes::tests::both_ways;
         use crate::paths::{PathOptions, ShortestPaths};
-        let mut state = 0x5eed_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = crate::lp::tests::uniform(0x5eed_u64);
         for case in 0..24 {
             let n = 4 + (next() * 4.0) as usize;
             let mut edges = Vec::new();

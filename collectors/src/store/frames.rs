@@ -160,19 +160,13 @@ pub(crate) fn close_bucket(
     let sums = || rows.iter().map(|(_, sums, ..)| sums);
     let sources = || rows.iter().map(|(.., src, _)| src);
     let destinations = || rows.iter().map(|(.., dst)| dst);
-    let columns = vec![
-        Column::new_scalar(
-            BUCKET_START_MS.into(),
-            Scalar::new(DataType::Int64, AnyValue::Int64(bucket_start_ms)),
-            height,
-        ),
-        strings(EXPORTER, keys().map(|k| exporters.address_text(k.exporter))),
-        numbers::<UInt32Type>(
-            EXPORTER_DOMAIN,
-            keys().map(|k| exporters.domain(k.exporter)),
-        ),
-        numbers::<UInt32Type>(IN_IF, keys().map(|k| k.in_if)),
-        numbers::<UInt32Type>(OUT_IF, keys().map(|k| k.out_if)),
+    let mut columns = leading_columns(
+        bucket_start_ms,
+        height,
+        keys().map(|k| (k.exporter, k.in_if, k.out_if)),
+        exporters,
+    );
+    columns.extend([
         numbers::<UInt128Type>(SRC_ADDR, keys().map(|k| k.src_addr)),
         numbers::<UInt128Type>(DST_ADDR, keys().map(|k| k.dst_addr)),
         numbers::<UInt16Type>(SRC_PORT, keys().map(|k| k.src_port)),
@@ -196,7 +190,7 @@ pub(crate) fn close_bucket(
         numbers::<UInt64Type>(BYTES, sums().map(|s| s.bytes)),
         numbers::<UInt64Type>(PACKETS, sums().map(|s| s.packets)),
         numbers::<UInt64Type>(FLOWS, sums().map(|s| s.flows)),
-    ];
+    ]);
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a 1 s bucket", e))
 }
 
@@ -210,19 +204,13 @@ fn coarse_frame(
     let height = sums.len();
     let keys = || sums.keys();
     let values = || sums.values();
-    let columns = vec![
-        Column::new_scalar(
-            BUCKET_START_MS.into(),
-            Scalar::new(DataType::Int64, AnyValue::Int64(bucket_start_ms)),
-            height,
-        ),
-        strings(EXPORTER, keys().map(|k| exporters.address_text(k.exporter))),
-        numbers::<UInt32Type>(
-            EXPORTER_DOMAIN,
-            keys().map(|k| exporters.domain(k.exporter)),
-        ),
-        numbers::<UInt32Type>(IN_IF, keys().map(|k| k.in_if)),
-        numbers::<UInt32Type>(OUT_IF, keys().map(|k| k.out_if)),
+    let mut columns = leading_columns(
+        bucket_start_ms,
+        height,
+        keys().map(|k| (k.exporter, k.in_if, k.out_if)),
+        exporters,
+    );
+    columns.extend([
         strings(
             SRC_PREFIX,
             keys().map(|k| classifier.prefix_text(k.src.prefix)),
@@ -239,8 +227,36 @@ fn coarse_frame(
         numbers::<UInt64Type>(BYTES, values().map(|s| s.bytes)),
         numbers::<UInt64Type>(PACKETS, values().map(|s| s.packets)),
         numbers::<UInt64Type>(FLOWS, values().map(|s| s.flows)),
-    ];
+    ]);
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a coarse bucket", e))
+}
+
+/// The columns every flow tier starts with: the bucket start, the exporter
+/// (address text and domain) and the interfaces, from each row's
+/// (exporter id, in_if, out_if).
+fn leading_columns(
+    bucket_start_ms: i64,
+    height: usize,
+    rows: impl Iterator<Item = (u32, u32, u32)> + Clone,
+    exporters: &Exporters,
+) -> Vec<Column> {
+    vec![
+        Column::new_scalar(
+            BUCKET_START_MS.into(),
+            Scalar::new(DataType::Int64, AnyValue::Int64(bucket_start_ms)),
+            height,
+        ),
+        strings(
+            EXPORTER,
+            rows.clone().map(|(e, ..)| exporters.address_text(e)),
+        ),
+        numbers::<UInt32Type>(
+            EXPORTER_DOMAIN,
+            rows.clone().map(|(e, ..)| exporters.domain(e)),
+        ),
+        numbers::<UInt32Type>(IN_IF, rows.clone().map(|(_, i, _)| i)),
+        numbers::<UInt32Type>(OUT_IF, rows.map(|(.., o)| o)),
+    ]
 }
 
 fn strings<'a>(name: &str, values: impl Iterator<Item = &'a str>) -> Column {
