@@ -109,13 +109,11 @@ fn shares_of(problem: &Problem) -> usize {
     problem.demands.iter().map(|d| d.paths.len()).sum()
 }
 
-/// Whether a class over `problems` is planned by the exact LP alone (see
-/// [`solve_class`] and [`robust_allocation`]), with no use for a warm
-/// start.
-fn uses_exact_lp(problems: &[Problem], primary: usize) -> bool {
-    problems
-        .get(primary)
-        .is_none_or(|p| shares_of(p) * problems.len() <= EXACT_LP_MAX_SHARES)
+/// Whether a class of `shares` path shares over `scenarios` scenarios is
+/// planned by the exact LP (see [`solve_class`] and [`robust_allocation`]),
+/// with no use for a warm start.
+fn uses_exact_lp(shares: usize, scenarios: usize) -> bool {
+    shares * scenarios <= EXACT_LP_MAX_SHARES
 }
 
 /// The optimum for small problems, the fast solver for large ones (and as
@@ -516,11 +514,7 @@ pub fn plan_classes_with(
             }
         }
         let total_rate: f64 = keys.values().map(|rates| rates[primary]).sum();
-        let placed_rate: f64 = solved.problems[primary]
-            .demands
-            .iter()
-            .map(|d| d.rate)
-            .sum();
+        let placed_rate: f64 = solved.problem.demands.iter().map(|d| d.rate).sum();
         let fits = if solved.residual_mlu > 1.0 {
             1.0 / solved.residual_mlu
         } else {
@@ -532,14 +526,13 @@ pub fn plan_classes_with(
             1.0
         };
         let mut admitted = 1.0;
-        for (s, problem) in solved.problems.iter().enumerate() {
-            let Ok(evaluation) = problem.evaluate(&solved.allocation) else {
+        for (s, loads) in solved.scenario_loads.iter().enumerate() {
+            let Some(loads) = loads else {
                 continue;
             };
             // A guaranteed class is planned only up to what the links left
             // to it carry: scaled down alike when it does not fit.
-            let over = evaluation
-                .loads
+            let over = loads
                 .iter()
                 .zip(&residuals[s].edges)
                 .map(|(load, edge)| load / edge.capacity)
@@ -552,7 +545,7 @@ pub fn plan_classes_with(
             if s == primary {
                 admitted = factor;
             }
-            for (e, load) in evaluation.loads.iter().enumerate() {
+            for (e, load) in loads.iter().enumerate() {
                 let load = load * factor;
                 scenario_loads[s][e] += load;
                 // What the next class may use; a saturated edge keeps a
@@ -561,7 +554,7 @@ pub fn plan_classes_with(
                     .max(network.edges[e].capacity * 1e-6);
             }
         }
-        let problem = solved.problems.swap_remove(primary);
+        let problem = solved.problem;
         cache.remember_splits(class, &problem, &solved.allocation);
         outcomes.push(ClassOutcome {
             class,
@@ -715,10 +708,13 @@ fn without_bounds(
 
 /// One class solved over every scenario.
 struct Solved {
-    /// Per scenario: the class's demands at that scenario's rates on what
-    /// the classes before left.
-    problems: Vec<Problem>,
+    /// The class's demands at the primary scenario's rates on what the
+    /// classes before left.
+    problem: Problem,
     allocation: Allocation,
+    /// Per scenario: the class's loads under the allocation at that
+    /// scenario's rates (`None` where the allocation does not fit).
+    scenario_loads: Vec<Option<Vec<f64>>>,
     /// The class's MLU on its residual capacity, in the primary scenario.
     residual_mlu: f64,
     /// The same, in the scenario where it is highest.
@@ -728,6 +724,12 @@ struct Solved {
 
 /// `cache` gives the fast solver its warm start (the last plan's split),
 /// when the class is large enough for the fast solver.
+///
+/// Only the robust LP (small classes) needs a problem per scenario. Above
+/// its size the fast solver plans the primary scenario, and each
+/// scenario's loads come from that one problem with the scenario's rates
+/// put in turn: a copy of every demand's paths per scenario was most of
+/// a large network's re-plan (49 scenarios on UsCarrier).
 fn solve_robust(
     class: &ClassDemands,
     residuals: &[Network],
@@ -737,42 +739,58 @@ fn solve_robust(
     which: Class,
     cache: &mut PathCache,
 ) -> Solved {
-    let problems: Vec<Problem> = residuals
-        .iter()
-        .enumerate()
-        .map(|(s, residual)| Problem {
-            network: residual.clone(),
-            demands: class
-                .demands
-                .iter()
-                .map(|(demand, rates)| Demand {
-                    rate: rates.get(s).copied().unwrap_or(0.0),
-                    ..demand.clone()
-                })
-                .collect(),
-        })
-        .collect();
+    let scenario_problem = |s: usize| Problem {
+        network: residuals[s].clone(),
+        demands: class
+            .demands
+            .iter()
+            .map(|(demand, rates)| Demand {
+                rate: rates.get(s).copied().unwrap_or(0.0),
+                ..demand.clone()
+            })
+            .collect(),
+    };
+    let count = residuals.len();
+    let mut problem = scenario_problem(primary);
+    let exact = uses_exact_lp(shares_of(&problem), count);
     let mut warm = fast.clone();
-    if warm.warm_start.is_none() && !uses_exact_lp(&problems, primary) {
-        warm.warm_start = cache.warm_start(which, &problems[primary]);
+    if warm.warm_start.is_none() && !exact {
+        warm.warm_start = cache.warm_start(which, &problem);
         cache.warm_starts += usize::from(warm.warm_start.is_some());
     }
     let allocation = if class.demands.is_empty() {
         Allocation { splits: Vec::new() }
-    } else if problems.len() == 1 {
-        solve_class(&problems[0], &warm).0
-    } else {
+    } else if count > 1 && exact {
+        let problems: Vec<Problem> = (0..count).map(scenario_problem).collect();
         robust_allocation(&problems, primary, robustness, &warm)
+    } else {
+        solve_class(&problem, &warm).0
     };
-    let mlus: Vec<f64> = problems
-        .iter()
-        .map(|p| p.evaluate(&allocation).map(|e| e.mlu).unwrap_or(0.0))
-        .collect();
+    let mut scenario_loads = Vec::with_capacity(count);
+    let mut mlus = Vec::with_capacity(count);
+    for (s, residual) in residuals.iter().enumerate() {
+        for (demand, (_, rates)) in problem.demands.iter_mut().zip(&class.demands) {
+            demand.rate = rates.get(s).copied().unwrap_or(0.0);
+        }
+        let loads = problem.evaluate(&allocation).ok().map(|e| e.loads);
+        mlus.push(loads.as_ref().map_or(0.0, |loads| {
+            loads
+                .iter()
+                .zip(&residual.edges)
+                .map(|(load, edge)| load / edge.capacity)
+                .fold(0.0, f64::max)
+        }));
+        scenario_loads.push(loads);
+    }
+    for (demand, (_, rates)) in problem.demands.iter_mut().zip(&class.demands) {
+        demand.rate = rates.get(primary).copied().unwrap_or(0.0);
+    }
     Solved {
         residual_mlu: mlus[primary],
         worst_mlu: mlus.iter().copied().fold(0.0, f64::max),
-        problems,
+        problem,
         allocation,
+        scenario_loads,
         pinned: class.pinned.clone(),
     }
 }
@@ -786,7 +804,8 @@ fn robust_allocation(
     robustness: Robustness,
     fast: &FastOptions,
 ) -> Allocation {
-    if uses_exact_lp(problems, primary) {
+    let shares = problems.get(primary).map_or(0, shares_of);
+    if uses_exact_lp(shares, problems.len()) {
         let mut scales = Vec::with_capacity(problems.len());
         for problem in problems {
             let optimum = solve_class(problem, fast).1;
