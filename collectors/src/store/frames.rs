@@ -62,9 +62,8 @@ pub(crate) struct PendingBucket {
 }
 
 impl PendingBucket {
-    /// Adds a finer bucket's sums (the coarse bucket is complete when the
-    /// finer one is, so its frames were already flushed into `finer`'s
-    /// frame when it has any: see [`Self::finish`]).
+    /// Adds a finer bucket's sums (a finer bucket that has flushed frames
+    /// is added as its finished frame instead: [`Self::push_frame`]).
     pub fn fold(&mut self, finer: &CoarseSums) {
         for (key, sums) in finer {
             add_sums(self.sums.entry(*key).or_default(), sums);
