@@ -53,15 +53,7 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
     let mut failed = vec![false; edges.len()];
     let mut affected = Vec::new();
     let mut loads = Vec::with_capacity(edges.len());
-    for (e, edge) in edges.iter().enumerate() {
-        // Each physical link once: from its lower-numbered edge.
-        let reverse = edges
-            .iter()
-            .position(|r| r.src == edge.dst && r.dst == edge.src);
-        if reverse.is_some_and(|r| r < e) {
-            continue;
-        }
-        let failed_edges: Vec<usize> = std::iter::once(e).chain(reverse).collect();
+    for failed_edges in links(problem) {
         for &f in &failed_edges {
             failed[f] = true;
         }
@@ -81,11 +73,7 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
                     loads[x] -= demand.rate * share;
                 }
             }
-            let alive: Vec<bool> = demand
-                .paths
-                .iter()
-                .map(|p| p.iter().all(|&x| !failed[x]))
-                .collect();
+            let alive = alive_paths(demand, &failed);
             if !alive.contains(&true) {
                 cut_off.push(d);
                 continue;
@@ -97,13 +85,7 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
                 }
             }
         }
-        let mlu = loads
-            .iter()
-            .zip(edges)
-            .enumerate()
-            .filter(|(i, _)| !failed[*i])
-            .map(|(_, (load, edge))| load.max(0.0) / edge.capacity)
-            .fold(0.0, f64::max);
+        let mlu = surviving_mlu(problem, &loads, &failed);
         for &f in &failed_edges {
             failed[f] = false;
         }
@@ -116,6 +98,43 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
         }
     }
     worst
+}
+
+/// Each physical link once, as its edges: an edge and its reverse where
+/// both exist (from the lower-numbered one), else the edge alone.
+fn links(problem: &Problem) -> Vec<Vec<usize>> {
+    let edges = &problem.network.edges;
+    let mut links = Vec::new();
+    for (e, edge) in edges.iter().enumerate() {
+        let reverse = edges
+            .iter()
+            .position(|r| r.src == edge.dst && r.dst == edge.src);
+        if reverse.is_some_and(|r| r < e) {
+            continue;
+        }
+        links.push(std::iter::once(e).chain(reverse).collect());
+    }
+    links
+}
+
+/// Which of `demand`'s paths avoid every `failed` edge.
+fn alive_paths(demand: &crate::allocation::Demand, failed: &[bool]) -> Vec<bool> {
+    demand
+        .paths
+        .iter()
+        .map(|p| p.iter().all(|&x| !failed[x]))
+        .collect()
+}
+
+/// The highest utilisation of the edges that did not fail.
+fn surviving_mlu(problem: &Problem, loads: &[f64], failed: &[bool]) -> f64 {
+    loads
+        .iter()
+        .zip(&problem.network.edges)
+        .zip(failed)
+        .filter(|(_, failed)| !**failed)
+        .map(|((load, edge), _)| load.max(0.0) / edge.capacity)
+        .fold(0.0, f64::max)
 }
 
 /// A split's shares over the paths still `alive` (0 on the others),
@@ -229,68 +248,30 @@ mod tests {
     }
 
     /// The straightforward evaluation: every demand walked again under
-    /// every failure.
+    /// every failure, the first link with the highest MLU kept.
     fn recomputed(problem: &Problem, allocation: &Allocation) -> Option<WorstFailure> {
         let edges = &problem.network.edges;
         let mut worst: Option<WorstFailure> = None;
-        let mut failed = vec![false; edges.len()];
-        for (e, edge) in edges.iter().enumerate() {
-            // Each physical link once: from its lower-numbered edge.
-            let reverse = edges
-                .iter()
-                .position(|r| r.src == edge.dst && r.dst == edge.src);
-            if reverse.is_some_and(|r| r < e) {
-                continue;
-            }
-            let failed_edges: Vec<usize> = std::iter::once(e).chain(reverse).collect();
+        for failed_edges in links(problem) {
+            let mut failed = vec![false; edges.len()];
             for &f in &failed_edges {
                 failed[f] = true;
             }
             let mut loads = vec![0.0; edges.len()];
             let mut cut_off = Vec::new();
             for (d, (demand, split)) in problem.demands.iter().zip(&allocation.splits).enumerate() {
-                let alive: Vec<bool> = demand
-                    .paths
-                    .iter()
-                    .map(|p| p.iter().all(|&x| !failed[x]))
-                    .collect();
-                let surviving: f64 = split
-                    .iter()
-                    .zip(&alive)
-                    .filter(|(_, a)| **a)
-                    .map(|(s, _)| s)
-                    .sum();
-                let any_alive = alive.iter().any(|a| *a);
-                if !any_alive {
+                let alive = alive_paths(demand, &failed);
+                if !alive.contains(&true) {
                     cut_off.push(d);
                     continue;
                 }
-                for (p, path) in demand.paths.iter().enumerate() {
-                    if !alive[p] {
-                        continue;
-                    }
-                    // Shares renormalised over the survivors; when all surviving
-                    // shares are zero, split evenly over surviving paths.
-                    let share = if surviving > 0.0 {
-                        split[p] / surviving
-                    } else {
-                        1.0 / alive.iter().filter(|a| **a).count() as f64
-                    };
+                for (path, share) in demand.paths.iter().zip(normalised(split, &alive)) {
                     for &x in path {
                         loads[x] += demand.rate * share;
                     }
                 }
             }
-            let mlu = loads
-                .iter()
-                .zip(edges)
-                .enumerate()
-                .filter(|(i, _)| !failed[*i])
-                .map(|(_, (load, edge))| load / edge.capacity)
-                .fold(0.0, f64::max);
-            for &f in &failed_edges {
-                failed[f] = false;
-            }
+            let mlu = surviving_mlu(problem, &loads, &failed);
             if worst.as_ref().is_none_or(|w| mlu > w.mlu) {
                 worst = Some(WorstFailure {
                     mlu,

@@ -157,8 +157,8 @@ pub(crate) fn close_bucket(
     let height = rows.len();
     let keys = || rows.iter().map(|(key, ..)| key);
     let sums = || rows.iter().map(|(_, sums, ..)| sums);
-    let sources = || rows.iter().map(|(.., src, _)| src);
-    let destinations = || rows.iter().map(|(.., dst)| dst);
+    let [src_site, dst_site, src_prefix, dst_prefix] =
+        place_columns(rows.iter().map(|(.., src, dst)| (*src, *dst)), classifier);
     let mut columns = leading_columns(
         bucket_start_ms,
         height,
@@ -173,19 +173,10 @@ pub(crate) fn close_bucket(
         numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
         numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
         strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
-        strings(SRC_SITE, sources().map(|p| classifier.site_name(p.site))),
-        strings(
-            DST_SITE,
-            destinations().map(|p| classifier.site_name(p.site)),
-        ),
-        strings(
-            SRC_PREFIX,
-            sources().map(|p| classifier.prefix_text(p.prefix)),
-        ),
-        strings(
-            DST_PREFIX,
-            destinations().map(|p| classifier.prefix_text(p.prefix)),
-        ),
+        src_site,
+        dst_site,
+        src_prefix,
+        dst_prefix,
         numbers::<UInt64Type>(BYTES, sums().map(|s| s.bytes)),
         numbers::<UInt64Type>(PACKETS, sums().map(|s| s.packets)),
         numbers::<UInt64Type>(FLOWS, sums().map(|s| s.flows)),
@@ -203,6 +194,8 @@ fn coarse_frame(
     let height = sums.len();
     let keys = || sums.keys();
     let values = || sums.values();
+    let [src_site, dst_site, src_prefix, dst_prefix] =
+        place_columns(keys().map(|k| (k.src, k.dst)), classifier);
     let mut columns = leading_columns(
         bucket_start_ms,
         height,
@@ -210,16 +203,10 @@ fn coarse_frame(
         exporters,
     );
     columns.extend([
-        strings(
-            SRC_PREFIX,
-            keys().map(|k| classifier.prefix_text(k.src.prefix)),
-        ),
-        strings(
-            DST_PREFIX,
-            keys().map(|k| classifier.prefix_text(k.dst.prefix)),
-        ),
-        strings(SRC_SITE, keys().map(|k| classifier.site_name(k.src.site))),
-        strings(DST_SITE, keys().map(|k| classifier.site_name(k.dst.site))),
+        src_prefix,
+        dst_prefix,
+        src_site,
+        dst_site,
         numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
         numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
         strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
@@ -228,6 +215,35 @@ fn coarse_frame(
         numbers::<UInt64Type>(FLOWS, values().map(|s| s.flows)),
     ]);
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a coarse bucket", e))
+}
+
+/// The site and prefix columns of each row's (source, destination) places:
+/// `[src_site, dst_site, src_prefix, dst_prefix]` (each tier puts them in
+/// its own order).
+fn place_columns(
+    places: impl Iterator<Item = (Place, Place)> + Clone,
+    classifier: &Classifier,
+) -> [Column; 4] {
+    [
+        strings(
+            SRC_SITE,
+            places.clone().map(|(s, _)| classifier.site_name(s.site)),
+        ),
+        strings(
+            DST_SITE,
+            places.clone().map(|(_, d)| classifier.site_name(d.site)),
+        ),
+        strings(
+            SRC_PREFIX,
+            places
+                .clone()
+                .map(|(s, _)| classifier.prefix_text(s.prefix)),
+        ),
+        strings(
+            DST_PREFIX,
+            places.map(|(_, d)| classifier.prefix_text(d.prefix)),
+        ),
+    ]
 }
 
 /// The columns every flow tier starts with: the bucket start, the exporter
