@@ -15,7 +15,7 @@
 //! success, failure or Ctrl-C alike: controllers stopped, agents stopped,
 //! namespaces deleted, its own folders removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -62,14 +62,18 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Beyond its duration, how long an iperf3 client may take.
 const CLIENT_GRACE: Duration = Duration::from_secs(20);
-/// Source ports of the clients: flow `i` of a run takes
-/// `FIRST + (start + i * STEP) mod SPAN`, with `start` drawn per side and
-/// port set from a fixed sequence. The sets are then independent draws of
-/// the kernel's hash (neighbouring ports were not), no two flows of a run
-/// share a port (STEP is prime to SPAN), and no run reuses another's
-/// connection (TIME_WAIT) but by chance.
-const CLIENT_PORT_FIRST: u32 = 20_000;
-const CLIENT_PORT_SPAN: u32 = 40_000;
+/// Source ports of the clients: a run's `k`-th candidate is
+/// `FIRST + (start + k * STEP) mod SPAN`, with `start` drawn per side and
+/// port set from a fixed sequence, and a flow takes the next candidate no
+/// earlier run of the lab used. The sets are then independent draws of the
+/// kernel's hash (neighbouring ports were not), no two flows of a run share
+/// a port (STEP is prime to SPAN), and no client binds a port an earlier
+/// connection of the lab may still hold in TIME_WAIT (iperf3 binds without
+/// SO_REUSEADDR: that fails with "Address already in use"). The ports stay
+/// below the kernel's ephemeral range (32768 and up by default), where the
+/// iperf3 control connections take theirs.
+const CLIENT_PORT_FIRST: u32 = 10_000;
+const CLIENT_PORT_SPAN: u32 = 22_000;
 const CLIENT_PORT_STEP: u32 = 7_919;
 
 /// Where a run's client ports start: a splitmix64 draw from the side and
@@ -82,10 +86,31 @@ fn client_port_start(side_index: u32, set: u32) -> u32 {
     (z % u64::from(CLIENT_PORT_SPAN)) as u32
 }
 
-/// Client port of flow `i` in a run starting at `start`.
-fn client_port(start: u32, i: usize) -> u32 {
-    let step = (i as u64 * u64::from(CLIENT_PORT_STEP)) % u64::from(CLIENT_PORT_SPAN);
+/// Candidate `k` of the client ports of a run starting at `start`.
+fn client_port(start: u32, k: u64) -> u32 {
+    let step = (k * u64::from(CLIENT_PORT_STEP)) % u64::from(CLIENT_PORT_SPAN);
     CLIENT_PORT_FIRST + ((u64::from(start) + step) % u64::from(CLIENT_PORT_SPAN)) as u32
+}
+
+/// The client ports of a run of `count` flows starting at `start`: the
+/// first candidates not in `used`, which takes them.
+fn client_ports(start: u32, count: usize, used: &mut BTreeSet<u32>) -> anyhow::Result<Vec<u32>> {
+    let mut ports = Vec::with_capacity(count);
+    for k in 0..u64::from(CLIENT_PORT_SPAN) {
+        if ports.len() == count {
+            break;
+        }
+        let port = client_port(start, k);
+        if used.insert(port) {
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        bail!(
+            "the lab's runs need more than {CLIENT_PORT_SPAN} client ports (flows times port sets)"
+        );
+    }
+    Ok(ports)
 }
 
 /// Runs `aiwan lab run`; exit 0 when the scenario's targets hold, 1 when
@@ -298,6 +323,8 @@ async fn run_sides(
         "port_sets": port_sets,
         "shaped": deployment.shaped,
     });
+    // Both sides run in the same namespaces.
+    let mut used_client_ports = BTreeSet::new();
     for side in [Side::Baseline, Side::Aiwan] {
         if !quiet {
             eprintln!("aiwan lab run: {} side", side.name());
@@ -311,6 +338,7 @@ async fn run_sides(
             workdir,
             side,
             port_sets,
+            &mut used_client_ports,
             quiet,
         )
         .await
@@ -616,6 +644,7 @@ async fn run_side(
     workdir: &Path,
     side: Side,
     port_sets: u32,
+    used_client_ports: &mut BTreeSet<u32>,
     quiet: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let mut controller = start_controller(
@@ -647,6 +676,7 @@ async fn run_side(
         deployment,
         side,
         port_sets,
+        used_client_ports,
         quiet,
     )
     .await;
@@ -674,6 +704,7 @@ async fn drive_side(
     deployment: &Deployment,
     side: Side,
     port_sets: u32,
+    used_client_ports: &mut BTreeSet<u32>,
     quiet: bool,
 ) -> anyhow::Result<serde_json::Value> {
     // The controller plans on what the links carry: shaped, their
@@ -735,11 +766,12 @@ async fn drive_side(
     let mut runs = Vec::new();
     for set in 0..port_sets {
         let client_base = client_port_start(side_index, set);
+        let ports = client_ports(client_base, flows.len(), used_client_ports)?;
         let counters_before = link_bytes(lab, deployment).await?;
         // The routes the scenario watches, sampled while the traffic runs.
         let done = std::sync::atomic::AtomicBool::new(false);
         let traffic = async {
-            let result = run_traffic(lab, &flows, client_base).await;
+            let result = run_traffic(lab, &flows, &ports).await;
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             result
         };
@@ -1015,7 +1047,7 @@ fn in_node(lab: &str, node: &str, args: &[String]) -> tokio::process::Command {
 async fn run_traffic(
     lab: &str,
     flows: &[RunFlow],
-    client_base: u32,
+    client_ports: &[u32],
 ) -> anyhow::Result<(Vec<Measured>, Instant)> {
     let mut servers = Vec::new();
     for flow in flows {
@@ -1042,7 +1074,7 @@ async fn run_traffic(
     let clients_started = Instant::now();
     let mut clients = Vec::new();
     for (i, flow) in flows.iter().enumerate() {
-        let client_port = client_port(client_base, i);
+        let client_port = client_ports[i];
         let mut args: Vec<String> = vec![
             "iperf3".into(),
             "--client".into(),
@@ -1360,4 +1392,47 @@ fn describe(report: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ports_are_unique_across_runs_and_below_the_ephemeral_range() {
+        let mut used = BTreeSet::new();
+        let mut all = Vec::new();
+        for side in 0..2 {
+            for set in 0..aiwan_lab::scenario::MAX_PORT_SETS {
+                let start = client_port_start(side, set);
+                let ports = client_ports(start, 40, &mut used).unwrap();
+                assert_eq!(ports.len(), 40);
+                all.extend(ports);
+            }
+        }
+        let distinct: BTreeSet<u32> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "a client port was used twice");
+        assert!(
+            all.iter().all(|&p| (10_000..32_768).contains(&p)),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn a_port_an_earlier_run_used_is_skipped_and_the_span_is_bounded() {
+        let start = client_port_start(0, 0);
+        let mut used = BTreeSet::from([client_port(start, 0)]);
+        let ports = client_ports(start, 2, &mut used).unwrap();
+        assert_eq!(ports, vec![client_port(start, 1), client_port(start, 2)]);
+        let mut full: BTreeSet<u32> = (0..u64::from(CLIENT_PORT_SPAN))
+            .map(|k| client_port(start, k))
+            .collect();
+        assert_eq!(
+            full.len(),
+            CLIENT_PORT_SPAN as usize,
+            "STEP must be prime to SPAN"
+        );
+        let error = client_ports(start, 1, &mut full).unwrap_err().to_string();
+        assert!(error.contains("client ports"), "{error}");
+    }
 }
