@@ -158,30 +158,75 @@ struct Flat {
 
 impl Flat {
     /// `None` when the paths have more than `u32::MAX` edges in all (16
-    /// GB of indices, beyond any machine this runs on).
+    /// GB of indices, beyond any machine this runs on) or a path crosses
+    /// an edge the network does not have.
     fn new(problem: &Problem) -> Option<Flat> {
-        // Sized up front: growing the edge array (hundreds of megabytes on
-        // ASN2k) would copy it again and again.
-        let n_paths: usize = problem.demands.iter().map(|d| d.paths.len()).sum();
-        let n_edges: usize = problem
-            .demands
-            .iter()
-            .flat_map(|d| &d.paths)
-            .map(Vec::len)
-            .sum();
-        let mut demand_paths = Vec::with_capacity(problem.demands.len());
-        let mut path_start = Vec::with_capacity(n_paths + 1);
-        path_start.push(0);
-        let mut edges = Vec::with_capacity(n_edges);
-        for demand in &problem.demands {
-            let first = path_start.len() - 1;
-            for path in &demand.paths {
-                for &e in path {
-                    edges.push(u32::try_from(e).ok()?);
+        // Sized up front (growing the edge array, hundreds of megabytes on
+        // ASN2k, would copy it again and again) and filled a contiguous
+        // chunk of demands per thread: reading every path's own
+        // allocation is memory latency, half a second on ASN2k on one
+        // core.
+        let threads = worker_threads(problem.demands.len());
+        let chunk = problem.demands.len().div_ceil(threads).max(1);
+        let demand_chunks: Vec<&[crate::allocation::Demand]> =
+            problem.demands.chunks(chunk).collect();
+        let counts: Vec<(usize, usize)> = each_on_a_thread(demand_chunks.clone(), |demands| {
+            let paths = demands.iter().map(|d| d.paths.len()).sum();
+            let edges = demands.iter().flat_map(|d| &d.paths).map(Vec::len).sum();
+            (paths, edges)
+        });
+        let n_paths: usize = counts.iter().map(|c| c.0).sum();
+        let n_edges: usize = counts.iter().map(|c| c.1).sum();
+        let network_edges = problem.network.edges.len();
+        if u32::try_from(n_edges).is_err() || u32::try_from(network_edges).is_err() {
+            return None;
+        }
+        let mut demand_paths = vec![(0, 0); problem.demands.len()];
+        let mut path_start = vec![0u32; n_paths + 1];
+        let mut edges = vec![0u32; n_edges];
+        // Each chunk's slices of the three arrays, and where its paths and
+        // edges start in the whole.
+        let mut parts = Vec::with_capacity(demand_chunks.len());
+        let (mut spans, mut ends, mut rest_edges) =
+            (&mut demand_paths[..], &mut path_start[1..], &mut edges[..]);
+        let (mut first_path, mut first_edge) = (0, 0);
+        for (demands, &(paths, chunk_edges)) in demand_chunks.iter().zip(&counts) {
+            let (span_part, span_rest) = spans.split_at_mut(demands.len());
+            let (end_part, end_rest) = ends.split_at_mut(paths);
+            let (edge_part, edge_rest) = rest_edges.split_at_mut(chunk_edges);
+            parts.push((
+                *demands, span_part, end_part, edge_part, first_path, first_edge,
+            ));
+            (spans, ends, rest_edges) = (span_rest, end_rest, edge_rest);
+            first_path += paths;
+            first_edge += chunk_edges;
+        }
+        let in_range = each_on_a_thread(
+            parts,
+            |(demands, spans, ends, edges, first_path, first_edge)| {
+                let (mut p, mut e) = (0, 0);
+                let mut in_range = true;
+                for (demand, span) in demands.iter().zip(spans.iter_mut()) {
+                    *span = (first_path + p, first_path + p + demand.paths.len());
+                    for path in &demand.paths {
+                        for (slot, &edge) in edges[e..e + path.len()].iter_mut().zip(path) {
+                            in_range &= edge < network_edges;
+                            // Below 2^32: the network's edge count is.
+                            *slot = edge as u32;
+                        }
+                        e += path.len();
+                        // Below 2^32: the total was checked.
+                        ends[p] = (first_edge + e) as u32;
+                        p += 1;
+                    }
                 }
-                path_start.push(u32::try_from(edges.len()).ok()?);
-            }
-            demand_paths.push((first, first + demand.paths.len()));
+                in_range
+            },
+        );
+        // A path over an edge the network does not have: no plan to make
+        // (the caller's fallback evaluates, and reports, the problem).
+        if in_range.contains(&false) {
+            return None;
         }
         Some(Flat {
             capacity: problem.network.edges.iter().map(|e| e.capacity).collect(),
@@ -293,28 +338,16 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
     // updates its demands' shares and adds their new loads to a load vector
     // of its own, merged after the pass: one streaming pass over the paths
     // per iteration, on every core, with no sharing while it runs.
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
-        // Below a few thousand demands a pass is quicker than starting
-        // threads for it.
-        .min(flat.demand_paths.len() / 4096 + 1);
+    let threads = worker_threads(flat.demand_paths.len());
     let chunk = flat.demand_paths.len().div_ceil(threads).max(1);
     let demand_chunks: Vec<&[(usize, usize)]> = flat.demand_paths.chunks(chunk).collect();
     let mut partial_loads = vec![vec![0.0; n_edges]; demand_chunks.len()];
     // The starting loads, a chunk per thread as in the steps (on ASN2k a
     // single pass is a tenth of a warm re-plan).
-    if demand_chunks.len() == 1 {
-        flat.chunk_loads(demand_chunks[0], 0, &shares, &mut partial_loads[0]);
-    } else {
-        std::thread::scope(|scope| {
-            for (c, loads) in partial_loads.iter_mut().enumerate() {
-                let (flat, shares, demands) = (&flat, &shares, demand_chunks[c]);
-                scope.spawn(move || flat.chunk_loads(demands, c * chunk, shares, loads));
-            }
-        });
-    }
+    each_on_a_thread(
+        partial_loads.iter_mut().enumerate().collect(),
+        |(c, loads)| flat.chunk_loads(demand_chunks[c], c * chunk, &shares, loads),
+    );
     let mut util = vec![0.0; n_edges];
     merge_utilisation(&partial_loads, &flat.capacity, &mut util);
     let mut best_util = util.clone();
@@ -386,65 +419,23 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             rest = tail;
             offset = end;
         }
-        let current = &shares;
-        let flat_ref = &flat;
-        let weight_ref = &weight;
-        let mut bound = 0.0;
-        if share_chunks.len() == 1 {
-            // One chunk: no thread to start.
-            for (c, (offset, chunk_shares)) in share_chunks.into_iter().enumerate() {
+        let work: Vec<_> = demand_chunks
+            .iter()
+            .zip(share_chunks)
+            .zip(partial_loads.iter_mut())
+            .enumerate()
+            .collect();
+        let bound: f64 =
+            each_on_a_thread(work, |(c, ((demands, (offset, chunk_shares)), loads))| {
                 let work = Chunk {
                     first_demand: c * chunk,
-                    demands: demand_chunks[c],
+                    demands,
                     offset,
                 };
-                bound += update_chunk(
-                    flat_ref,
-                    weight_ref,
-                    &work,
-                    current,
-                    chunk_shares,
-                    &mut partial_loads[c],
-                    rule,
-                );
-            }
-        } else {
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = demand_chunks
-                    .iter()
-                    .zip(share_chunks)
-                    .zip(partial_loads.iter_mut())
-                    .enumerate()
-                    .map(|(c, ((demands, (offset, chunk_shares)), loads))| {
-                        let work = Chunk {
-                            first_demand: c * chunk,
-                            demands,
-                            offset,
-                        };
-                        scope.spawn(move || {
-                            update_chunk(
-                                flat_ref,
-                                weight_ref,
-                                &work,
-                                current,
-                                chunk_shares,
-                                loads,
-                                rule,
-                            )
-                        })
-                    })
-                    .collect();
-                for worker in workers {
-                    // update_chunk indexes only within the flattened
-                    // problem it was built from; a panic there is a bug,
-                    // and passing it on is the honest report of it.
-                    match worker.join() {
-                        Ok(part) => bound += part,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                }
-            });
-        }
+                update_chunk(&flat, &weight, &work, &shares, chunk_shares, loads, rule)
+            })
+            .iter()
+            .sum();
         // The step's shares become the current ones; the ones before
         // are kept as the best when they were, else are the next spare.
         let before = std::mem::replace(&mut shares, next);
@@ -606,6 +597,42 @@ fn finish_exactly(
     let exact = Allocation { splits };
     let mlu = problem.evaluate(&exact).ok()?.mlu;
     Some((exact, mlu))
+}
+
+/// Threads for a problem of `demands` demands: every core (at most 16),
+/// but below a few thousand demands a pass is quicker than starting
+/// threads for it.
+fn worker_threads(demands: usize) -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16)
+        .min(demands / 4096 + 1)
+}
+
+/// `work` on each of `items`, each on a thread of its own (one item runs on
+/// the calling thread); the results in the items' order.
+fn each_on_a_thread<I: Send, T: Send>(items: Vec<I>, work: impl Fn(I) -> T + Sync) -> Vec<T> {
+    if items.len() <= 1 {
+        return items.into_iter().map(work).collect();
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .into_iter()
+            .map(|item| scope.spawn(move || work(item)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| match worker.join() {
+                Ok(result) => result,
+                // `work` indexes only within the flattened problem it was
+                // built from; a panic there is a bug, and passing it on is
+                // the honest report of it.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The utilisation of every edge from the chunks' loads, summed in chunk
@@ -985,6 +1012,19 @@ mod tests {
     }
     use crate::lp::tests::known_optima;
     use crate::paths::PathOptions;
+
+    #[test]
+    fn a_path_over_an_edge_the_network_lacks_is_no_plan_and_no_panic() {
+        let (network, matrix, k, _) = known_optima().remove(0);
+        let mut problem =
+            Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(k)).unwrap();
+        let missing = problem.network.edges.len();
+        problem.demands[0].paths[0].push(missing);
+        let solution = solve_fast(&problem, &FastOptions::default());
+        assert_eq!(solution.lower_bound, 0.0, "no claim about the optimum");
+        assert_eq!(solution.iterations, 0);
+        assert_eq!(solution.allocation, problem.even_split());
+    }
 
     #[test]
     fn fast_is_close_to_hand_optima_and_never_below() {
