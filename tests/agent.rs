@@ -637,10 +637,7 @@ async fn agent_beyond_loopback_only_with_mutual_tls() {
     let (ca_file, _) = write_pair(&dir, "ca", &ca);
 
     // Any address (not loopback), with mutual TLS.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = support::free_port().port();
     let log = lab.socket("tls-agent.log");
     let child = agent_command(std::path::Path::new(env!("CARGO_BIN_EXE_aiwan")))
         .args(["--listen", &format!("0.0.0.0:{port}"), "--netns", &lab.node])

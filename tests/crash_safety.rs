@@ -12,14 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aiwan_api::v1 as pb;
-use support::{ADMIN_SECRET, Backend, Clients, TestDb, small_topology, sync_job};
+use support::{ADMIN_SECRET, Backend, Clients, TestDb, free_port, small_topology, sync_job};
 
 on_both_backends!(sigkill_mid_write_loses_nothing_acknowledged);
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
-}
 
 /// The controller process, killed when dropped: a failing assertion must
 /// not leave it running.

@@ -119,10 +119,7 @@ fn the_tui_in_tmux_against_a_controller() {
         return support::skip(test, &format!("tmux is missing ({e})")).unwrap_or(());
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = support::free_port().port();
     let controller = start_controller(dir.path(), port);
     let token = std::fs::read_to_string(dir.path().join("demo-token")).expect("the demo's token");
     let tmux = Tmux {
@@ -226,10 +223,7 @@ fn the_tui_in_tmux_against_a_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_dashboard_asks_at_most_once_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = support::free_port().port();
     let _controller = start_controller(dir.path(), port);
     let token = std::fs::read_to_string(dir.path().join("demo-token")).expect("token");
     let shared = std::sync::Arc::new(std::sync::Mutex::new(

@@ -468,10 +468,28 @@ pub async fn current_plan(clients: &mut Clients) -> pb::Plan {
         .expect("a plan")
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked).
+/// A free TCP port on 127.0.0.1 (free when asked), for a child process to
+/// listen on. Below the kernel's ephemeral range (32768 and up by
+/// default): between this call and the child's bind, any other socket
+/// bound to port 0 or connecting out from 127.0.0.1 (the other tests'
+/// controllers and clients) may take a port from that range, and a test
+/// then talks to the wrong server or its child cannot listen.
 pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const FIRST: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // Different processes and calls start at different ports.
+    let start = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    for attempt in 0..SPAN {
+        // 7919 is prime to SPAN: every port of the span comes up once.
+        let port = FIRST + (start + call * 7_919 + attempt * 7_919) % SPAN;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().expect("addr");
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// The `aiwan controller` binary run with the agents driver, killed on
