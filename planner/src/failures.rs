@@ -89,15 +89,27 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
         for &f in &failed_edges {
             failed[f] = false;
         }
-        if worst.as_ref().is_none_or(|w| mlu > w.mlu) {
-            worst = Some(WorstFailure {
-                mlu,
-                failed_edges,
-                cut_off,
-            });
-        }
+        keep_worse(&mut worst, mlu, failed_edges, cut_off);
     }
     worst
+}
+
+/// Keeps the failure of `failed_edges` (surviving MLU `mlu`, demands
+/// `cut_off`) as the worst when it is worse than the worst so far (the
+/// first of equals stays).
+fn keep_worse(
+    worst: &mut Option<WorstFailure>,
+    mlu: f64,
+    failed_edges: Vec<usize>,
+    cut_off: Vec<usize>,
+) {
+    if worst.as_ref().is_none_or(|w| mlu > w.mlu) {
+        *worst = Some(WorstFailure {
+            mlu,
+            failed_edges,
+            cut_off,
+        });
+    }
 }
 
 /// Each physical link once, as its edges: an edge and its reverse where
@@ -272,13 +284,7 @@ mod tests {
                 }
             }
             let mlu = surviving_mlu(problem, &loads, &failed);
-            if worst.as_ref().is_none_or(|w| mlu > w.mlu) {
-                worst = Some(WorstFailure {
-                    mlu,
-                    failed_edges,
-                    cut_off,
-                });
-            }
+            keep_worse(&mut worst, mlu, failed_edges, cut_off);
         }
         worst
     }

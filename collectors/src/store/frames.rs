@@ -170,17 +170,13 @@ pub(crate) fn close_bucket(
         numbers::<UInt128Type>(DST_ADDR, keys().map(|k| k.dst_addr)),
         numbers::<UInt16Type>(SRC_PORT, keys().map(|k| k.src_port)),
         numbers::<UInt16Type>(DST_PORT, keys().map(|k| k.dst_port)),
-        numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
-        numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
-        strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
-        src_site,
-        dst_site,
-        src_prefix,
-        dst_prefix,
-        numbers::<UInt64Type>(BYTES, sums().map(|s| s.bytes)),
-        numbers::<UInt64Type>(PACKETS, sums().map(|s| s.packets)),
-        numbers::<UInt64Type>(FLOWS, sums().map(|s| s.flows)),
     ]);
+    columns.extend(class_columns(
+        keys().map(|k| (k.protocol, k.dscp)),
+        classifier,
+    ));
+    columns.extend([src_site, dst_site, src_prefix, dst_prefix]);
+    columns.extend(sum_columns(sums()));
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a 1 s bucket", e))
 }
 
@@ -202,19 +198,38 @@ fn coarse_frame(
         keys().map(|k| (k.exporter, k.in_if, k.out_if)),
         exporters,
     );
-    columns.extend([
-        src_prefix,
-        dst_prefix,
-        src_site,
-        dst_site,
-        numbers::<UInt8Type>(PROTOCOL, keys().map(|k| k.protocol)),
-        numbers::<UInt8Type>(DSCP, keys().map(|k| k.dscp)),
-        strings(CLASS, keys().map(|k| classifier.class_of(k.dscp).as_str())),
-        numbers::<UInt64Type>(BYTES, values().map(|s| s.bytes)),
-        numbers::<UInt64Type>(PACKETS, values().map(|s| s.packets)),
-        numbers::<UInt64Type>(FLOWS, values().map(|s| s.flows)),
-    ]);
+    columns.extend([src_prefix, dst_prefix, src_site, dst_site]);
+    columns.extend(class_columns(
+        keys().map(|k| (k.protocol, k.dscp)),
+        classifier,
+    ));
+    columns.extend(sum_columns(values()));
     DataFrame::new(height, columns).map_err(|e| StoreError::polars("building a coarse bucket", e))
+}
+
+/// The protocol, DSCP and traffic class columns of each row's (protocol,
+/// DSCP).
+fn class_columns(
+    protocol_dscp: impl Iterator<Item = (u8, u8)> + Clone,
+    classifier: &Classifier,
+) -> [Column; 3] {
+    [
+        numbers::<UInt8Type>(PROTOCOL, protocol_dscp.clone().map(|(p, _)| p)),
+        numbers::<UInt8Type>(DSCP, protocol_dscp.clone().map(|(_, d)| d)),
+        strings(
+            CLASS,
+            protocol_dscp.map(|(_, d)| classifier.class_of(d).as_str()),
+        ),
+    ]
+}
+
+/// The bytes, packets and flows columns of each row's sums.
+fn sum_columns<'a>(sums: impl Iterator<Item = &'a FlowSums> + Clone) -> [Column; 3] {
+    [
+        numbers::<UInt64Type>(BYTES, sums.clone().map(|s| s.bytes)),
+        numbers::<UInt64Type>(PACKETS, sums.clone().map(|s| s.packets)),
+        numbers::<UInt64Type>(FLOWS, sums.map(|s| s.flows)),
+    ]
 }
 
 /// The site and prefix columns of each row's (source, destination) places:
