@@ -49,46 +49,54 @@ pub fn worst_single_failure(problem: &Problem, allocation: &Allocation) -> Optio
             }
         }
     }
+    // Each failure on its own (on every core, each thread with its own
+    // scratch), the worst kept in the links' order.
+    let links = links(problem);
+    let results = crate::allocation::in_parallel(
+        links.len(),
+        || (vec![false; edges.len()], Vec::new(), Vec::new()),
+        |(failed, affected, loads): &mut (Vec<bool>, Vec<usize>, Vec<f64>), l| {
+            let failed_edges = &links[l];
+            for &f in failed_edges {
+                failed[f] = true;
+            }
+            affected.clear();
+            for &f in failed_edges {
+                affected.extend_from_slice(&users[f]);
+            }
+            affected.sort_unstable();
+            affected.dedup();
+            loads.clear();
+            loads.extend_from_slice(&normal);
+            let mut cut_off = Vec::new();
+            for &d in affected.iter() {
+                let demand = &problem.demands[d];
+                for (path, share) in demand.paths.iter().zip(&shares[d]) {
+                    for &x in path {
+                        loads[x] -= demand.rate * share;
+                    }
+                }
+                let alive = alive_paths(demand, failed);
+                if !alive.contains(&true) {
+                    cut_off.push(d);
+                    continue;
+                }
+                let split = allocation.splits.get(d).map_or(&[][..], Vec::as_slice);
+                for (path, share) in demand.paths.iter().zip(normalised(split, &alive)) {
+                    for &x in path {
+                        loads[x] += demand.rate * share;
+                    }
+                }
+            }
+            let mlu = surviving_mlu(problem, loads, failed);
+            for &f in failed_edges {
+                failed[f] = false;
+            }
+            (mlu, cut_off)
+        },
+    );
     let mut worst: Option<WorstFailure> = None;
-    let mut failed = vec![false; edges.len()];
-    let mut affected = Vec::new();
-    let mut loads = Vec::with_capacity(edges.len());
-    for failed_edges in links(problem) {
-        for &f in &failed_edges {
-            failed[f] = true;
-        }
-        affected.clear();
-        for &f in &failed_edges {
-            affected.extend_from_slice(&users[f]);
-        }
-        affected.sort_unstable();
-        affected.dedup();
-        loads.clear();
-        loads.extend_from_slice(&normal);
-        let mut cut_off = Vec::new();
-        for &d in &affected {
-            let demand = &problem.demands[d];
-            for (path, share) in demand.paths.iter().zip(&shares[d]) {
-                for &x in path {
-                    loads[x] -= demand.rate * share;
-                }
-            }
-            let alive = alive_paths(demand, &failed);
-            if !alive.contains(&true) {
-                cut_off.push(d);
-                continue;
-            }
-            let split = allocation.splits.get(d).map_or(&[][..], Vec::as_slice);
-            for (path, share) in demand.paths.iter().zip(normalised(split, &alive)) {
-                for &x in path {
-                    loads[x] += demand.rate * share;
-                }
-            }
-        }
-        let mlu = surviving_mlu(problem, &loads, &failed);
-        for &f in &failed_edges {
-            failed[f] = false;
-        }
+    for (failed_edges, (mlu, cut_off)) in links.into_iter().zip(results) {
         keep_worse(&mut worst, mlu, failed_edges, cut_off);
     }
     worst
