@@ -45,7 +45,19 @@ pub struct Forwarding {
     /// Lowest-latency next edges per (router, destination), computed on
     /// first use per destination.
     underlay: HashMap<usize, Vec<Vec<(usize, f64)>>>,
+    /// Where one unit of each pair goes, computed on first use: the loop
+    /// routes several matrices an interval over the same forwarding (on a
+    /// network of 754 routers, half a million pairs each time).
+    fractions: HashMap<(usize, usize), PairFractions>,
 }
+
+/// A pair's fraction on each edge it crosses, and what is unrouted and
+/// what loops.
+type PairFractions = (Vec<(usize, f64)>, f64, f64);
+
+/// Pairs whose fractions are kept at most; past this the cache starts
+/// again (the pairs of a network of 1,400 routers).
+const FRACTIONS_CACHED_MAX: usize = 2_000_000;
 
 /// Link loads of a routed matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +111,7 @@ impl Forwarding {
         Forwarding {
             planned,
             underlay: HashMap::new(),
+            fractions: HashMap::new(),
         }
     }
 
@@ -125,13 +138,26 @@ impl Forwarding {
     }
 
     /// The fraction of one unit from `src` to `dst` on each edge it
-    /// crosses.
-    pub fn pair_fractions(
-        &mut self,
-        network: &Network,
-        src: usize,
-        dst: usize,
-    ) -> (Vec<(usize, f64)>, f64, f64) {
+    /// crosses, and the fractions unrouted and looping.
+    pub fn pair_fractions(&mut self, network: &Network, src: usize, dst: usize) -> PairFractions {
+        self.cached_fractions(network, src, dst).clone()
+    }
+
+    /// [`Self::pair_fractions`], computed once per pair: `network` must be
+    /// the one the forwarding was made for (as for every other method).
+    fn cached_fractions(&mut self, network: &Network, src: usize, dst: usize) -> &PairFractions {
+        if !self.fractions.contains_key(&(src, dst)) {
+            if self.fractions.len() >= FRACTIONS_CACHED_MAX {
+                self.fractions.clear();
+            }
+            let computed = self.walk(network, src, dst);
+            self.fractions.insert((src, dst), computed);
+        }
+        &self.fractions[&(src, dst)]
+    }
+
+    /// Follows one unit from `src` hop by hop towards `dst`.
+    fn walk(&mut self, network: &Network, src: usize, dst: usize) -> PairFractions {
         let mut on_edge: BTreeMap<usize, f64> = BTreeMap::new();
         let mut frontier: BTreeMap<usize, f64> = BTreeMap::from([(src, 1.0)]);
         let (mut unrouted, mut looped) = (0.0, 0.0);
@@ -178,8 +204,8 @@ impl Forwarding {
         let mut variance = vec![0.0; network.edges.len()];
         for (src, dst, rate) in matrix.demands() {
             let deviation = sigma.map_or(0.0, |s| s.get(src, dst));
-            let (fractions, unrouted, looped) = self.pair_fractions(network, src, dst);
-            for (edge, fraction) in fractions {
+            let (fractions, unrouted, looped) = self.cached_fractions(network, src, dst);
+            for &(edge, fraction) in fractions {
                 loads.edges[edge] += rate * fraction;
                 variance[edge] += (deviation * fraction).powi(2);
             }
