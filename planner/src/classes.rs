@@ -9,6 +9,7 @@ use crate::allocation::{Allocation, Demand, Problem};
 use crate::fast::{FastOptions, solve_fast};
 use crate::lp::ScenarioObjective;
 use crate::network::Network;
+use crate::on_demand::{OnDemandOptions, improve_growing};
 use crate::paths::{PathOptions, ShortestPaths, candidate_paths};
 
 /// The classes, in the order they are placed.
@@ -143,6 +144,8 @@ pub fn plan_classes(
 
 /// (source, destination, latency bound as bits, k).
 type PathKey = (usize, usize, Option<u64>, usize);
+/// A path key's latency bound (as bits) and k.
+type PathOptionsKey = (Option<u64>, usize);
 /// Node count and every edge's ends and weight: what paths depend on.
 type NetworkFingerprint = (usize, Vec<(usize, usize, u64)>);
 
@@ -166,17 +169,68 @@ type NetworkFingerprint = (usize, Vec<(usize, usize, u64)>);
 /// from it (a warm start, `warm_starts` counts them), which after a small
 /// change in the traffic is within tolerance in a few steps instead of a
 /// cold solve's hundreds. Any change of the network forgets the splits.
-#[derive(Debug, Clone, Default)]
+///
+/// A class with at least [`Self::on_demand_from`] demands free to take
+/// any path (not pinned, no latency bound) takes its paths on demand
+/// instead ([`crate::on_demand`]): each pair starts with its shortest
+/// path, and every plan adds the paths the solver's prices ask for, a few
+/// rounds at a time ([`ON_DEMAND_ROUNDS_PER_PLAN`]). The cache keeps the
+/// paths each such pair has grown (key `k` 0), so later plans go on from
+/// them; after links are taken away a pair keeps the paths that avoid
+/// them and, left with none, starts again from its shortest path. Yen's
+/// K paths for hundreds of thousands of pairs take minutes (the whole of
+/// Kdl's 568,000 pairs: 18 s on two cores; ASN2k's three million: three
+/// minutes), far past the telemetry interval a re-plan must fit in.
+#[derive(Debug, Clone)]
 pub struct PathCache {
     paths: std::collections::HashMap<PathKey, Vec<Vec<usize>>>,
     network: Option<NetworkFingerprint>,
     splits: std::collections::HashMap<SplitKey, Vec<f64>>,
+    /// Demands free to take any path from which a class's paths come on
+    /// demand ([`ON_DEMAND_MIN_DEMANDS`] unless set; `usize::MAX` never).
+    pub on_demand_from: usize,
     pub computed: usize,
     pub reused: usize,
     pub kept_after_change: usize,
     pub dropped_after_change: usize,
     pub warm_starts: usize,
 }
+
+impl Default for PathCache {
+    fn default() -> Self {
+        PathCache {
+            paths: Default::default(),
+            network: None,
+            splits: Default::default(),
+            on_demand_from: ON_DEMAND_MIN_DEMANDS,
+            computed: 0,
+            reused: 0,
+            kept_after_change: 0,
+            dropped_after_change: 0,
+            warm_starts: 0,
+        }
+    }
+}
+
+/// See [`PathCache`]: above UsCarrier's 24,806 pairs (Yen's K paths there
+/// take well under a second) and below Kdl's 568,000.
+pub const ON_DEMAND_MIN_DEMANDS: usize = 100_000;
+
+/// Rounds of solving and pricing one plan gives a class whose paths come
+/// on demand: each costs a warm fast solve and a shortest-path tree per
+/// source. A plan that stops short of the gap over all paths is still a
+/// plan over the paths so far (no worse than over the shortest path
+/// alone), and the next plan goes on from them.
+pub const ON_DEMAND_ROUNDS_PER_PLAN: usize = 3;
+
+/// The same for a re-plan that starts from the last plan's split: one
+/// round, whose pricing's new paths start the next re-plan (the loop
+/// re-plans every interval, and the paths keep growing where the prices
+/// ask, at the cost of one warm solve and one pricing each time).
+pub const ON_DEMAND_ROUNDS_PER_REPLAN: usize = 1;
+
+/// The `k` of a cache key whose paths came on demand.
+const ON_DEMAND_K: usize = 0;
 
 /// A demand's remembered split: its class, ends and a fingerprint of its
 /// paths (a different set of paths is a different demand).
@@ -247,7 +301,14 @@ impl PathCache {
             Some(map) => {
                 let (mut kept, mut dropped) = (0, 0);
                 self.paths.retain(|&(_, _, bound, k), paths| {
-                    let survives = paths.iter().flatten().all(|&e| map[e].is_some())
+                    if k == ON_DEMAND_K {
+                        // Paths on demand are not the k shortest of
+                        // anything: the ones that avoid the removed links
+                        // are as good as before.
+                        paths.retain(|path| path.iter().all(|&e| map[e].is_some()));
+                    }
+                    let survives = (k != ON_DEMAND_K || !paths.is_empty())
+                        && paths.iter().flatten().all(|&e| map[e].is_some())
                         && (bound.is_none() || paths.len() >= k);
                     if !survives {
                         dropped += 1;
@@ -271,6 +332,12 @@ impl PathCache {
     /// [`plan_classes_with`] does it first.
     pub fn follow(&mut self, network: &Network) {
         self.check(network);
+    }
+
+    /// Paths held over all entries: the candidate paths the next plan
+    /// starts from.
+    pub fn paths_held(&self) -> usize {
+        self.paths.values().map(Vec::len).sum()
     }
 
     /// Forgets the last plan's splits: the next plan's solver starts cold.
@@ -309,6 +376,32 @@ impl PathCache {
         }
     }
 
+    /// Gives the demands of `asked` (index into `problem`, a class whose
+    /// paths come on demand, as planned with `allocation`) the paths they
+    /// asked for, and the next plan's warm start a share on each: the
+    /// next re-plan goes on where this one's rounds ran out.
+    fn remember_asked(
+        &mut self,
+        class: Class,
+        problem: &Problem,
+        allocation: &Allocation,
+        asked: Vec<(usize, Vec<usize>)>,
+    ) {
+        for (d, path) in asked {
+            let (Some(demand), Some(split)) = (problem.demands.get(d), allocation.splits.get(d))
+            else {
+                continue;
+            };
+            let mut grown = demand.clone();
+            let mut shares = split.clone();
+            crate::on_demand::add_path(&mut grown.paths, &mut shares, path);
+            self.splits.remove(&split_key(class, demand));
+            self.splits.insert(split_key(class, &grown), shares);
+            let key = (grown.src, grown.dst, None, ON_DEMAND_K);
+            self.paths.insert(key, grown.paths);
+        }
+    }
+
     /// Takes paths computed elsewhere (with `options`, on the network the
     /// cache follows: call [`Self::follow`] first) as the cache's own.
     pub fn remember(
@@ -338,28 +431,78 @@ impl PathCache {
         pairs: &[(usize, usize)],
         options: &PathOptions,
     ) -> usize {
-        let key = |(src, dst): (usize, usize)| {
-            (
-                src,
-                dst,
-                options.max_latency_us.map(f64::to_bits),
-                options.k,
-            )
-        };
-        let missing: Vec<(usize, usize)> = pairs
+        let bound = options.max_latency_us.map(f64::to_bits);
+        let wanted: Vec<PathKey> = pairs
             .iter()
-            .copied()
-            .filter(|&(src, dst)| src != dst && !self.paths.contains_key(&key((src, dst))))
+            .filter(|(src, dst)| src != dst)
+            .map(|&(src, dst)| (src, dst, bound, options.k))
             .collect();
-        let found = crate::paths::candidate_paths_of_pairs(network, &missing, options);
-        if self.paths.len() + missing.len() > Self::LIMIT {
+        let before = self.computed;
+        self.prepare(network, &wanted);
+        self.computed - before
+    }
+
+    /// Makes the cache hold the paths of every key of `wanted` (the
+    /// network's, after [`Self::follow`]): those it holds count as
+    /// `reused`; the others are computed on every core, a batch per
+    /// latency bound and `k` (Yen's K shortest, or the shortest path for
+    /// paths on demand), and count as `computed`.
+    fn prepare(&mut self, network: &Network, wanted: &[PathKey]) {
+        // Pairs per (latency bound, k).
+        let mut missing: BTreeMap<PathOptionsKey, Vec<(usize, usize)>> = BTreeMap::new();
+        let mut hits = 0;
+        for key in wanted {
+            if self.paths.contains_key(key) {
+                hits += 1;
+            } else {
+                missing
+                    .entry((key.2, key.3))
+                    .or_default()
+                    .push((key.0, key.1));
+            }
+        }
+        let count: usize = missing.values().map(Vec::len).sum();
+        if count > 0 && !self.paths.is_empty() && self.paths.len() + count > Self::LIMIT {
             self.paths.clear();
+            return self.prepare(network, wanted);
         }
-        for (pair, paths) in missing.iter().zip(found) {
-            self.paths.insert(key(*pair), paths);
+        self.reused += hits;
+        for ((bound, k), mut pairs) in missing {
+            pairs.sort_unstable();
+            pairs.dedup();
+            let found: Vec<Vec<Vec<usize>>> = if k == ON_DEMAND_K {
+                crate::on_demand::shortest_paths(network, &pairs)
+                    .into_iter()
+                    .map(|path| path.into_iter().collect())
+                    .collect()
+            } else {
+                let options = PathOptions {
+                    max_latency_us: bound.map(f64::from_bits),
+                    ..PathOptions::k_shortest(k)
+                };
+                crate::paths::candidate_paths_of_pairs(network, &pairs, &options)
+            };
+            self.computed += pairs.len();
+            for ((src, dst), paths) in pairs.into_iter().zip(found) {
+                self.paths.insert((src, dst, bound, k), paths);
+            }
         }
-        self.computed += missing.len();
-        missing.len()
+    }
+
+    /// The paths held for `key` (none when it is not held).
+    fn held(&self, key: &PathKey) -> Vec<Vec<usize>> {
+        self.paths.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Keeps the paths the demands not marked `fixed` of `problem` (a
+    /// class whose paths come on demand) have now, for the next plan.
+    fn remember_on_demand(&mut self, problem: &Problem, fixed: &[bool]) {
+        for (demand, fixed) in problem.demands.iter().zip(fixed) {
+            if !fixed {
+                let key = (demand.src, demand.dst, None, ON_DEMAND_K);
+                self.paths.insert(key, demand.paths.clone());
+            }
+        }
     }
 
     /// The candidate paths of one pair, from the cache or computed (call
@@ -478,7 +621,6 @@ pub fn plan_classes_with(
     let mut scenario_loads: Vec<Vec<f64>> = vec![vec![0.0; network.edges.len()]; count];
     let mut outcomes = Vec::new();
     let mut unplaced = Vec::new();
-    let mut finder = ShortestPaths::new(network);
     for class in Class::ALL {
         let mut keys: BTreeMap<DemandKey, Vec<f64>> = BTreeMap::new();
         for (s, demands) in scenarios.iter().enumerate() {
@@ -491,22 +633,13 @@ pub fn plan_classes_with(
         if keys.is_empty() {
             continue;
         }
-        let within = class_paths(
-            network,
-            &mut finder,
-            cache,
-            class,
-            &keys,
-            k,
-            true,
-            &mut unplaced,
-        );
+        let within = class_paths(network, cache, class, &keys, k, true, &mut unplaced);
         let mut solved = solve_robust(&within, &residuals, primary, robustness, fast, class, cache);
         let mut spilled = false;
         if solved.worst_mlu > 1.0 + 1e-9 && keys.keys().any(|key| key.2.is_some()) {
             // Does not fit within the bound: the same demands again over
             // the k shortest paths, the hard limit.
-            let all = without_bounds(network, &mut finder, cache, &within, k);
+            let all = without_bounds(network, cache, &keys, &within, k);
             let wider = solve_robust(&all, &residuals, primary, robustness, fast, class, cache);
             if wider.worst_mlu < solved.worst_mlu - 1e-9 {
                 solved = wider;
@@ -556,6 +689,7 @@ pub fn plan_classes_with(
         }
         let problem = solved.problem;
         cache.remember_splits(class, &problem, &solved.allocation);
+        cache.remember_asked(class, &problem, &solved.allocation, solved.asked);
         outcomes.push(ClassOutcome {
             class,
             problem,
@@ -582,18 +716,62 @@ pub fn plan_classes_with(
 }
 
 /// A class's demands with their candidate paths: per demand its rate in
-/// each scenario, and whether it is pinned.
+/// each scenario, whether it is pinned, and whether its paths come on
+/// demand (and may grow while the class is solved).
 struct ClassDemands {
     demands: Vec<(Demand, Vec<f64>)>,
     pinned: Vec<bool>,
+    on_demand: Vec<bool>,
+    /// Most paths a demand on demand may grow to: the k of the others
+    /// (what a router's multipath group holds per destination).
+    max_paths: usize,
+}
+
+impl ClassDemands {
+    /// One flag per demand: set where the paths must stay as they are.
+    fn fixed(&self) -> Vec<bool> {
+        self.on_demand.iter().map(|grows| !grows).collect()
+    }
+}
+
+/// Whether a class whose demands are `keys` takes its paths on demand
+/// (`bounded`: latency bounds hold): enough of them are free to take any
+/// path (see [`PathCache`]).
+fn takes_paths_on_demand(
+    cache: &PathCache,
+    keys: &BTreeMap<DemandKey, Vec<f64>>,
+    bounded: bool,
+) -> bool {
+    let free = keys
+        .keys()
+        .filter(|(src, dst, bound, pin)| {
+            src != dst && pin.is_none() && (bound.is_none() || !bounded)
+        })
+        .count();
+    free >= cache.on_demand_from
+}
+
+/// The cache key of an unpinned demand's paths: within its latency bound
+/// when `bounded`, on demand when `on_demand` and it is free to take any
+/// path, else its k shortest.
+fn path_key(
+    (src, dst, bound): (usize, usize, Option<u64>),
+    k: usize,
+    bounded: bool,
+    on_demand: bool,
+) -> PathKey {
+    let bound = if bounded { bound } else { None };
+    match bound {
+        None if on_demand => (src, dst, None, ON_DEMAND_K),
+        _ => (src, dst, bound, k),
+    }
 }
 
 /// Candidate paths of a class's demands (within their latency bound when
-/// `bounded`); demands that have none are reported in `unplaced`.
-#[allow(clippy::too_many_arguments)]
+/// `bounded`; on demand for those free to take any path when the class is
+/// large enough); demands that have none are reported in `unplaced`.
 fn class_paths(
     network: &Network,
-    finder: &mut ShortestPaths,
     cache: &mut PathCache,
     class: Class,
     keys: &BTreeMap<DemandKey, Vec<f64>>,
@@ -601,13 +779,21 @@ fn class_paths(
     bounded: bool,
     unplaced: &mut Vec<Unplaced>,
 ) -> ClassDemands {
+    let on_demand = takes_paths_on_demand(cache, keys, bounded);
     let mut out = ClassDemands {
         demands: Vec::new(),
         pinned: Vec::new(),
+        on_demand: Vec::new(),
+        max_paths: k,
     };
+    let wanted: Vec<PathKey> = keys
+        .keys()
+        .filter(|(src, dst, _, pin)| src != dst && pin.is_none())
+        .map(|&(src, dst, bound, _)| path_key((src, dst, bound), k, bounded, on_demand))
+        .collect();
+    cache.prepare(network, &wanted);
     for ((src, dst, bound, pin), rates) in keys {
         let (src, dst) = (*src, *dst);
-        let bound = if bounded { *bound } else { None };
         let rate = rates.iter().copied().fold(0.0, f64::max);
         if let Some(path) = pin {
             if path_joins(network, path, src, dst) {
@@ -621,6 +807,7 @@ fn class_paths(
                     rates.clone(),
                 ));
                 out.pinned.push(true);
+                out.on_demand.push(false);
             } else {
                 unplaced.push(Unplaced {
                     src,
@@ -632,17 +819,14 @@ fn class_paths(
             }
             continue;
         }
-        let options = PathOptions {
-            max_latency_us: bound.map(f64::from_bits),
-            ..PathOptions::k_shortest(k)
-        };
-        let paths: Vec<Vec<usize>> = if src == dst {
+        let key = path_key((src, dst, *bound), k, bounded, on_demand);
+        let paths = if src == dst {
             Vec::new()
         } else {
-            cache.get_or_compute(network, finder, src, dst, &options)
+            cache.held(&key)
         };
         if paths.is_empty() {
-            let reason = match bound {
+            let reason = match key.2 {
                 _ if src == dst => "source and destination are the same node".to_string(),
                 Some(b) => format!("no path within {} µs", f64::from_bits(b)),
                 None => "no path".to_string(),
@@ -666,44 +850,52 @@ fn class_paths(
             rates.clone(),
         ));
         out.pinned.push(false);
+        out.on_demand.push(key.3 == ON_DEMAND_K);
     }
     out
 }
 
-/// The demands of `within` (those that had paths) with the k shortest
-/// paths whatever their latency; pins stay as they are.
+/// The demands of `within` (those that had paths) with their paths
+/// whatever their latency (the k shortest, or on demand when the class is
+/// large enough); pins stay as they are.
 fn without_bounds(
     network: &Network,
-    finder: &mut ShortestPaths,
     cache: &mut PathCache,
+    keys: &BTreeMap<DemandKey, Vec<f64>>,
     within: &ClassDemands,
     k: usize,
 ) -> ClassDemands {
-    let demands = within
+    let on_demand = takes_paths_on_demand(cache, keys, false);
+    let key = |demand: &Demand| path_key((demand.src, demand.dst, None), k, false, on_demand);
+    let wanted: Vec<PathKey> = within
         .demands
         .iter()
         .zip(&within.pinned)
-        .map(|((demand, rates), pinned)| {
-            let mut demand = demand.clone();
-            if !pinned {
-                let paths = cache.get_or_compute(
-                    network,
-                    finder,
-                    demand.src,
-                    demand.dst,
-                    &PathOptions::k_shortest(k),
-                );
-                if !paths.is_empty() {
-                    demand.paths = paths;
-                }
-            }
-            (demand, rates.clone())
-        })
+        .filter(|(_, pinned)| !**pinned)
+        .map(|((demand, _), _)| key(demand))
         .collect();
-    ClassDemands {
-        demands,
+    cache.prepare(network, &wanted);
+    let mut out = ClassDemands {
+        demands: Vec::with_capacity(within.demands.len()),
         pinned: within.pinned.clone(),
+        on_demand: Vec::with_capacity(within.demands.len()),
+        max_paths: k,
+    };
+    for ((demand, rates), pinned) in within.demands.iter().zip(&within.pinned) {
+        let mut demand = demand.clone();
+        let mut grows = false;
+        if !pinned {
+            let key = key(&demand);
+            let paths = cache.held(&key);
+            if !paths.is_empty() {
+                demand.paths = paths;
+                grows = key.3 == ON_DEMAND_K;
+            }
+        }
+        out.demands.push((demand, rates.clone()));
+        out.on_demand.push(grows);
     }
+    out
 }
 
 /// One class solved over every scenario.
@@ -720,6 +912,9 @@ struct Solved {
     /// The same, in the scenario where it is highest.
     worst_mlu: f64,
     pinned: Vec<bool>,
+    /// Paths on demand the last pricing asked for, not solved over yet:
+    /// the next plan's start ([`PathCache::remember_asked`]).
+    asked: Vec<(usize, Vec<usize>)>,
 }
 
 /// `cache` gives the fast solver its warm start (the last plan's split),
@@ -753,13 +948,36 @@ fn solve_robust(
     let count = residuals.len();
     let mut problem = scenario_problem(primary);
     let exact = uses_exact_lp(shares_of(&problem), count);
+    let on_demand = class.on_demand.iter().any(|grows| *grows);
+    let mut asked = Vec::new();
     let mut warm = fast.clone();
-    if warm.warm_start.is_none() && !exact {
+    if warm.warm_start.is_none() && (!exact || on_demand) {
         warm.warm_start = cache.warm_start(which, &problem);
         cache.warm_starts += usize::from(warm.warm_start.is_some());
     }
     let allocation = if class.demands.is_empty() {
         Allocation { splits: Vec::new() }
+    } else if on_demand {
+        // A few rounds of pricing from the paths so far (and the last
+        // plan's split over them); the paths found are the next plan's.
+        let fixed = class.fixed();
+        let start = warm.warm_start.take();
+        let rounds = if start.is_some() {
+            ON_DEMAND_ROUNDS_PER_REPLAN
+        } else {
+            ON_DEMAND_ROUNDS_PER_PLAN
+        };
+        let options = OnDemandOptions {
+            fast: warm,
+            rounds,
+            max_paths: class.max_paths.max(1),
+            ..OnDemandOptions::default()
+        };
+        let solved = improve_growing(problem, start, &options, &fixed);
+        problem = solved.problem;
+        cache.remember_on_demand(&problem, &fixed);
+        asked = solved.asked;
+        solved.solution.allocation
     } else if count > 1 && exact {
         let problems: Vec<Problem> = (0..count).map(scenario_problem).collect();
         robust_allocation(&problems, primary, robustness, &warm)
@@ -786,6 +1004,7 @@ fn solve_robust(
         demand.rate = rates.get(primary).copied().unwrap_or(0.0);
     }
     Solved {
+        asked,
         residual_mlu: mlus[primary],
         worst_mlu: mlus.iter().copied().fold(0.0, f64::max),
         problem,
@@ -1319,6 +1538,160 @@ pub(crate) mod tests {
         heavier[0].2 = 9.0;
         all_pairs(&build(&heavier), &mut cache);
         assert_eq!(cache.kept_after_change, 0);
+    }
+
+    /// Every pair of a `side` x `side` grid with uneven capacities, a
+    /// seeded rate each, best-effort.
+    fn grid_demands(side: usize, seed: u64) -> (Network, Vec<ClassDemand>) {
+        let n = side * side;
+        let network = crate::lp::tests::network(n, &crate::lp::tests::grid_links(side));
+        let mut next = crate::lp::tests::uniform(seed);
+        let demands = (0..n)
+            .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
+            .map(|(src, dst)| ClassDemand {
+                src,
+                dst,
+                rate: 0.01 + 0.02 * next(),
+                class: Class::BestEffort,
+                max_latency_us: None,
+                pinned_path: None,
+            })
+            .collect();
+        (network, demands)
+    }
+
+    /// A large class takes its paths on demand: only one shortest path per
+    /// pair is computed, the plans grow the paths the prices ask for and
+    /// keep them, and a few plans reach the optimum over four paths per
+    /// pair (the paths on demand may be any).
+    #[test]
+    fn a_large_class_grows_its_paths_on_demand_over_plans() {
+        let (network, demands) = grid_demands(6, 3);
+        let pairs = demands.len();
+        let fast = FastOptions::default();
+        let k_paths = plan_classes(&network, &demands, 4, &fast);
+        let four_paths = &k_paths.outcomes[0].problem;
+        let optimum = crate::lp::path_lp(four_paths, None).expect("LP").1;
+        let mut cache = PathCache {
+            on_demand_from: pairs,
+            ..PathCache::default()
+        };
+        let mut mlus = Vec::new();
+        for plan in 0..5 {
+            let planned = plan_classes_cached(
+                &network,
+                std::slice::from_ref(&demands),
+                0,
+                4,
+                &fast,
+                &mut cache,
+            );
+            let outcome = &planned.outcomes[0];
+            assert_eq!(outcome.problem.demands.len(), pairs);
+            for demand in &outcome.problem.demands {
+                assert!(!demand.paths.is_empty() && demand.paths.len() <= 4);
+                for path in &demand.paths {
+                    assert!(path_joins(&network, path, demand.src, demand.dst));
+                }
+            }
+            assert_eq!(cache.computed, pairs, "plan {plan}: only the first paths");
+            assert_eq!(cache.reused, pairs * plan, "plan {plan}");
+            mlus.push(planned.mlu);
+        }
+        let paths: usize = cache.paths.values().map(Vec::len).sum();
+        assert!(paths > pairs, "no path was added: {paths}");
+        assert!(cache.warm_starts >= 4, "{}", cache.warm_starts);
+        let last = mlus[mlus.len() - 1];
+        assert!(last <= optimum * 1.01, "{mlus:?} against {optimum}");
+        assert!(last <= mlus[0] * (1.0 + 1e-9), "{mlus:?}");
+        // The paths that grew are what counts: over each pair's shortest
+        // path alone the MLU is far higher.
+        let shortest = plan_classes(&network, &demands, 1, &fast).mlu;
+        assert!(last < shortest * 0.9, "{last} against {shortest}");
+        for pair in mlus.windows(2) {
+            assert!(
+                pair[1] <= pair[0] * 1.005,
+                "a later plan is worse: {mlus:?}"
+            );
+        }
+        // Below the threshold the same class keeps Yen's four paths.
+        let mut below = PathCache {
+            on_demand_from: pairs + 1,
+            ..PathCache::default()
+        };
+        let planned = plan_classes_cached(
+            &network,
+            std::slice::from_ref(&demands),
+            0,
+            4,
+            &fast,
+            &mut below,
+        );
+        assert_eq!(planned.outcomes[0].problem, *four_paths);
+    }
+
+    /// In a class whose paths come on demand, a pinned demand keeps its
+    /// one path and a demand with a latency bound keeps its paths within
+    /// it; a link taken away drops only the paths over it.
+    #[test]
+    fn paths_on_demand_keep_pins_and_bounds_and_survive_a_failure() {
+        let (mut network, mut demands) = grid_demands(5, 8);
+        for edge in &mut network.edges {
+            edge.latency_us = 100.0;
+        }
+        let free = demands.len() - 2;
+        demands[0].pinned_path = Some(vec![0]);
+        let pinned = (demands[0].src, demands[0].dst);
+        let bounded = (demands[1].src, demands[1].dst);
+        demands[1].max_latency_us = Some(500.0);
+        demands[1].class = Class::BestEffort;
+        let fast = FastOptions::default();
+        let mut cache = PathCache {
+            on_demand_from: free,
+            ..PathCache::default()
+        };
+        let check = |plan: &ClassPlan, network: &Network| {
+            let problem = &plan.outcomes[0].problem;
+            for demand in &problem.demands {
+                if (demand.src, demand.dst) == pinned {
+                    assert_eq!(demand.paths.len(), 1);
+                } else if (demand.src, demand.dst) == bounded {
+                    for path in &demand.paths {
+                        let latency: f64 = path.iter().map(|&e| network.edges[e].latency_us).sum();
+                        assert!(latency <= 500.0, "{path:?}");
+                    }
+                }
+                for path in &demand.paths {
+                    assert!(path_joins(network, path, demand.src, demand.dst));
+                }
+            }
+            assert!(plan.outcomes[0].pinned.iter().filter(|p| **p).count() == 1);
+        };
+        for _ in 0..3 {
+            let plan = plan_classes_cached(&network, &[demands.clone()], 0, 4, &fast, &mut cache);
+            check(&plan, &network);
+        }
+        // The busiest link fails (both directions; never the pinned one).
+        let plan = plan_classes_cached(&network, &[demands.clone()], 0, 4, &fast, &mut cache);
+        let busiest = (2..network.edges.len())
+            .max_by(|&a, &b| plan.loads[a].total_cmp(&plan.loads[b]))
+            .expect("edges");
+        let link = crate::on_demand::link_of(&network, busiest);
+        let mut failed = network.clone();
+        let mut index = 0;
+        failed.edges.retain(|_| {
+            index += 1;
+            !link[index - 1]
+        });
+        let computed = cache.computed;
+        let after = plan_classes_cached(&failed, &[demands.clone()], 0, 4, &fast, &mut cache);
+        check(&after, &failed);
+        assert!(cache.kept_after_change > 0);
+        assert!(cache.dropped_after_change > 0);
+        assert!(cache.dropped_after_change < free / 2);
+        assert_eq!(cache.computed - computed, cache.dropped_after_change);
+        assert_eq!(after.outcomes[0].problem.demands.len(), demands.len());
+        assert!(after.unplaced.is_empty(), "{:?}", after.unplaced);
     }
 
     /// The MLU of `plan`'s first class's split under other rates.

@@ -95,6 +95,10 @@ pub struct OnDemandSolution {
     pub rounds: usize,
     /// Paths in all at the end.
     pub paths: usize,
+    /// The paths the last pricing asked for (demand index, path) when the
+    /// rounds ran out short of the tolerance: where a later solve of the
+    /// same demands may start ([`add_paths`]).
+    pub asked: Vec<(usize, Vec<usize>)>,
     /// Time for the first paths (one shortest-path tree per source).
     pub first_paths_s: f64,
     /// Time spent pricing (and adding paths) over all rounds.
@@ -122,13 +126,29 @@ pub fn solve_on_demand(
 /// from `warm` when it fits them (a plan of the same problem before a
 /// change, see [`after_link_failure`]).
 pub fn improve(
+    problem: Problem,
+    warm: Option<Allocation>,
+    options: &OnDemandOptions,
+) -> OnDemandSolution {
+    improve_growing(problem, warm, options, &[])
+}
+
+/// [`improve`], where only the demands not marked in `fixed` (one flag per
+/// demand; missing flags are not fixed) are given paths: a pinned demand,
+/// or one whose paths were chosen within a latency bound, keeps the paths
+/// it has. The bound over all paths then counts a fixed demand at the
+/// price of its own cheapest path, which is still a bound on any routing
+/// that keeps it to them.
+pub fn improve_growing(
     mut problem: Problem,
     mut warm: Option<Allocation>,
     options: &OnDemandOptions,
+    fixed: &[bool],
 ) -> OnDemandSolution {
     let mut pricing_s = 0.0;
     let mut solving_s = 0.0;
     let mut best: Option<FastSolution> = None;
+    let mut asked = Vec::new();
     let mut lower_bound = 0.0f64;
     let mut rounds = 0;
     while rounds < options.rounds.max(1) {
@@ -139,12 +159,16 @@ pub fn improve(
         let gap_all_paths = best
             .as_ref()
             .map_or(f64::INFINITY, |b| b.mlu / lower_bound - 1.0);
+        // The last round's plan is the one kept: solved to the solver's
+        // own tolerance.
+        let round_tolerance = if rounds >= options.rounds {
+            0.0
+        } else {
+            (ROUND_TOLERANCE * gap_all_paths).min(MAX_ROUND_TOLERANCE)
+        };
         let fast = FastOptions {
             warm_start: warm.take(),
-            gap_tolerance: options
-                .fast
-                .gap_tolerance
-                .max((ROUND_TOLERANCE * gap_all_paths).min(MAX_ROUND_TOLERANCE)),
+            gap_tolerance: options.fast.gap_tolerance.max(round_tolerance),
             ..options.fast.clone()
         };
         let solution = solve_fast(&problem, &fast);
@@ -154,31 +178,39 @@ pub fn improve(
         }
         let started = Instant::now();
         let select = selection_prices(&problem, &solution.allocation);
-        let priced = price(&problem, &select, &solution.prices, options.max_paths);
+        let priced = price(
+            &problem,
+            &select,
+            &solution.prices,
+            options.max_paths,
+            fixed,
+        );
         lower_bound = lower_bound.max(priced.bound);
         let best_mlu = best.as_ref().map_or(f64::INFINITY, |b| b.mlu);
-        let done = best_mlu <= (1.0 + options.gap_tolerance) * lower_bound
-            || priced.new_paths.is_empty()
-            || rounds >= options.rounds;
-        if done {
+        let within = best_mlu <= (1.0 + options.gap_tolerance) * lower_bound;
+        if within || priced.new_paths.is_empty() || rounds >= options.rounds {
+            if !within && rounds >= options.rounds {
+                // The rounds ran out: what the last pricing asked for is
+                // where a later solve may go on, in place of the paths
+                // that carry nothing (a pair at its most paths asks for
+                // none).
+                let mut current = solution.allocation;
+                if let Some(best) = best.as_mut() {
+                    drop_unused_paths(&mut problem, &mut current, &mut best.allocation, fixed);
+                }
+                asked = priced.new_paths;
+            }
             pricing_s += started.elapsed().as_secs_f64();
             break;
         }
         let mut next = solution.allocation;
         if let Some(best) = best.as_mut() {
-            drop_unused_paths(&mut problem, &mut next, &mut best.allocation);
-        }
-        for (d, path) in priced.new_paths {
-            let split = &mut next.splits[d];
-            for share in split.iter_mut() {
-                *share *= 1.0 - NEW_PATH_SHARE;
-            }
-            split.push(NEW_PATH_SHARE);
-            problem.demands[d].paths.push(path);
-            if let Some(best) = best.as_mut() {
-                best.allocation.splits[d].push(0.0);
+            drop_unused_paths(&mut problem, &mut next, &mut best.allocation, fixed);
+            for (d, _) in &priced.new_paths {
+                best.allocation.splits[*d].push(0.0);
             }
         }
+        add_paths(&mut problem, &mut next, priced.new_paths);
         warm = Some(next);
         pricing_s += started.elapsed().as_secs_f64();
     }
@@ -192,10 +224,32 @@ pub fn improve(
         lower_bound,
         rounds,
         paths,
+        asked,
         first_paths_s: 0.0,
         pricing_s,
         solving_s,
     }
+}
+
+/// Gives each demand of `asked` (index into `problem`'s demands, path)
+/// its new path, and in `split` (an allocation over `problem`'s paths) a
+/// share of its demand to start with, the others' scaled down.
+pub fn add_paths(problem: &mut Problem, split: &mut Allocation, asked: Vec<(usize, Vec<usize>)>) {
+    for (d, path) in asked {
+        if let (Some(demand), Some(shares)) = (problem.demands.get_mut(d), split.splits.get_mut(d))
+        {
+            add_path(&mut demand.paths, shares, path);
+        }
+    }
+}
+
+/// [`add_paths`] for one demand's `paths` and their `shares`.
+pub fn add_path(paths: &mut Vec<Vec<usize>>, shares: &mut Vec<f64>, path: Vec<usize>) {
+    for share in shares.iter_mut() {
+        *share *= 1.0 - NEW_PATH_SHARE;
+    }
+    shares.push(NEW_PATH_SHARE);
+    paths.push(path);
 }
 
 /// One flag per edge of `network`: set for `edge` and the edges between
@@ -300,8 +354,16 @@ pub fn after_link_failure(
 /// fast solver rounds shares below a millionth to zero), keeping at least
 /// one per pair: a round's cost grows with the paths it holds, and a path
 /// priced out once is found again if the prices ask for it.
-fn drop_unused_paths(problem: &mut Problem, current: &mut Allocation, best: &mut Allocation) {
+fn drop_unused_paths(
+    problem: &mut Problem,
+    current: &mut Allocation,
+    best: &mut Allocation,
+    fixed: &[bool],
+) {
     for (d, demand) in problem.demands.iter_mut().enumerate() {
+        if fixed.get(d).copied().unwrap_or(false) {
+            continue;
+        }
         let (Some(now), Some(then)) = (current.splits.get_mut(d), best.splits.get_mut(d)) else {
             continue;
         };
@@ -336,22 +398,34 @@ fn first_paths(
     network: Network,
     pairs: &[(usize, usize, f64)],
 ) -> Result<Problem, AllocationError> {
+    let ends: Vec<(usize, usize)> = pairs.iter().map(|&(src, dst, _)| (src, dst)).collect();
+    let paths = shortest_paths(&network, &ends)
+        .into_iter()
+        .map(|path| path.into_iter().collect())
+        .collect();
+    Problem::over_paths(network, pairs, paths)
+}
+
+/// The shortest path by routing weight of each pair (`None` where the
+/// destination cannot be reached, or is the source), one tree per source,
+/// on every core: the first path of a pair whose paths come on demand.
+pub fn shortest_paths(network: &Network, pairs: &[(usize, usize)]) -> Vec<Option<Vec<usize>>> {
     let zero = vec![0.0; network.edges.len()];
-    let sources = by_source(pairs.iter().map(|&(src, dst, _)| (src, dst)));
-    let found = for_each_source(&network, &sources, |tree, src, demands| {
+    let sources = by_source(pairs.iter().copied());
+    let found = for_each_source(network, &sources, |tree, src, demands| {
         tree.grow(src, &zero);
         demands
             .iter()
             .map(|&d| tree.path_to(pairs[d].1))
             .collect::<Vec<_>>()
     });
-    let mut paths: Vec<Vec<Vec<usize>>> = vec![Vec::new(); pairs.len()];
+    let mut paths: Vec<Option<Vec<usize>>> = vec![None; pairs.len()];
     for ((_, demands), found) in sources.iter().zip(found) {
         for (&d, path) in demands.iter().zip(found) {
-            paths[d] = path.into_iter().collect();
+            paths[d] = path;
         }
     }
-    Problem::over_paths(network, pairs, paths)
+    paths
 }
 
 /// One pricing pass: the bound over all paths, and the paths pairs ask for.
@@ -387,8 +461,15 @@ fn selection_prices(problem: &Problem, allocation: &Allocation) -> Vec<f64> {
 
 /// Prices every pair: the bound over all paths is the better of the two
 /// price vectors' (each at any scale), and pairs ask for the cheapest path
-/// under `select` when it beats every path they have.
-fn price(problem: &Problem, select: &[f64], certify: &[f64], max_paths: usize) -> Priced {
+/// under `select` when it beats every path they have (not those marked in
+/// `fixed`, which count at their own cheapest path's price).
+fn price(
+    problem: &Problem,
+    select: &[f64],
+    certify: &[f64],
+    max_paths: usize,
+    fixed: &[bool],
+) -> Priced {
     let edges = &problem.network.edges;
     let select = usable_prices(select, edges.len());
     let certify = usable_prices(certify, edges.len());
@@ -420,15 +501,24 @@ fn price(problem: &Problem, select: &[f64], certify: &[f64], max_paths: usize) -
                 let Some(cheapest) = tree.price_to(demand.dst) else {
                     continue;
                 };
-                sums[which] += demand.rate * cheapest;
-                if demand.paths.len() + usize::from(given[i].is_some()) >= max_paths {
-                    continue;
-                }
                 let held = demand
                     .paths
                     .iter()
                     .map(|p| p.iter().map(|&e| prices[e]).sum::<f64>())
                     .fold(f64::INFINITY, f64::min);
+                if fixed.get(d).copied().unwrap_or(false) {
+                    let own = if held.is_finite() {
+                        held.max(cheapest)
+                    } else {
+                        cheapest
+                    };
+                    sums[which] += demand.rate * own;
+                    continue;
+                }
+                sums[which] += demand.rate * cheapest;
+                if demand.paths.len() + usize::from(given[i].is_some()) >= max_paths {
+                    continue;
+                }
                 if cheapest < held * (1.0 - improvement)
                     && let Some(path) = tree.path_to(demand.dst)
                     && given[i].is_none_or(|first| new_paths[first].1 != path)

@@ -237,6 +237,9 @@ pub fn bench_replan(args: &BenchReplanArgs) -> anyhow::Result<()> {
             "warm_share_of_interval": warm_ms / interval_ms,
             "paths_computed": computed,
             "paths_reused_per_replan": paths.reused / runs,
+            // Candidate paths held after the last re-plan (more than the
+            // pairs where a class's paths come on demand and grew).
+            "paths_held": paths.paths_held(),
             // Class solves above the exact LP's size that started from the
             // last plan's split, over the warm intervals.
             "warm_started_solves": paths.warm_starts,
