@@ -1408,21 +1408,8 @@ pub(crate) mod tests {
     #[test]
     fn a_re_plan_warm_starts_the_fast_solver_from_the_last_split() {
         // 81 nodes, 6,480 pairs over 4 paths: above the exact LP's size.
-        let side = 9;
-        let n = side * side;
-        let network = crate::lp::tests::network(n, &crate::lp::tests::grid_links(side));
-        let mut next = crate::lp::tests::uniform(11u64);
-        let mut demands: Vec<ClassDemand> = (0..n)
-            .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
-            .map(|(src, dst)| ClassDemand {
-                src,
-                dst,
-                rate: 0.01 + 0.02 * next(),
-                class: Class::BestEffort,
-                max_latency_us: None,
-                pinned_path: None,
-            })
-            .collect();
+        let (network, mut demands) = grid_demands(9, 11);
+        let mut next = crate::lp::tests::uniform(12u64);
         let fast = FastOptions::default();
         let mut cache = PathCache::default();
         plan_classes_cached(&network, &[demands.clone()], 0, 4, &fast, &mut cache);
