@@ -279,8 +279,27 @@ pub struct ClosedLoopConfig {
     pub method: crate::closed_loop::predict::PlanningMethod,
     /// Past intervals a plan serves (at most `history` of them).
     pub window: usize,
+    /// A traffic class with at least this many node pairs free to take
+    /// any path (no pin, no latency bound) takes its candidate paths on
+    /// demand (each pair's shortest first, more where the solver's prices
+    /// ask, kept between re-plans) instead of the k shortest of every
+    /// pair up front; 0: never.
+    pub paths_on_demand_from: usize,
     /// Which node each flow exporter stands for.
     pub exporters: Vec<crate::closed_loop::demand::ExporterMapping>,
+}
+
+impl ClosedLoopConfig {
+    /// An empty candidate-path cache that takes paths on demand as
+    /// `paths_on_demand_from` says.
+    pub fn path_cache(&self) -> aiwan_planner::classes::PathCache {
+        let mut cache = aiwan_planner::classes::PathCache::default();
+        cache.on_demand_from = match self.paths_on_demand_from {
+            0 => usize::MAX,
+            from => from,
+        };
+        cache
+    }
 }
 
 impl Default for ClosedLoopConfig {
@@ -298,6 +317,7 @@ impl Default for ClosedLoopConfig {
             history: 48,
             method: crate::closed_loop::predict::PlanningMethod::Aiwan,
             window: 48,
+            paths_on_demand_from: aiwan_planner::classes::ON_DEMAND_MIN_DEMANDS,
             exporters: Vec::new(),
         }
     }
@@ -969,6 +989,21 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Plain);
         assert_eq!(config.southbound, SouthboundConfig::default());
         assert_eq!(config.schedule, ScheduleConfig::default());
+        assert_eq!(config.closed_loop, ClosedLoopConfig::default());
+    }
+
+    #[test]
+    fn paths_on_demand_are_set_by_the_loop_config_and_zero_turns_them_off() {
+        let config = ControllerConfig::from_toml("[closed_loop]\npaths_on_demand_from = 500\n")
+            .expect("toml");
+        assert_eq!(config.closed_loop.path_cache().on_demand_from, 500);
+        let off =
+            ControllerConfig::from_toml("[closed_loop]\npaths_on_demand_from = 0\n").expect("toml");
+        assert_eq!(off.closed_loop.path_cache().on_demand_from, usize::MAX);
+        assert_eq!(
+            ClosedLoopConfig::default().path_cache().on_demand_from,
+            aiwan_planner::classes::ON_DEMAND_MIN_DEMANDS
+        );
     }
 
     #[test]

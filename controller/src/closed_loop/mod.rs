@@ -307,7 +307,7 @@ impl ClosedLoop {
             episode_start_ms: None,
             last_demand_bps: 0.0,
             events,
-            paths: Default::default(),
+            paths: config.path_cache(),
         }
     }
 

@@ -216,6 +216,7 @@ async fn compute(
         None => crate::collective::Placements::new(),
     };
     let now = now_ms();
+    let mut paths = state.loop_config.path_cache();
     tokio::task::spawn_blocking(move || {
         crate::planning::compute_plan_with(
             &topology,
@@ -223,7 +224,7 @@ async fn compute(
             now,
             measured.as_ref(),
             &previous,
-            &mut aiwan_planner::classes::PathCache::default(),
+            &mut paths,
         )
     })
     .await
