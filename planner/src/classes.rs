@@ -470,11 +470,8 @@ impl PathCache {
         for ((bound, k), mut pairs) in missing {
             pairs.sort_unstable();
             pairs.dedup();
-            let found: Vec<Vec<Vec<usize>>> = if k == ON_DEMAND_K {
+            let found = if k == ON_DEMAND_K {
                 crate::on_demand::shortest_paths(network, &pairs)
-                    .into_iter()
-                    .map(|path| path.into_iter().collect())
-                    .collect()
             } else {
                 let options = PathOptions {
                     max_latency_us: bound.map(f64::from_bits),

@@ -399,17 +399,15 @@ fn first_paths(
     pairs: &[(usize, usize, f64)],
 ) -> Result<Problem, AllocationError> {
     let ends: Vec<(usize, usize)> = pairs.iter().map(|&(src, dst, _)| (src, dst)).collect();
-    let paths = shortest_paths(&network, &ends)
-        .into_iter()
-        .map(|path| path.into_iter().collect())
-        .collect();
+    let paths = shortest_paths(&network, &ends);
     Problem::over_paths(network, pairs, paths)
 }
 
-/// The shortest path by routing weight of each pair (`None` where the
-/// destination cannot be reached, or is the source), one tree per source,
-/// on every core: the first path of a pair whose paths come on demand.
-pub fn shortest_paths(network: &Network, pairs: &[(usize, usize)]) -> Vec<Option<Vec<usize>>> {
+/// Each pair's paths as its shortest path by routing weight alone (none
+/// where the destination cannot be reached, or is the source), one tree
+/// per source, on every core: the first path of a pair whose paths come
+/// on demand.
+pub fn shortest_paths(network: &Network, pairs: &[(usize, usize)]) -> Vec<Vec<Vec<usize>>> {
     let zero = vec![0.0; network.edges.len()];
     let sources = by_source(pairs.iter().copied());
     let found = for_each_source(network, &sources, |tree, src, demands| {
@@ -419,10 +417,10 @@ pub fn shortest_paths(network: &Network, pairs: &[(usize, usize)]) -> Vec<Option
             .map(|&d| tree.path_to(pairs[d].1))
             .collect::<Vec<_>>()
     });
-    let mut paths: Vec<Option<Vec<usize>>> = vec![None; pairs.len()];
+    let mut paths: Vec<Vec<Vec<usize>>> = vec![Vec::new(); pairs.len()];
     for ((_, demands), found) in sources.iter().zip(found) {
         for (&d, path) in demands.iter().zip(found) {
-            paths[d] = path;
+            paths[d] = path.into_iter().collect();
         }
     }
     paths
