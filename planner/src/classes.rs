@@ -376,17 +376,25 @@ impl PathCache {
         }
     }
 
-    /// Gives the demands of `asked` (index into `problem`, a class whose
-    /// paths come on demand, as planned with `allocation`) the paths they
-    /// asked for, and the next plan's warm start a share on each: the
+    /// Keeps the paths the demands marked `grows` of `problem` (a class
+    /// whose paths come on demand, as planned with `allocation`) have now,
+    /// and gives the demands of `asked` (index into `problem`) the paths
+    /// they asked for and the next plan's warm start a share on each: the
     /// next re-plan goes on where this one's rounds ran out.
-    fn remember_asked(
+    fn remember_grown(
         &mut self,
         class: Class,
         problem: &Problem,
         allocation: &Allocation,
+        grows: &[bool],
         asked: Vec<(usize, Vec<usize>)>,
     ) {
+        for (demand, grows) in problem.demands.iter().zip(grows) {
+            if *grows {
+                let key = (demand.src, demand.dst, None, ON_DEMAND_K);
+                self.paths.insert(key, demand.paths.clone());
+            }
+        }
         for (d, path) in asked {
             let (Some(demand), Some(split)) = (problem.demands.get(d), allocation.splits.get(d))
             else {
@@ -489,17 +497,6 @@ impl PathCache {
     /// The paths held for `key` (none when it is not held).
     fn held(&self, key: &PathKey) -> Vec<Vec<usize>> {
         self.paths.get(key).cloned().unwrap_or_default()
-    }
-
-    /// Keeps the paths the demands not marked `fixed` of `problem` (a
-    /// class whose paths come on demand) have now, for the next plan.
-    fn remember_on_demand(&mut self, problem: &Problem, fixed: &[bool]) {
-        for (demand, fixed) in problem.demands.iter().zip(fixed) {
-            if !fixed {
-                let key = (demand.src, demand.dst, None, ON_DEMAND_K);
-                self.paths.insert(key, demand.paths.clone());
-            }
-        }
     }
 
     /// The candidate paths of one pair, from the cache or computed (call
@@ -686,7 +683,13 @@ pub fn plan_classes_with(
         }
         let problem = solved.problem;
         cache.remember_splits(class, &problem, &solved.allocation);
-        cache.remember_asked(class, &problem, &solved.allocation, solved.asked);
+        cache.remember_grown(
+            class,
+            &problem,
+            &solved.allocation,
+            &solved.on_demand,
+            solved.asked,
+        );
         outcomes.push(ClassOutcome {
             class,
             problem,
@@ -909,8 +912,10 @@ struct Solved {
     /// The same, in the scenario where it is highest.
     worst_mlu: f64,
     pinned: Vec<bool>,
+    /// Per demand: whether its paths came on demand.
+    on_demand: Vec<bool>,
     /// Paths on demand the last pricing asked for, not solved over yet:
-    /// the next plan's start ([`PathCache::remember_asked`]).
+    /// the next plan's start ([`PathCache::remember_grown`]).
     asked: Vec<(usize, Vec<usize>)>,
 }
 
@@ -956,7 +961,8 @@ fn solve_robust(
         Allocation { splits: Vec::new() }
     } else if on_demand {
         // A few rounds of pricing from the paths so far (and the last
-        // plan's split over them); the paths found are the next plan's.
+        // plan's split over them); the paths found are the next plan's,
+        // kept once the class's plan is chosen (`remember_grown`).
         let fixed = class.fixed();
         let start = warm.warm_start.take();
         let rounds = if start.is_some() {
@@ -972,7 +978,6 @@ fn solve_robust(
         };
         let solved = improve_growing(problem, start, &options, &fixed);
         problem = solved.problem;
-        cache.remember_on_demand(&problem, &fixed);
         asked = solved.asked;
         solved.solution.allocation
     } else if count > 1 && exact {
@@ -1001,6 +1006,7 @@ fn solve_robust(
         demand.rate = rates.get(primary).copied().unwrap_or(0.0);
     }
     Solved {
+        on_demand: class.on_demand.clone(),
         asked,
         residual_mlu: mlus[primary],
         worst_mlu: mlus.iter().copied().fold(0.0, f64::max),
