@@ -626,9 +626,11 @@ fn warm_replan(
         demand.rate *= 0.9 + 0.2 * unit;
     }
     let changed = &*problem;
-    let run = |warm_start: Option<Allocation>| {
+    let run = |warm: Option<(Allocation, Vec<f64>)>| {
+        let (warm_start, warm_prices) = warm.unzip();
         let options = FastOptions {
             warm_start,
+            warm_prices,
             ..options.clone()
         };
         let started = Instant::now();
@@ -638,7 +640,7 @@ fn warm_replan(
         anyhow::Ok((solution, seconds, mlu))
     };
     let (cold, cold_s, cold_mlu) = run(None)?;
-    let (warm, warm_s, warm_mlu) = run(Some(before.allocation.clone()))?;
+    let (warm, warm_s, warm_mlu) = run(Some((before.allocation.clone(), before.prices.clone())))?;
     for (demand, rate) in problem.demands.iter_mut().zip(rates) {
         demand.rate = rate;
     }

@@ -120,15 +120,17 @@ fn uses_exact_lp(shares: usize, scenarios: usize) -> bool {
 /// The optimum for small problems, the fast solver for large ones (and as
 /// the fallback should the LP stop without an answer). The MLU is always
 /// the shared evaluator's.
-fn solve_class(problem: &Problem, fast: &FastOptions) -> (Allocation, f64) {
+/// Also the fast solver's link prices, for the next plan's warm start
+/// (`None` when the LP solved it).
+fn solve_class(problem: &Problem, fast: &FastOptions) -> (Allocation, f64, Option<Vec<f64>>) {
     if shares_of(problem) <= EXACT_LP_MAX_SHARES
         && let Ok((allocation, _)) = crate::lp::path_lp(problem, Some(10.0))
         && let Ok(evaluation) = problem.evaluate(&allocation)
     {
-        return (allocation, evaluation.mlu);
+        return (allocation, evaluation.mlu, None);
     }
     let solution = solve_fast(problem, fast);
-    (solution.allocation, solution.mlu)
+    (solution.allocation, solution.mlu, Some(solution.prices))
 }
 
 /// Places the classes in priority order over `k` candidate paths per pair:
@@ -186,6 +188,9 @@ pub struct PathCache {
     paths: std::collections::HashMap<PathKey, Vec<Vec<usize>>>,
     network: Option<NetworkFingerprint>,
     splits: std::collections::HashMap<SplitKey, Vec<f64>>,
+    /// Per class, the fast solver's link prices of the last plan: with
+    /// the split, they start the next plan's bound.
+    prices: std::collections::HashMap<Class, Vec<f64>>,
     /// Demands free to take any path from which a class's paths come on
     /// demand ([`ON_DEMAND_MIN_DEMANDS`] unless set; `usize::MAX` never).
     pub on_demand_from: usize,
@@ -202,6 +207,7 @@ impl Default for PathCache {
             paths: Default::default(),
             network: None,
             splits: Default::default(),
+            prices: Default::default(),
             on_demand_from: ON_DEMAND_MIN_DEMANDS,
             computed: 0,
             reused: 0,
@@ -294,6 +300,7 @@ impl PathCache {
             return;
         }
         self.splits.clear();
+        self.prices.clear();
         let map = (old.0 == fingerprint.0)
             .then(|| removal_map(&old.1, &fingerprint.1))
             .flatten();
@@ -343,6 +350,7 @@ impl PathCache {
     /// Forgets the last plan's splits: the next plan's solver starts cold.
     pub fn forget_splits(&mut self) {
         self.splits.clear();
+        self.prices.clear();
     }
 
     /// A warm start for `problem` (a class's demands) from the last plan's
@@ -365,6 +373,15 @@ impl PathCache {
             .collect();
         (known as f64 >= WARM_START_MIN_KNOWN * problem.demands.len() as f64)
             .then_some(Allocation { splits })
+    }
+
+    /// Remembers a class's link prices (the fast solver's, `None` when it
+    /// did not solve the class) with its split.
+    fn remember_prices(&mut self, class: Class, prices: Option<Vec<f64>>) {
+        match prices {
+            Some(prices) => self.prices.insert(class, prices),
+            None => self.prices.remove(&class),
+        };
     }
 
     /// Remembers a class's split for the next plan's warm start, in place
@@ -683,6 +700,7 @@ pub fn plan_classes_with(
         }
         let problem = solved.problem;
         cache.remember_splits(class, &problem, &solved.allocation);
+        cache.remember_prices(class, solved.prices);
         cache.remember_grown(
             class,
             &problem,
@@ -914,6 +932,8 @@ struct Solved {
     pinned: Vec<bool>,
     /// Per demand: whether its paths came on demand.
     on_demand: Vec<bool>,
+    /// The fast solver's link prices (`None` when it did not solve it).
+    prices: Option<Vec<f64>>,
     /// Paths on demand the last pricing asked for, not solved over yet:
     /// the next plan's start ([`PathCache::remember_grown`]).
     asked: Vec<(usize, Vec<usize>)>,
@@ -952,10 +972,14 @@ fn solve_robust(
     let exact = uses_exact_lp(shares_of(&problem), count);
     let on_demand = class.on_demand.iter().any(|grows| *grows);
     let mut asked = Vec::new();
+    let mut prices = None;
     let mut warm = fast.clone();
     if warm.warm_start.is_none() && (!exact || on_demand) {
         warm.warm_start = cache.warm_start(which, &problem);
         cache.warm_starts += usize::from(warm.warm_start.is_some());
+        if warm.warm_start.is_some() {
+            warm.warm_prices = cache.prices.get(&which).cloned();
+        }
     }
     let allocation = if class.demands.is_empty() {
         Allocation { splits: Vec::new() }
@@ -979,12 +1003,15 @@ fn solve_robust(
         let solved = improve_growing(problem, start, &options, &fixed);
         problem = solved.problem;
         asked = solved.asked;
+        prices = Some(solved.solution.prices);
         solved.solution.allocation
     } else if count > 1 && exact {
         let problems: Vec<Problem> = (0..count).map(scenario_problem).collect();
         robust_allocation(&problems, primary, robustness, &warm)
     } else {
-        solve_class(&problem, &warm).0
+        let (allocation, _, fast_prices) = solve_class(&problem, &warm);
+        prices = fast_prices;
+        allocation
     };
     let mut scenario_loads = Vec::with_capacity(count);
     let mut mlus = Vec::with_capacity(count);
@@ -1008,6 +1035,7 @@ fn solve_robust(
     Solved {
         on_demand: class.on_demand.clone(),
         asked,
+        prices,
         residual_mlu: mlus[primary],
         worst_mlu: mlus.iter().copied().fold(0.0, f64::max),
         problem,
@@ -1417,6 +1445,10 @@ pub(crate) mod tests {
         let mut cache = PathCache::default();
         plan_classes_cached(&network, &[demands.clone()], 0, 4, &fast, &mut cache);
         assert_eq!(cache.warm_starts, 0);
+        // The fast solver's prices are kept with the split, one per edge.
+        let class = demands[0].class;
+        let prices = cache.prices.get(&class).expect("the class's prices");
+        assert_eq!(prices.len(), network.edges.len());
         for demand in &mut demands {
             demand.rate *= 0.9 + 0.2 * next();
         }
@@ -1438,8 +1470,13 @@ pub(crate) mod tests {
         );
         let mut other = network.clone();
         other.edges[0].weight = 2.0;
+        cache.follow(&other);
+        assert!(cache.prices.is_empty(), "another network forgets them");
         plan_classes_cached(&other, &[demands], 0, 4, &fast, &mut cache);
         assert_eq!(cache.warm_starts, 1);
+        assert!(cache.prices.contains_key(&class));
+        cache.forget_splits();
+        assert!(cache.prices.is_empty());
     }
 
     /// After links are taken away, the paths the cache keeps and those it

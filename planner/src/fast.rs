@@ -103,6 +103,13 @@ pub struct FastOptions {
     /// A warm start (for example the previous plan's split), when it fits
     /// the problem.
     pub warm_start: Option<Allocation>,
+    /// The link prices of the plan the warm start came from
+    /// ([`FastSolution::prices`]). A warm start takes their bound first,
+    /// one pass over the paths: after a small change in the traffic it
+    /// often proves the tolerance before any LP is solved (the check's
+    /// restricted dual was most of a warm re-plan on Kdl). Ignored without
+    /// a warm start, or when they do not fit the network.
+    pub warm_prices: Option<Vec<f64>>,
     /// Stop once `best MLU <= (1 + gap_tolerance) * lower bound`, checked
     /// every [`CHECK_EVERY`] steps; 0 runs every step. The default, 0.5%,
     /// is a quarter of the quality the planner promises (2% of the LP).
@@ -137,6 +144,7 @@ impl Default for FastOptions {
             iterations: 300,
             step: 0.5,
             warm_start: None,
+            warm_prices: None,
             gap_tolerance: 0.005,
             exact_finish_max_shares: EXACT_FINISH_MAX_SHARES,
         }
@@ -351,6 +359,22 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
     let mut util = vec![0.0; n_edges];
     merge_utilisation(&partial_loads, &flat.capacity, &mut util);
     let mut best_util = util.clone();
+    // The last plan's prices bound the start: when they prove the
+    // tolerance the solve is over; when they do not, the start is further
+    // from the optimum than they can see, and the first steps' own bounds
+    // are cheaper than the check's LP (which then waits for the early
+    // check).
+    let mut priced_start = false;
+    if warm_started
+        && let Some(prices) = options.warm_prices.as_deref()
+        && let Some((bound, prices)) = bound_from_prices(&flat, prices, &demand_chunks, chunk)
+    {
+        priced_start = true;
+        if bound > best_bound {
+            best_bound = bound;
+            best_prices = prices;
+        }
+    }
     for it in 0..iterations {
         let mlu = util.iter().copied().fold(0.0, f64::max);
         if mlu < best_mlu {
@@ -359,7 +383,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             best_util.copy_from_slice(&util);
         }
         let check_now = if warm_started {
-            it % check_every == 0 || it == WARM_EARLY_CHECK
+            (it % check_every == 0 && !(it == 0 && priced_start)) || it == WARM_EARLY_CHECK
         } else {
             it % check_every == 0 && it > 0
         };
@@ -376,6 +400,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
                 } else {
                     &CHECK_SLACKS
                 },
+                options.gap_tolerance.max(CLOSED_GAP),
                 &mut best_bound,
                 &mut best_prices,
             );
@@ -467,6 +492,7 @@ pub fn solve_fast(problem: &Problem, options: &FastOptions) -> FastSolution {
             &best_util,
             best_mlu,
             &FINAL_SLACKS,
+            CLOSED_GAP,
             &mut best_bound,
             &mut best_prices,
         );
@@ -666,7 +692,8 @@ fn fits(problem: &Problem, allocation: &Allocation) -> bool {
 }
 
 /// Raises `bound` (with its `prices`) by the dual restricted to the edges
-/// `util` loads near `mlu`: within each of `slacks` (relative) in turn.
+/// `util` loads near `mlu`: within each of `slacks` (relative) in turn,
+/// until `mlu` is within `enough` (relative) of the bound.
 ///
 /// The softmax prices are a coarse dual; the dual restricted to the edges
 /// a near-optimal allocation loads to its maximum is a sharp one. A wider
@@ -678,12 +705,13 @@ fn sharpen_bound(
     util: &[f64],
     mlu: f64,
     slacks: &[f64],
+    enough: f64,
     bound: &mut f64,
     prices: &mut Vec<f64>,
 ) {
     let mut previous = 0.0;
     for &slack in slacks {
-        if mlu <= (1.0 + CLOSED_GAP) * *bound {
+        if mlu <= (1.0 + enough) * *bound {
             return;
         }
         // The most loaded edges first, so that a cap on their number keeps
@@ -710,6 +738,46 @@ fn sharpen_bound(
         }
         previous = sharper;
     }
+}
+
+/// The lower bound `prices` (per unit of load, one per edge) certify, as
+/// a step's softmax prices do: scaled so that `sum_e c_e y_e = 1`, the sum
+/// over demands of the rate times the cheapest path's price (weak
+/// duality: any such prices give a bound). Returns the bound and the
+/// scaled prices; `None` when they do not fit the network (wrong length,
+/// negative or not finite, or all zero on every edge with capacity).
+/// `demand_chunks` as the steps cut them, `chunk` demands each.
+fn bound_from_prices(
+    flat: &Flat,
+    prices: &[f64],
+    demand_chunks: &[&[(usize, usize)]],
+    chunk: usize,
+) -> Option<(f64, Vec<f64>)> {
+    if prices.len() != flat.capacity.len() || prices.iter().any(|y| !(y.is_finite() && *y >= 0.0)) {
+        return None;
+    }
+    let scale: f64 = flat.capacity.iter().zip(prices).map(|(c, y)| c * y).sum();
+    if !(scale.is_finite() && scale > 0.0) {
+        return None;
+    }
+    let prices: Vec<f64> = prices.iter().map(|y| y / scale).collect();
+    let sums = each_on_a_thread(
+        demand_chunks.iter().enumerate().collect(),
+        |(c, demands)| {
+            let mut sum = 0.0;
+            for (i, &(first, last)) in demands.iter().enumerate() {
+                let cheapest = (first..last)
+                    .map(|p| path_cost(flat.path_edges(p), &prices))
+                    .fold(f64::INFINITY, f64::min);
+                // A demand with no path adds nothing: the sum stays a bound.
+                if cheapest.is_finite() {
+                    sum += flat.rate[c * chunk + i] * cheapest;
+                }
+            }
+            sum
+        },
+    );
+    Some((sums.iter().sum(), prices))
 }
 
 /// A thread's share of the demands.
@@ -944,6 +1012,81 @@ mod tests {
             },
         );
         assert_eq!(ignored.iterations, cold.iterations);
+    }
+
+    /// The last plan's prices: their bound is a bound on the changed
+    /// problem too (never above its optimum), the warm start keeps its
+    /// quality with them, and prices that do not fit are ignored.
+    #[test]
+    fn the_last_plans_prices_bound_a_warm_start_and_bad_ones_are_ignored() {
+        let side = 6;
+        let links = crate::lp::tests::grid_links(side);
+        let n = side * side;
+        let network = crate::lp::tests::network(n, &links);
+        let mut next = crate::lp::tests::uniform(11u64);
+        let entries: Vec<(usize, usize, f64)> = (0..n)
+            .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
+            .map(|(s, t)| (s, t, 0.05 + next()))
+            .collect();
+        let matrix = crate::lp::tests::matrix(n, &entries);
+        let mut problem =
+            Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(4)).unwrap();
+        let options = FastOptions::default();
+        let before = solve_fast(&problem, &options);
+        for demand in &mut problem.demands {
+            demand.rate *= 0.9 + 0.2 * next();
+        }
+        let (_, optimum) = crate::lp::path_lp(&problem, None).unwrap();
+        let flat = Flat::new(&problem).expect("flattens");
+        let chunks: Vec<&[(usize, usize)]> = flat.demand_paths.chunks(7).collect();
+        let (bound, scaled) =
+            bound_from_prices(&flat, &before.prices, &chunks, 7).expect("they fit");
+        assert!(
+            bound > 0.0 && bound <= optimum * (1.0 + 1e-9),
+            "{bound} {optimum}"
+        );
+        // The scaled prices are the ones the LP module prices with too.
+        let again = crate::lp::price_bound(&problem, &scaled);
+        assert!((again - bound).abs() <= 1e-9 * bound, "{again} {bound}");
+        let warm = |prices: Option<Vec<f64>>| {
+            solve_fast(
+                &problem,
+                &FastOptions {
+                    warm_start: Some(before.allocation.clone()),
+                    warm_prices: prices,
+                    ..options.clone()
+                },
+            )
+        };
+        let with_prices = warm(Some(before.prices.clone()));
+        assert!(with_prices.lower_bound <= optimum * (1.0 + 1e-9));
+        assert!(
+            with_prices.mlu <= (1.0 + options.gap_tolerance) * with_prices.lower_bound,
+            "{} against {}",
+            with_prices.mlu,
+            with_prices.lower_bound
+        );
+        let without = warm(None);
+        let edges = problem.network.edges.len();
+        for bad in [
+            vec![1.0; edges + 1],
+            vec![0.0; edges],
+            vec![-1.0; edges],
+            vec![f64::NAN; edges],
+        ] {
+            assert!(bound_from_prices(&flat, &bad, &chunks, 7).is_none());
+            assert_eq!(warm(Some(bad)), without);
+        }
+        // Without a warm start they are not used.
+        let cold = solve_fast(&problem, &options);
+        let cold_with = solve_fast(
+            &problem,
+            &FastOptions {
+                warm_prices: Some(before.prices.clone()),
+                ..options.clone()
+            },
+        );
+        assert_eq!(cold, cold_with);
     }
 
     /// Steps cut short leave the gap open; the restricted LP then finishes

@@ -151,6 +151,8 @@ pub fn improve_growing(
     let mut asked = Vec::new();
     let mut lower_bound = 0.0f64;
     let mut rounds = 0;
+    // The prices of the plan the warm start came from, then each round's.
+    let mut warm_prices = options.fast.warm_prices.clone();
     while rounds < options.rounds.max(1) {
         rounds += 1;
         let started = Instant::now();
@@ -168,10 +170,12 @@ pub fn improve_growing(
         };
         let fast = FastOptions {
             warm_start: warm.take(),
+            warm_prices: warm_prices.take(),
             gap_tolerance: options.fast.gap_tolerance.max(round_tolerance),
             ..options.fast.clone()
         };
         let solution = solve_fast(&problem, &fast);
+        warm_prices = Some(solution.prices.clone());
         solving_s += started.elapsed().as_secs_f64();
         if best.as_ref().is_none_or(|b| solution.mlu < b.mlu) {
             best = Some(solution.clone());
