@@ -956,16 +956,14 @@ mod tests {
         assert_eq!(full.iterations, 120);
     }
 
-    /// After every demand changed by up to 10%, a solve warm-started from
-    /// the plan before is as good as a cold one (within the tolerance,
-    /// proven by its own bound) in fewer steps.
-    #[test]
-    fn a_warm_start_after_a_small_change_takes_fewer_steps_for_the_same_quality() {
+    /// Every pair of a 6x6 grid over 4 paths, seeded rates; the fast
+    /// solver's plan of them, then every rate changed by up to 10%.
+    fn changed_grid(seed: u64) -> (Problem, FastSolution) {
         let side = 6;
         let links = crate::lp::tests::grid_links(side);
         let n = side * side;
         let network = crate::lp::tests::network(n, &links);
-        let mut next = crate::lp::tests::uniform(7u64);
+        let mut next = crate::lp::tests::uniform(seed);
         let entries: Vec<(usize, usize, f64)> = (0..n)
             .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
             .map(|(s, t)| (s, t, 0.05 + next()))
@@ -973,11 +971,20 @@ mod tests {
         let matrix = crate::lp::tests::matrix(n, &entries);
         let mut problem =
             Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(4)).unwrap();
-        let options = FastOptions::default();
-        let before = solve_fast(&problem, &options);
+        let before = solve_fast(&problem, &FastOptions::default());
         for demand in &mut problem.demands {
             demand.rate *= 0.9 + 0.2 * next();
         }
+        (problem, before)
+    }
+
+    /// After every demand changed by up to 10%, a solve warm-started from
+    /// the plan before is as good as a cold one (within the tolerance,
+    /// proven by its own bound) in fewer steps.
+    #[test]
+    fn a_warm_start_after_a_small_change_takes_fewer_steps_for_the_same_quality() {
+        let (problem, before) = changed_grid(7);
+        let options = FastOptions::default();
         let cold = solve_fast(&problem, &options);
         let warm = solve_fast(
             &problem,
@@ -1019,23 +1026,8 @@ mod tests {
     /// quality with them, and prices that do not fit are ignored.
     #[test]
     fn the_last_plans_prices_bound_a_warm_start_and_bad_ones_are_ignored() {
-        let side = 6;
-        let links = crate::lp::tests::grid_links(side);
-        let n = side * side;
-        let network = crate::lp::tests::network(n, &links);
-        let mut next = crate::lp::tests::uniform(11u64);
-        let entries: Vec<(usize, usize, f64)> = (0..n)
-            .flat_map(|s| (0..n).filter(move |&t| t != s).map(move |t| (s, t)))
-            .map(|(s, t)| (s, t, 0.05 + next()))
-            .collect();
-        let matrix = crate::lp::tests::matrix(n, &entries);
-        let mut problem =
-            Problem::with_k_paths(network, &matrix, &PathOptions::k_shortest(4)).unwrap();
+        let (problem, before) = changed_grid(11);
         let options = FastOptions::default();
-        let before = solve_fast(&problem, &options);
-        for demand in &mut problem.demands {
-            demand.rate *= 0.9 + 0.2 * next();
-        }
         let (_, optimum) = crate::lp::path_lp(&problem, None).unwrap();
         let flat = Flat::new(&problem).expect("flattens");
         let chunks: Vec<&[(usize, usize)]> = flat.demand_paths.chunks(7).collect();
